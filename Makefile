@@ -1,0 +1,34 @@
+# Set-up and entry points. `make test` and `make demo` work on a fresh clone:
+# they create .venv, install the CPU wheel of torch pinned first (an unpinned
+# torch would pull several GB of CUDA packages), then the package itself.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.megfm-installed
+DEMO_OUT ?= demo-out
+
+.PHONY: install test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,bids]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check megfm tests benchmarks examples
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	$(BIN)/megfm demo $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The ``megfm`` command line: one module per subcommand (``megfm.cli._<name>``)."""
