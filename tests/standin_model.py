@@ -34,7 +34,7 @@ def tiny_windows(n_windows: int = 24, n_sensors: int = 6, n_times: int = 100, *,
         (n_windows, n_sensors, n_times))
     subjects = np.array([f"{i % n_subjects:02d}" for i in range(n_windows)])
     labels = np.array(["HC" if int(s) % 2 == 0 else "migraine" for s in subjects])
-    state = np.array([states[i % len(states)] for i in range(n_windows)])
+    state = np.array([states[(i // n_subjects) % len(states)] for i in range(n_windows)])
     return Windows(data=data.astype(np.float32), sfreq=sfreq, geometries=[geom],
                    metadata={"subject": subjects, "label": labels, "state": state})
 
