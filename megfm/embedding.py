@@ -115,7 +115,7 @@ def _windows_batch(windows: Windows, idx: np.ndarray) -> dict[str, torch.Tensor]
     return {"x": torch.from_numpy(np.ascontiguousarray(windows.data[idx])),
             "pos": torch.from_numpy(pos), "ori": torch.from_numpy(ori),
             "sensor_type": torch.from_numpy(stype), "sensor_mask": torch.from_numpy(valid),
-            "index": torch.as_tensor(idx, dtype=torch.int64)}
+            "index": torch.as_tensor(np.ascontiguousarray(idx), dtype=torch.int64)}
 
 
 def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_workers: int = 0):
