@@ -195,21 +195,20 @@ def collate_windows(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch
             f"Cannot collate windows of different lengths {sorted(n_times)} samples; a batch "
             "needs one window duration."
         )
-    b = len(items)
-    s = max(int(it["x"].shape[0]) for it in items)
-    t = n_times.pop()
-    x0 = items[0]["x"]
-    batch = {
-        "x": torch.zeros((b, s, t), dtype=x0.dtype),
-        "pos": torch.zeros((b, s, 3), dtype=torch.float32),
-        "ori": torch.zeros((b, s, 3), dtype=torch.float32),
-        "sensor_type": torch.zeros((b, s), dtype=torch.int64),
-        "sensor_mask": torch.zeros((b, s), dtype=torch.bool),
-    }
-    for i, it in enumerate(items):
-        n = int(it["x"].shape[0])
-        for key in ("x", "pos", "ori", "sensor_type", "sensor_mask"):
-            batch[key][i, :n] = it[key]
+    sizes = [int(it["x"].shape[0]) for it in items]
+    s = max(sizes)
+    if min(sizes) == s:  # one layout: plain stacking, no padding
+        batch = {key: torch.stack([it[key] for it in items])
+                 for key in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
+    else:
+        # Fill preallocated tensors; only the padding rows are zeroed (cheaper than zeros()).
+        first = items[0]
+        batch = {key: torch.empty((len(items), s, *first[key].shape[1:]), dtype=first[key].dtype)
+                 for key in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
+        for i, (it, n) in enumerate(zip(items, sizes, strict=True)):
+            for key, out in batch.items():
+                out[i, :n] = it[key]
+                out[i, n:] = 0
     batch["index"] = torch.stack([torch.as_tensor(it["index"], dtype=torch.int64)
                                   for it in items])
     return batch

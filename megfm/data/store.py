@@ -394,7 +394,9 @@ class StoreReader:
             return f
         file = self._shard_path(shard)
         try:
-            f = h5py.File(file, "r")
+            # No chunk cache: every chunk is one whole window, read once per pass, so a
+            # cache would only cost memory (1 MB per open shard by default).
+            f = h5py.File(file, "r", rdcc_nbytes=0)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"Shard {file} listed in {self.path / MANIFEST_NAME} is missing. Restore it or "
@@ -556,8 +558,11 @@ class StoreReader:
             sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1)
         else:
             sel = uniq
-        block = self._read(shard, "windows", lambda f: f["data"][sel])
-        return np.asarray(block, dtype=np.float32)[inverse.reshape(-1)]
+        block = np.asarray(self._read(shard, "windows", lambda f: f["data"][sel]),
+                           dtype=np.float32)
+        if uniq.size == rows.size and np.array_equal(uniq, rows):
+            return block  # already in order: no extra copy
+        return block[inverse.reshape(-1)]
 
     def read(self, indices: np.ndarray | list[int] | slice | None = None) -> Windows:
         """Read windows by global index into a :class:`Windows` (in the order given).
