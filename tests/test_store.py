@@ -249,3 +249,37 @@ def test_index_errors(tmp_path):
         read_store(path, indices=np.ones(3, bool))
     np.testing.assert_array_equal(read_store(path, indices=[-1]).data,
                                   read_store(path, indices=[5]).data)
+
+
+def test_unicode_and_extra_metadata_columns(tmp_path):
+    win = _windows(3)
+    win.metadata["subject"] = np.array(["sub-ü1", "sub-日本", ""])
+    win.metadata["rt"] = np.array([0.25, 0.5, 1.0])  # an extra, non-contract column
+    back = read_store(write_store(win, tmp_path / "s"))
+    assert back.metadata["subject"].tolist() == ["sub-ü1", "sub-日本", ""]
+    np.testing.assert_array_equal(back.metadata["rt"], [0.25, 0.5, 1.0])
+    assert back.metadata["event"].dtype == np.int64
+
+
+def test_real_vectorview_round_trip(real_file, tmp_path):
+    import mne
+
+    raw = mne.io.read_raw_fif(real_file("vectorview"), verbose="error")
+    raw.pick("meg", exclude=[]).load_data(verbose="error")  # 1 s recording
+    raw.info["bads"] = raw.ch_names[:2]
+    geom = SensorGeometry.from_info(raw.info)
+    scale = np.where(geom.types == 1, 1e13, 1e15)[:, None]  # T/m -> fT/cm, T -> fT
+    data = (raw.get_data() * scale).astype(np.float32)
+    n_times = 60
+    n = data.shape[1] // n_times
+    win = Windows(data=data[:, : n * n_times].reshape(-1, n, n_times).transpose(1, 0, 2),
+                  sfreq=raw.info["sfreq"], geometries=[geom],
+                  metadata={"subject": ["sample"] * n, "state": ["auditory"] * n})
+    path = write_store(win, tmp_path / "s")
+    back = read_store(path)
+    np.testing.assert_array_equal(back.data, win.data)
+    assert back.geometry == geom and back.geometry.names[0] == "MEG 0113"
+    assert back.geometry.bads[:2].all()
+    write_store(win, tmp_path / "h", dtype="float16", compression="gzip")
+    half = read_store(tmp_path / "h")
+    np.testing.assert_allclose(half.data, win.data, rtol=2**-11, atol=1e-4)
