@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import mne
 import numpy as np
@@ -28,6 +29,20 @@ logger = logging.getLogger(__name__)
 
 STIM_CHANNEL = "STI 014"
 _MEAS_DATE = datetime.datetime(2024, 1, 1, 9, 0, tzinfo=datetime.timezone.utc)
+
+
+_PARTICIPANT_COLUMNS = {
+    "participant_id": {"Description": "subject identifier"},
+    "group": {"Description": "simulated group (HC = healthy control)"},
+    "age": {"Description": "age (simulated)", "Units": "years"},
+    "sex": {"Description": "sex (simulated)", "Levels": {"M": "male", "F": "female"}},
+    "head_dx_mm": {"Description": "head shift in the helmet along x (right)", "Units": "mm"},
+    "head_dy_mm": {"Description": "head shift along y (anterior)", "Units": "mm"},
+    "head_dz_mm": {"Description": "head shift along z (up)", "Units": "mm"},
+    "alpha_peak_hz": {"Description": "individual alpha peak frequency", "Units": "Hz"},
+    "habituation_slope": {"Description": "relative change of evoked amplitude per block"},
+    "gating_ratio": {"Description": "second / first somatosensory response amplitude"},
+}
 
 
 def _log_level(verbose) -> int:
@@ -146,8 +161,11 @@ def _write_bids(tmp_fif: str, out_dir: Path, sub: str, state: str) -> Path:
     if len(events):
         names = {1: "tone", 2: "stim", 3: "stim2"}
         event_id = {names[c]: c for c in np.unique(events[:, 2]) if c in names}
-    write_raw_bids(raw, bids_path, events=events if len(events) else None, event_id=event_id,
-                   overwrite=True, verbose=False)
+    # mne-bids looks for KIT head-position coils with a reader that accepts only RawKIT
+    # files; a simulated KIT-like array has none, which is what its RuntimeError means.
+    with mock.patch("mne.chpi.extract_chpi_locs_kit", side_effect=RuntimeError("no cHPI")):
+        write_raw_bids(raw, bids_path, events=events if len(events) else None,
+                       event_id=event_id, overwrite=True, verbose=False)
     return Path(bids_path.fpath)
 
 
@@ -274,6 +292,9 @@ def simulate_cohort(
         shutil.rmtree(tmp_dir, ignore_errors=True)
     participants = out_dir / "participants.tsv"
     _write_participants(participants, rows)
+    if bids:
+        _atomic_write_text(out_dir / "participants.json", json.dumps(_PARTICIPANT_COLUMNS,
+                                                                     indent=2))
     truth = _ground_truth(info, array_name, sfreq, seed, effect_scale, resolved, states)
     truth_path = out_dir / "ground_truth.json"
     _atomic_write_text(truth_path, json.dumps(truth, indent=2))

@@ -37,8 +37,8 @@ _REGION_TABLE: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
     "precentral_lh": ((-0.038, 0.010, 0.100), (0.0, 1.0, -0.3), "lh"),
     "precentral_rh": ((0.038, 0.010, 0.100), (0.0, 1.0, -0.3), "rh"),
     # occipital and parietal alpha generators (calcarine / parieto-occipital sulcus)
-    "occipital_lh": ((-0.025, -0.078, 0.050), (1.0, 0.0, 0.4), "lh"),
-    "occipital_rh": ((0.025, -0.078, 0.050), (-1.0, 0.0, 0.4), "rh"),
+    "occipital_lh": ((-0.025, -0.070, 0.050), (1.0, 0.0, 0.4), "lh"),
+    "occipital_rh": ((0.025, -0.070, 0.050), (-1.0, 0.0, 0.4), "rh"),
     "parietal_lh": ((-0.035, -0.055, 0.090), (0.0, 0.4, 1.0), "lh"),
     "parietal_rh": ((0.035, -0.055, 0.090), (0.0, 0.4, 1.0), "rh"),
     "precuneus": ((0.0, -0.060, 0.085), (1.0, 0.0, 0.0), "midline"),

@@ -79,13 +79,14 @@ STATE_DESIGNS = {
 PAIRED_PULSE_DELAY = 0.5  # s, second pulse of a pair
 
 # Resting rhythms: baseline rms source amplitudes (nA*m) per region.
-_ALPHA_RMS = {"occipital_lh": 12.0, "occipital_rh": 12.0, "parietal_lh": 8.0,
-              "parietal_rh": 8.0, "precuneus": 8.0, "supramarginal_lh": 4.0,
+_ALPHA_RMS = {"occipital_lh": 6.0, "occipital_rh": 6.0, "parietal_lh": 5.0,
+              "parietal_rh": 5.0, "precuneus": 5.0, "supramarginal_lh": 4.0,
               "supramarginal_rh": 4.0}
 _THETA_RMS = {"rostral_middle_frontal_lh": 5.0, "rostral_middle_frontal_rh": 5.0,
               "parietal_lh": 3.0, "parietal_rh": 3.0, "precuneus": 4.0,
               "precentral_lh": 3.0, "precentral_rh": 3.0, "cerebellum_lh": 4.0,
               "cerebellum_rh": 4.0}
+_TASK_ALPHA = 0.5  # alpha amplitude during task states (eyes open, attention) vs rest
 _BACKGROUND_RMS = 7.0  # nA*m per background dipole (1/f)
 _REGION_BACKGROUND_RMS = 3.0  # nA*m of 1/f activity in every named region
 _PINK_EXPONENT = 1.0  # power ~ 1 / f**exponent
@@ -136,8 +137,9 @@ def _bump(freqs: np.ndarray, peak: float, width: float) -> np.ndarray:
 
 
 def resting_sources(subject: dict, n_regions: int, n_background: int, region_names: list[str],
-                    sfreq: float, n_times: int, rng: np.random.Generator) -> np.ndarray:
-    """Source time courses (A*m) of the resting activity, shape (n_sources, n_times)."""
+                    sfreq: float, n_times: int, rng: np.random.Generator,
+                    alpha_factor: float = 1.0) -> np.ndarray:
+    """Source time courses (A*m) of the ongoing activity, shape (n_sources, n_times)."""
     freqs = np.fft.rfftfreq(n_times, 1.0 / sfreq)
     pink = 1.0 / np.maximum(freqs, 1.0) ** (_PINK_EXPONENT / 2)
     pink = _unit_rms(pink, n_times)
@@ -146,7 +148,7 @@ def resting_sources(subject: dict, n_regions: int, n_background: int, region_nam
     n_src = n_regions + n_background
     power = np.zeros((n_src, len(freqs)))
     for i, name in enumerate(region_names):
-        a_rms = _ALPHA_RMS.get(name, 1.5) * subject["alpha_scale"] * np.sqrt(
+        a_rms = _ALPHA_RMS.get(name, 1.5) * alpha_factor * subject["alpha_scale"] * np.sqrt(
             subject["alpha_power"].get(name, 1.0))
         t_rms = _THETA_RMS.get(name, 1.5) * subject["theta_scale"] * np.sqrt(
             subject["theta_power"].get(name, 1.0))
@@ -223,7 +225,8 @@ def simulate_state(state: str, anatomy, subject: dict, *, sfreq: float, duration
     """
     n_times = int(round(duration * sfreq))
     src = resting_sources(subject, anatomy.n_regions, anatomy.gain.shape[1] - anatomy.n_regions,
-                          anatomy.region_names, sfreq, n_times, rng)
+                          anatomy.region_names, sfreq, n_times, rng,
+                          alpha_factor=1.0 if state == "rest" else _TASK_ALPHA)
     stim = np.zeros(n_times)
     events = np.zeros((0, 3), int)
     if state in STATE_DESIGNS:
@@ -236,10 +239,10 @@ def simulate_state(state: str, anatomy, subject: dict, *, sfreq: float, duration
         ev = [np.c_[samples, np.zeros(n_trials, int), np.full(n_trials, design.event_id)]]
         if state == "auditory":
             waveform = _auditory_waveform(sfreq, subject["m100_latency"])
-            amp = {"auditory_lh": 22.0, "auditory_rh": 25.0}
+            amp = {"auditory_lh": 30.0, "auditory_rh": 35.0}  # nA*m
         else:
             waveform = _somatosensory_waveform(sfreq, subject["m20_latency"])
-            amp = {"postcentral_lh": 12.0}
+            amp = {"postcentral_lh": 15.0}
         impulses = np.zeros(n_times)
         impulses[samples] = trial_gain
         if state == "somatosensory" and paired_pulse:
