@@ -185,16 +185,25 @@ def _stim_to_annotations(raw: mne.io.BaseRaw) -> int:
     return len(events)
 
 
-def _find_bad_channels(raw: mne.io.BaseRaw, config: PreprocessConfig) -> tuple[list, list]:
-    """Flat and noisy channels, per channel type, from the filtered data."""
-    data = raw._data
-    std = data.std(axis=1)
+def _robust_stats(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel median and robust standard deviation (1.4826 x MAD)."""
+    centre = np.median(data, axis=1, keepdims=True)
+    return centre, 1.4826 * np.median(np.abs(data - centre), axis=1)
+
+
+def _find_bad_channels(raw: mne.io.BaseRaw, robust_std: np.ndarray,
+                       config: PreprocessConfig) -> tuple[list, list]:
+    """Flat and noisy channels, per channel type, from robust standard deviations.
+
+    A robust (MAD-based) spread is used so that a short artefact does not make a good
+    channel look noisy; the artefact is annotated instead.
+    """
     types = np.array(raw.get_channel_types())
     flat: list[str] = []
     noisy: list[str] = []
     for ch_type in np.unique(types):
         idx = np.flatnonzero(types == ch_type)
-        s = std[idx]
+        s = robust_std[idx]
         med = np.median(s[s > 0]) if np.any(s > 0) else 0.0
         is_flat = s <= 0
         if config.flat_ratio is not None:
@@ -203,31 +212,30 @@ def _find_bad_channels(raw: mne.io.BaseRaw, config: PreprocessConfig) -> tuple[l
         if config.noisy_z is not None and np.sum(~is_flat) >= 3:
             log_s = np.log(s[~is_flat])
             centre = np.median(log_s)
-            # MAD floored at 5% spread, so near-identical channels do not all look noisy
-            mad = max(1.4826 * np.median(np.abs(log_s - centre)), 0.05)
+            # spread floored at 0.1 (10%), so that in a very homogeneous array a channel
+            # needs exp(0.1 * noisy_z) (1.8x for z=6) the typical level to count as noisy
+            mad = max(1.4826 * np.median(np.abs(log_s - centre)), 0.1)
             z = (log_s - centre) / mad
             noisy += [raw.ch_names[i] for i in idx[~is_flat][z > config.noisy_z]]
     return flat, noisy
 
 
-def _annotate_amplitude(raw: mne.io.BaseRaw, config: PreprocessConfig) -> int:
+def _annotate_amplitude(raw: mne.io.BaseRaw, centre: np.ndarray, robust_std: np.ndarray,
+                        config: PreprocessConfig) -> int:
     """Annotate spans where a good channel is beyond the amplitude threshold."""
     if config.bad_amplitude_z is None and not config.bad_amplitude:
         return 0
     good = mne.pick_types(raw.info, meg=True, ref_meg=False, exclude="bads")
     if len(good) == 0:
         return 0
-    data = raw._data[good]
     types = np.array(raw.get_channel_types(picks=good))
-    centre = np.median(data, axis=1, keepdims=True)
-    dev = np.abs(data - centre)
     limit = np.full(len(good), np.inf)
     if config.bad_amplitude_z is not None:
-        robust_std = 1.4826 * np.median(dev, axis=1)
-        limit = np.where(robust_std > 0, config.bad_amplitude_z * robust_std, np.inf)
+        rs = robust_std[good]
+        limit = np.where(rs > 0, config.bad_amplitude_z * rs, np.inf)
     for ch_type, value in (config.bad_amplitude or {}).items():
         limit[types == ch_type] = np.minimum(limit[types == ch_type], float(value))
-    bad = (dev > limit[:, None]).any(axis=0)
+    bad = (np.abs(raw._data[good] - centre[good]) > limit[:, None]).any(axis=0)
     if not bad.any():
         return 0
     sfreq = raw.info["sfreq"]
@@ -323,13 +331,14 @@ def preprocess(raw: mne.io.BaseRaw, config: PreprocessConfig | None = None, *,
         raw.filter(config.l_freq, h_freq, verbose=mne_verbose)
     if target > raw.info["sfreq"]:
         raw.resample(target, verbose=mne_verbose)
-    flat, noisy = _find_bad_channels(raw, config)
-    new_bads = [ch for ch in flat + noisy if ch not in raw.info["bads"]]
-    raw.info["bads"] = list(raw.info["bads"]) + new_bads
     types = raw.get_channel_types()
     scales = np.array([SCALINGS[t] for t in types])
     raw._data *= scales[:, None]
-    n_spans = _annotate_amplitude(raw, config)
+    centre, robust_std = _robust_stats(raw._data)
+    flat, noisy = _find_bad_channels(raw, robust_std, config)
+    new_bads = [ch for ch in flat + noisy if ch not in raw.info["bads"]]
+    raw.info["bads"] = list(raw.info["bads"]) + new_bads
+    n_spans = _annotate_amplitude(raw, centre, robust_std, config)
     temp = raw.info.get("temp")
     temp = dict(temp) if isinstance(temp, dict) else {}
     temp[TEMP_KEY] = {"scaled": True, "config": config.to_dict(), "units": {"mag": "fT",
