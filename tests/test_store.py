@@ -283,3 +283,41 @@ def test_real_vectorview_round_trip(real_file, tmp_path):
     write_store(win, tmp_path / "h", dtype="float16", compression="gzip")
     half = read_store(tmp_path / "h")
     np.testing.assert_allclose(half.data, win.data, rtol=2**-11, atol=1e-4)
+
+
+def test_shard_infos(tmp_path):
+    path = write_store(_windows(seed=1), tmp_path / "s")
+    write_store(_windows(seed=2), path)
+    with open_store(path) as reader:
+        assert [i["seed"] for i in reader.shard_infos] == [1, 2]
+        assert reader.info["seed"] == 1
+
+
+@pytest.fixture(scope="module")
+def three_shards(tmp_path_factory):
+    parts = [_windows(4, n_sensors=3, seed=1), _windows(2, n_sensors=6, seed=2),
+             _windows(5, n_sensors=4, seed=3)]
+    path = write_store(Windows.concatenate(parts), tmp_path_factory.mktemp("h") / "s")
+    return path, Windows.concatenate(parts)
+
+
+def test_read_any_indices_matches_memory(three_shards):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    path, win = three_shards
+    reader = open_store(path)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.integers(-11, 10), min_size=1, max_size=15))
+    def check(idx):
+        got = reader.read(idx)
+        want = win[np.asarray(idx) % 11]
+        s = got.data.shape[1]
+        np.testing.assert_array_equal(got.data, want.data[:, :s])
+        assert np.all(want.data[:, s:] == 0)
+        for i, rec in enumerate(got.metadata["recording"]):
+            assert got.geometries[rec] == win.geometries[want.metadata["recording"][i]]
+
+    check()
+    reader.close()
