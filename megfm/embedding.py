@@ -20,10 +20,10 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .data.geometry import SensorGeometry
-from .data.windows import METADATA_COLUMNS, Windows
+from .data.windows import Windows
 
-__all__ = ["POOLINGS", "Embedder", "aggregate_by_subject", "embed", "iter_batches",
-           "load_model", "store_metadata"]
+__all__ = ["POOLINGS", "Embedder", "aggregate_by_subject", "data_sfreq", "embed",
+           "iter_batches", "load_model", "store_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,38 +66,19 @@ def load_model(model: Any) -> torch.nn.Module:
 def store_metadata(store: str | os.PathLike) -> dict[str, np.ndarray]:
     """Metadata columns of every window of a store, in global window order.
 
-    Reads only the small ``meta/`` datasets of each shard (never the signals).
+    Reads only the small ``meta/`` datasets of each shard (never the signals);
+    ``recording`` is the shard index.
     """
-    import h5py
+    from .data.store import StoreReader
 
     store = Path(store)
-    shards = sorted(store.glob("shard-*.h5"))
-    if not (store / "store.json").is_file() or not shards:
+    if not (store / "store.json").is_file():
         raise FileNotFoundError(
-            f"{store} is not a megfm store (store.json and shard-*.h5 expected); create one "
-            "with `megfm prepare`."
+            f"{store} is not a megfm store (no store.json inside); create one with "
+            "`megfm prepare` or megfm.write_store()."
         )
-    columns: dict[str, list[np.ndarray]] = {}
-    rec_offset = 0
-    for shard in shards:
-        with h5py.File(shard, "r") as f:
-            meta = f["meta"]
-            for key in meta:
-                values = meta[key][()]
-                if values.dtype.kind in "OS":
-                    values = np.array([v.decode() if isinstance(v, bytes) else str(v)
-                                       for v in values])
-                if key == "recording":
-                    values = values.astype(np.int64) + rec_offset
-                columns.setdefault(key, []).append(np.asarray(values))
-            rec_offset += 1
-    out = {}
-    for key, parts in columns.items():
-        if len(parts) == len(shards):
-            arr = np.concatenate(parts)
-            dtype = METADATA_COLUMNS.get(key)
-            out[key] = arr.astype(str) if dtype is str else arr
-    return out
+    with StoreReader(store) as reader:
+        return {k: np.asarray(v) for k, v in reader.metadata.items()}
 
 
 def _windows_batch(windows: Windows, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -147,9 +128,12 @@ def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_wo
     if isinstance(windows_or_store, (str, os.PathLike)):
         from .data.dataset import WindowDataset, collate_windows
 
-        dataset = WindowDataset(windows_or_store)
-        if indices is not None:
-            dataset = torch.utils.data.Subset(dataset, [int(i) for i in indices])
+        if not (Path(windows_or_store) / "store.json").is_file():
+            raise FileNotFoundError(
+                f"{windows_or_store} is not a megfm store (no store.json inside); create one "
+                "with `megfm prepare` or megfm.write_store()."
+            )
+        dataset = WindowDataset(windows_or_store, indices=indices)
         yield len(dataset)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                              num_workers=num_workers,
@@ -174,9 +158,22 @@ def _window_metadata(windows_or_store, indices) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- pooling
-def _pool(model, batch: dict, pooling: str) -> torch.Tensor:
+def data_sfreq(windows_or_store) -> float | None:
+    """Sampling rate of a Windows or a store (None when unknown)."""
+    if isinstance(windows_or_store, Windows):
+        return windows_or_store.sfreq
+    if isinstance(windows_or_store, (str, os.PathLike)):
+        from .data.store import StoreReader
+
+        with StoreReader(windows_or_store) as reader:
+            return float(reader.sfreq)
+    return None
+
+
+def _pool(model, batch: dict, pooling: str, sfreq: float | None = None) -> torch.Tensor:
     feats = model.forward_features(batch["x"], batch["pos"], batch["ori"],
-                                   batch["sensor_type"], batch["sensor_mask"])  # (B, P, K, D)
+                                   batch["sensor_type"], batch["sensor_mask"],
+                                   sfreq=sfreq)  # (B, P, K, D)
     if pooling == "attention":
         # Parameter-free attention pooling: tokens weighted by their softmax similarity
         # to the mean token (scaled dot product), so salient latents count more.
@@ -246,13 +243,14 @@ def embed(
     batches = iter_batches(windows_or_store, batch_size=batch_size, indices=indices,
                            num_workers=num_workers)
     n = next(batches)
+    sfreq = data_sfreq(windows_or_store)
     chunks, order = [], []
     with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
                                       disable=not progress) as bar:
         for batch in batches:
             index = batch["index"]
             batch = {k: v.to(device) for k, v in batch.items()}
-            pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean")
+            pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean", sfreq)
             chunks.append(pooled.float().cpu().numpy())
             order.append(index.numpy())
             bar.update(len(index))

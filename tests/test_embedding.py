@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
-
-standin = pytest.importorskip("standin_model")
-standin.install()
-
+import training_helpers as helpers
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from megfm import models  # noqa: E402
 from megfm.data import SensorGeometry  # noqa: E402
 from megfm.embedding import Embedder, aggregate_by_subject, embed  # noqa: E402
 
 
 def _model(**changes):
-    torch.manual_seed(0)
-    config = dataclasses.replace(models.ModelConfig.preset("tiny"), **changes)
-    return models.MaskedSignalModel(config)
+    return helpers.tiny_model(0, **changes)
 
 
 @pytest.fixture(scope="module")
 def windows():
-    return standin.tiny_windows(n_windows=24, n_subjects=6)
+    return helpers.tiny_windows(n_windows=24, n_subjects=6)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,7 @@ def test_embed_shapes_and_metadata(windows, checkpoint):
     feats2, _ = embed(checkpoint, windows, batch_size=24, progress=False)
     np.testing.assert_allclose(feats, feats2, rtol=1e-5, atol=1e-6)
     net = _model()
-    batch = standin.windows_batch(windows, [3])
+    batch = helpers.windows_batch(windows, [3])
     with torch.no_grad():
         ref = net.forward_head(net.forward_features(batch["x"], batch["pos"], batch["ori"],
                                                     batch["sensor_type"], batch["sensor_mask"]))

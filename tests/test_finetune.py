@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import training_helpers as helpers
 from torch import nn
 
-standin = pytest.importorskip("standin_model")
-standin.install()
-
-from megfm import models  # noqa: E402
 from megfm.evaluate.finetune import (  # noqa: E402
     FinetuneModule,
     finetune,
@@ -23,7 +20,7 @@ from megfm.evaluate.finetune import (  # noqa: E402
 @pytest.fixture(scope="module")
 def windows():
     """8 subjects; migraine subjects carry a strong 25 Hz rhythm."""
-    w = standin.tiny_windows(n_windows=48, n_subjects=8, seed=1)
+    w = helpers.tiny_windows(n_windows=48, n_subjects=8, seed=1)
     t = np.arange(w.n_times) / w.sfreq
     mig = w.metadata["label"] == "migraine"
     w.data[mig] += (150 * np.sin(2 * np.pi * 25 * t)).astype(np.float32)
@@ -32,8 +29,7 @@ def windows():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return models.MaskedSignalModel(models.ModelConfig.preset("tiny"))
+    return helpers.tiny_model(0)
 
 
 def test_parse_task():
