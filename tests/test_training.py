@@ -13,6 +13,11 @@ from megfm.training import PretrainModule, load_metrics, pretrain  # noqa: E402
 from megfm.training.module import cosine_with_warmup  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from helpers.one_thread()
+
+
 class _Batches(torch.utils.data.Dataset):
     def __init__(self, windows):
         self.windows = windows
