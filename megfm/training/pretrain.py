@@ -273,26 +273,6 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     if store is None and datamodule is None:
         raise ValueError("Give a store folder (or a datamodule) to pretrain on.")
     manifest = _read_manifest(store) if datamodule is None else {}
-    ckpt_path = _prepare_out(out, resume=resume, overwrite=overwrite)
-
-    if ckpt_path is not None and (out / _RUN_FILE).is_file():
-        with open(out / _RUN_FILE, encoding="utf-8") as fid:
-            config = config_from_dict(json.load(fid)["model_config"])
-        logger.info("Resuming %s with the model configuration recorded in run.json.", out)
-    else:
-        config = _adapt_config(_resolve_config(model), manifest)
-
-    pl.seed_everything(seed, workers=True, verbose=False)
-    if datamodule is None:
-        from .datamodule import MEGDataModule
-
-        dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
-                         balance_states=balance_states, val_fraction=val_fraction, seed=seed)
-        datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
-
-    module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                            max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,
-                            seed=seed)
     ckpt_dir = out / "checkpoints"
     if checkpoint_every is None:
         checkpoint_every = max(1, max_steps // 10)
@@ -316,6 +296,31 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=out,
         limit_val_batches=1.0 if val_fraction > 0 else 0,
     )
+    # Only global rank 0 checks (and, with overwrite, clears) the output folder: the other
+    # ranks of a DDP run start later (or simultaneously) and must not refuse its files.
+    if trainer.is_global_zero:
+        ckpt_path = _prepare_out(out, resume=resume, overwrite=overwrite)
+    else:
+        ckpt_path = out / "checkpoints" / "last.ckpt" if resume else None
+
+    if ckpt_path is not None and (out / _RUN_FILE).is_file():
+        with open(out / _RUN_FILE, encoding="utf-8") as fid:
+            config = config_from_dict(json.load(fid)["model_config"])
+        logger.info("Resuming %s with the model configuration recorded in run.json.", out)
+    else:
+        config = _adapt_config(_resolve_config(model), manifest)
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    if datamodule is None:
+        from .datamodule import MEGDataModule
+
+        dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
+                         balance_states=balance_states, val_fraction=val_fraction, seed=seed)
+        datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
+
+    module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                            max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,
+                            seed=seed)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         run = {
