@@ -242,7 +242,7 @@ def simulate_state(state: str, anatomy, subject: dict, *, sfreq: float, duration
             amp = {"auditory_lh": 30.0, "auditory_rh": 35.0}  # nA*m
         else:
             waveform = _somatosensory_waveform(sfreq, subject["m20_latency"])
-            amp = {"postcentral_lh": 15.0}
+            amp = {"postcentral_lh": 20.0}
         impulses = np.zeros(n_times)
         impulses[samples] = trial_gain
         if state == "somatosensory" and paired_pulse:
