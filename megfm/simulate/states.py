@@ -83,10 +83,10 @@ PAIRED_PULSE_DELAY = 0.5  # s, second pulse of a pair
 _ALPHA_RMS = {"occipital_lh": 6.0, "occipital_rh": 6.0, "parietal_lh": 5.0,
               "parietal_rh": 5.0, "precuneus": 5.0, "supramarginal_lh": 4.0,
               "supramarginal_rh": 4.0}
-_THETA_RMS = {"rostral_middle_frontal_lh": 5.0, "rostral_middle_frontal_rh": 5.0,
-              "parietal_lh": 3.0, "parietal_rh": 3.0, "precuneus": 4.0,
-              "precentral_lh": 3.0, "precentral_rh": 3.0, "cerebellum_lh": 4.0,
-              "cerebellum_rh": 4.0}
+_THETA_RMS = {"rostral_middle_frontal_lh": 3.5, "rostral_middle_frontal_rh": 3.5,
+              "parietal_lh": 2.0, "parietal_rh": 2.0, "precuneus": 3.0,
+              "precentral_lh": 2.0, "precentral_rh": 2.0, "cerebellum_lh": 3.0,
+              "cerebellum_rh": 3.0}
 _TASK_ALPHA = 0.5  # alpha amplitude during task states (eyes open, attention) vs rest
 _BACKGROUND_RMS = 7.0  # nA*m per background dipole (1/f)
 _REGION_BACKGROUND_RMS = 3.0  # nA*m of 1/f activity in every named region
