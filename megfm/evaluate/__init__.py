@@ -1,0 +1,1 @@
+"""Downstream evaluation: baselines, subject-level studies, fine-tuning, reconstruction."""
