@@ -18,6 +18,7 @@ order of the input (the store's global window index).
 from __future__ import annotations
 
 import logging
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -255,38 +256,40 @@ def spectral_features(windows, *, bands: dict[str, tuple[float, float]] | None =
     nperseg = min(win.n_times, int(round(2 * win.sfreq)))
     fmin = min(lo for lo, _ in bands.values())
     fmax = max(hi for _, hi in bands.values())
-    for rec, geom in enumerate(win.geometries):
-        rows = np.flatnonzero(win.metadata["recording"] == rec)
-        if not len(rows):
-            continue
-        regions = sensor_regions(geom)
-        good = ~geom.bads
-        members = [np.flatnonzero(good & (geom.types == SENSOR_TYPES.index(t)) & (regions == r))
-                   for (t, r) in groups]
-        posterior = np.flatnonzero(good & np.isin(regions, ["parietal", "occipital"]))
-        if not len(posterior):
-            posterior = np.flatnonzero(good)
-        for start in range(0, len(rows), batch_size):
-            idx = rows[start:start + batch_size]
-            freqs, psd = welch(win.data[idx, :geom.n_sensors], fs=win.sfreq, nperseg=nperseg,
-                               axis=-1)
-            in_total = (freqs >= fmin) & (freqs < fmax)
-            total = psd[..., in_total].sum(-1)
-            total = np.where(total > 0, total, np.nan)
-            col = 0
-            for lo, hi in bands.values():
-                rel = psd[..., (freqs >= lo) & (freqs < hi)].sum(-1) / total  # (n, S)
-                for m in members:
-                    if len(m):
-                        feats[idx, col] = np.nanmean(rel[:, m], axis=1)
-                    col += 1
-            arange = (freqs >= alpha_range[0]) & (freqs <= alpha_range[1])
-            if arange.sum() >= 1 and len(posterior):
-                relpsd = psd[:, posterior] / total[:, posterior, None]
-                mean_spec = np.nanmean(relpsd[..., arange], axis=1)  # (n, F_alpha)
-                fa = freqs[arange]
-                feats[idx, col] = [_parabolic_peak(fa, s) if np.all(np.isfinite(s)) else np.nan
-                                   for s in mean_spec]
+    with warnings.catch_warnings():  # flat (all-zero) windows give NaN, not warnings
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for rec, geom in enumerate(win.geometries):
+            rows = np.flatnonzero(win.metadata["recording"] == rec)
+            if not len(rows):
+                continue
+            regions = sensor_regions(geom)
+            good = ~geom.bads
+            members = [np.flatnonzero(good & (geom.types == SENSOR_TYPES.index(t)) & (regions == r))
+                       for (t, r) in groups]
+            posterior = np.flatnonzero(good & np.isin(regions, ["parietal", "occipital"]))
+            if not len(posterior):
+                posterior = np.flatnonzero(good)
+            for start in range(0, len(rows), batch_size):
+                idx = rows[start:start + batch_size]
+                freqs, psd = welch(win.data[idx, :geom.n_sensors], fs=win.sfreq, nperseg=nperseg,
+                                   axis=-1)
+                in_total = (freqs >= fmin) & (freqs < fmax)
+                total = psd[..., in_total].sum(-1)
+                total = np.where(total > 0, total, np.nan)
+                col = 0
+                for lo, hi in bands.values():
+                    rel = psd[..., (freqs >= lo) & (freqs < hi)].sum(-1) / total  # (n, S)
+                    for m in members:
+                        if len(m):
+                            feats[idx, col] = np.nanmean(rel[:, m], axis=1)
+                        col += 1
+                arange = (freqs >= alpha_range[0]) & (freqs <= alpha_range[1])
+                if arange.sum() >= 1 and len(posterior):
+                    relpsd = psd[:, posterior] / total[:, posterior, None]
+                    mean_spec = np.nanmean(relpsd[..., arange], axis=1)  # (n, F_alpha)
+                    fa = freqs[arange]
+                    feats[idx, col] = [_parabolic_peak(fa, s) if np.all(np.isfinite(s)) else np.nan
+                                       for s in mean_spec]
     if evoked:
         ev, ev_names = _evoked_block_features(win, types_present)
         feats = np.concatenate([feats, ev], axis=1)
