@@ -193,3 +193,49 @@ def test_bad_input(mutate, kwargs, err, match):
     mutate(meta, x)
     with pytest.raises(err, match=match):
         run_study(x, meta, **{**FAST, "classifiers": ("logreg",), **kwargs})
+
+
+def _fake_store(monkeypatch, windows):
+    import sys
+    import types
+
+    module = types.ModuleType("megfm.data.store")
+    module.read_store = lambda path: windows
+    monkeypatch.setitem(sys.modules, "megfm.data.store", module)
+
+
+def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
+    from megfm.cli.main import main
+    from megfm.data.geometry import SensorGeometry
+    from megfm.data.windows import Windows
+
+    meta, rng = _cohort({"HC": 6, "migraine": 6}, windows_per_subject=2)
+    n = len(meta["subject"])
+    pos = rng.normal(size=(8, 3))
+    geom = SensorGeometry(names=[f"M{i}" for i in range(8)], positions=pos,
+                          orientations=pos, types=np.zeros(8, int))
+    windows = Windows(data=rng.normal(size=(n, 8, 100)), sfreq=100.0, geometries=[geom],
+                      metadata=meta)
+    _fake_store(monkeypatch, windows)
+    store = tmp_path / "store"
+    store.mkdir()
+    npz = tmp_path / "features.npz"
+    np.savez(npz, features=_planted(meta, rng, d=4, size=3), store=str(store), **meta)
+    args = [str(npz), "--out", str(tmp_path / "report"), "--classifiers", "logreg",
+            "--folds", "3", "--permutations", "50", "--bootstrap", "50", "--no-progress"]
+    assert main(["evaluate", *args]) == 0
+    out = capsys.readouterr().out
+    assert "| megfm/logreg |" in out and "| raw/logreg |" in out and "| spectral/logreg |" in out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(report["methods"]) == {"megfm/logreg", "raw/logreg", "spectral/logreg"}
+    assert report["config"]["n_splits"] == 3
+
+    assert main(["evaluate", *args, "--baselines", "fft"]) == 1
+    assert "Invalid baseline(s) ['fft']" in capsys.readouterr().err
+    np.savez(npz, features=np.zeros((n, 2)), **meta)  # no store recorded
+    assert main(["evaluate", *args, "--baselines", "raw"]) == 1
+    assert "Pass --store STORE" in capsys.readouterr().err
+    np.savez(npz, features=np.zeros((n - 1, 2)), store=str(store), **meta)
+    assert main(["evaluate", *args]) == 1
+    assert "do not match" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.npz"), "--out", str(tmp_path)]) == 1
