@@ -230,6 +230,26 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
     assert set(report["methods"]) == {"megfm/logreg", "raw/logreg", "spectral/logreg"}
     assert report["config"]["n_splits"] == 3
 
+    # fine-tuning runs as extra methods on the same folds
+    import sys
+    import types
+
+    calls = []
+
+    def make_finetune_method(checkpoint, store_path, **kw):
+        calls.append(kw)
+        return lambda tr, te: np.full(len(te), 0.5)
+
+    fake = types.ModuleType("megfm.evaluate.finetune")
+    fake.make_finetune_method = make_finetune_method
+    monkeypatch.setitem(sys.modules, "megfm.evaluate.finetune", fake)
+    assert main(["evaluate", *args, "--baselines", "none", "--finetune", str(tmp_path),
+                 "--linear-probe", "--finetune-steps", "7"]) == 0
+    assert "| finetune |" in capsys.readouterr().out
+    assert calls[0]["max_steps"] == 7 and calls[1]["linear_probe"] is True
+    assert main(["evaluate", *args, "--linear-probe"]) == 1
+    assert "--linear-probe needs --finetune" in capsys.readouterr().err
+
     assert main(["evaluate", *args, "--baselines", "fft"]) == 1
     assert "Invalid baseline(s) ['fft']" in capsys.readouterr().err
     np.savez(npz, features=np.zeros((n, 2)), **meta)  # no store recorded

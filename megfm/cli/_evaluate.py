@@ -51,6 +51,14 @@ def add_parser(subparsers) -> None:
                    help="bootstrap resamples of the confidence intervals (default: %(default)s)")
     p.add_argument("--raw-sfreq", type=float, default=50.0,
                    help="sampling rate (Hz) of the raw-signal baseline (default: %(default)s)")
+    p.add_argument("--finetune", type=Path, default=None, metavar="CHECKPOINT",
+                   help="also fine-tune this pretrained checkpoint end to end inside the same "
+                   "folds (needs the store); it appears as method 'finetune'")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="with --finetune, also train a linear probe on the frozen encoder "
+                   "(method 'linear_probe') on the same folds")
+    p.add_argument("--finetune-steps", type=int, default=200,
+                   help="optimisation steps of each fine-tuning run (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -94,6 +102,28 @@ def _baseline_features(names: list[str], store: Path, meta: dict, n: int, raw_sf
     return out
 
 
+def _finetune_methods(args: argparse.Namespace, store_path: Path | None) -> dict:
+    if args.finetune is None:
+        if args.linear_probe:
+            raise ValueError("--linear-probe needs --finetune CHECKPOINT.")
+        return {}
+    if store_path is None or not store_path.exists():
+        raise FileNotFoundError(f"--finetune needs the store of the windows; {store_path} was "
+                                "not found. Pass --store STORE.")
+    if "index" in np.load(args.features, allow_pickle=False).files:
+        raise ValueError("--finetune needs features of every window of the store (the "
+                         "features file holds a subset, column 'index').")
+    from ..evaluate.finetune import make_finetune_method
+
+    common = {"task": args.task, "max_steps": args.finetune_steps, "seed": args.seed,
+              "progress": not args.no_progress}
+    methods = {"finetune": make_finetune_method(args.finetune, store_path, **common)}
+    if args.linear_probe:
+        methods["linear_probe"] = make_finetune_method(args.finetune, store_path,
+                                                       linear_probe=True, **common)
+    return methods
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the study and print its table."""
     from ..evaluate.classification import run_study
@@ -120,11 +150,13 @@ def run(args: argparse.Namespace) -> int:
     if names:
         feats.update(_baseline_features(names, store_path, meta, len(features), args.raw_sfreq))
     classifiers = [c.strip() for c in args.classifiers.split(",") if c.strip()]
+    extra = _finetune_methods(args, store_path)
     meta.pop("index", None)
     result = run_study(feats, meta, task=args.task, classifiers=classifiers, level=args.level,
                        n_splits=args.folds, n_repeats=args.repeats,
                        balanced_test=args.balanced_test, n_permutations=args.permutations,
                        n_bootstrap=args.bootstrap, seed=args.seed, out=args.out,
+                       extra_methods=extra or None,
                        progress=not args.no_progress)
     print(result.to_markdown())
     print(f"Report written to {args.out}/ (report.json, report.md, roc.png, scores.csv)")
