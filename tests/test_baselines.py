@@ -162,3 +162,24 @@ def test_spectral_features_accept_store_path(monkeypatch, tmp_path):
     feats, _ = spectral_features(tmp_path, evoked=False)
     ref, _ = spectral_features(win, evoked=False)
     np.testing.assert_array_equal(feats, ref)
+
+
+@pytest.mark.realdata
+def test_spectral_and_raw_features_on_real_vectorview(real_file):
+    import mne
+
+    raw = mne.io.read_raw_fif(real_file("vectorview"), verbose=False).pick("meg")
+    geom = SensorGeometry.from_info(raw.info)
+    data = raw.get_data() * 1e15  # T -> fT (planar gradiometers T/m -> fT/m; scale irrelevant)
+    n_times = int(raw.info["sfreq"] * 0.4)
+    windows = Windows(data=np.stack([data[:, :n_times], data[:, n_times:2 * n_times]]),
+                      sfreq=raw.info["sfreq"], geometries=[geom],
+                      metadata={"subject": ["s1", "s1"]})
+    feats, names = spectral_features(windows)
+    assert any("_mag_" in n for n in names) and any("_planar_grad_" in n for n in names)
+    assert {n.rsplit("_mag_", 1)[1] for n in names if n.startswith("relpow_alpha_mag_")} == set(REGIONS)
+    rel = feats[:, [i for i, n in enumerate(names) if n.startswith("relpow_")]]
+    assert np.all((rel >= 0) & (rel <= 1))
+    assert 7.0 <= feats[0, names.index("peak_alpha_hz")] <= 14.0
+    flat, _ = raw_features(windows, sfreq=50.0)
+    assert flat.shape[0] == 2 and np.isfinite(flat).all()
