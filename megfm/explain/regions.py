@@ -73,7 +73,17 @@ def _default_sphere():
     return mne.make_sphere_model(r0=SPHERE_ORIGIN, head_radius=HEAD_RADIUS, verbose=False)
 
 
+_FORWARD_CACHE: dict = {}  # default (sphere, grid) forward models, by sensor layout
+
+
 def _forward(info: mne.Info, *, bem, src, trans, spacing: float):
+    cacheable = bem is None and src is None and trans is None
+    if cacheable:
+        key = (tuple(info["ch_names"]), float(spacing),
+               np.array([ch["loc"] for ch in info["chs"]]).round(7).tobytes(),
+               tuple(int(ch["coil_type"]) for ch in info["chs"]))
+        if key in _FORWARD_CACHE:
+            return _FORWARD_CACHE[key]
     sphere = _default_sphere() if bem is None else bem
     if src is None:
         if bem is None:
@@ -86,6 +96,10 @@ def _forward(info: mne.Info, *, bem, src, trans, spacing: float):
     fwd = mne.make_forward_solution(info, trans=trans, src=src, bem=sphere, meg=True, eeg=False,
                                     mindist=0.0, verbose=False)
     fwd = mne.convert_forward_solution(fwd, surf_ori=False, force_fixed=False, verbose=False)
+    if cacheable:
+        if len(_FORWARD_CACHE) >= 4:
+            _FORWARD_CACHE.pop(next(iter(_FORWARD_CACHE)))
+        _FORWARD_CACHE[key] = fwd
     return fwd
 
 
@@ -157,7 +171,7 @@ def project_to_sources(sensor_map, sensors: SensorGeometry | mne.Info, *, mode: 
     m = values[keep]
     with mne.use_log_level(verbose if verbose is not None else "error"):
         fwd = _forward(info, bem=bem, src=src, trans=trans, spacing=spacing)
-    gain = fwd["sol"]["data"].astype(np.float64)  # (S, 3 * n_src), free orientation
+    gain = fwd["sol"]["data"].astype(np.float64).copy()  # (S, 3 * n_src), free orientation
     # whiten: give every sensor type the same overall gain scale
     ch_types = np.array(info.get_channel_types())
     for t in np.unique(ch_types):
@@ -175,11 +189,12 @@ def project_to_sources(sensor_map, sensors: SensorGeometry | mne.Info, *, mode: 
     if mode == "power":
         lead = (g3 ** 2).sum(-1)  # (S, n_src) power gain
         col_norm = np.linalg.norm(lead, axis=0)
-        prior = col_norm ** (-2.0 * depth) if depth else np.ones(n_src)
     else:
         lead = gain
         col_norm = np.repeat(np.linalg.norm(g3, axis=(0, 2)), 3)
-        prior = col_norm ** (-2.0 * depth) if depth else np.ones(3 * n_src)
+    # depth weighting; sources MEG cannot see (e.g. the sphere centre) get no prior weight
+    seen = col_norm > 1e-6 * col_norm.max()
+    prior = np.where(seen, np.maximum(col_norm, 1e-30) ** (-2.0 * depth), 0.0)
     lrl = (lead * prior) @ lead.T
     lam2 = np.trace(lrl) / lrl.shape[0] / snr ** 2
     est = prior * (lead.T @ np.linalg.solve(lrl + lam2 * np.eye(lrl.shape[0]), m))
