@@ -1,0 +1,214 @@
+"""`WindowDataset`: a lazy torch Dataset over a megfm store, and the padding collate.
+
+Only ``torch.utils.data`` is used here (no ``torch.nn``). Each item is one window with its
+sensor geometry; :func:`collate_windows` pads windows from recordings with different sensor
+counts into one batch (see the batch contract in ``docs/design.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .store import StoreReader
+
+__all__ = ["BATCH_KEYS", "WindowDataset", "collate_windows"]
+
+#: Keys of an item / batch, in contract order.
+BATCH_KEYS = ("x", "pos", "ori", "sensor_type", "sensor_mask", "index")
+
+
+def _as_values(name: str, values) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)):
+        values = [values]
+    out = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    if not out:
+        raise ValueError(f"'{name}' is empty; pass None to keep every value.")
+    return out
+
+
+class WindowDataset(Dataset):
+    """Windows of a store as a map-style torch Dataset, read lazily from the HDF5 shards.
+
+    Only the metadata and the sensor geometries are loaded when the dataset is made; signals
+    are read window by window. Shard files are opened on first access in each process, so
+    every DataLoader worker opens its own handles (none is ever pickled).
+
+    Parameters
+    ----------
+    path : str | Path
+        Store folder written by :func:`megfm.write_store`.
+    states, subjects, labels : str | list of str | None
+        Keep only windows whose ``state`` / ``subject`` / ``label`` is one of these.
+        Every value must occur in the store.
+    indices : array of int | None
+        Global store indices to start from (in this order); the filters then apply.
+    dtype : torch.dtype
+        Dtype of ``x`` (default float32).
+
+    Attributes
+    ----------
+    reader : StoreReader
+    indices : array of int, shape (n_windows,)
+        Global store index of each item.
+    metadata : dict of str to array, shape (n_windows,)
+        Metadata of the selected windows (``recording`` indexes :attr:`geometries`).
+    geometries : list of SensorGeometry
+        One per shard of the store.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        states: str | Sequence[str] | None = None,
+        subjects: str | Sequence[str] | None = None,
+        labels: str | Sequence[str] | None = None,
+        indices: Iterable[int] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"'dtype' must be a floating torch.dtype; got {dtype!r}.")
+        self.path = path
+        self.dtype = dtype
+        self.reader = StoreReader(path)
+        meta = self.reader.metadata
+        self.geometries = self.reader.geometries
+        self.reader.close()  # handles are opened again lazily, per process
+        n = len(self.reader)
+        if indices is None:
+            idx = np.arange(n, dtype=np.int64)
+        else:
+            idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+            if idx.size and not np.issubdtype(idx.dtype, np.integer):
+                raise TypeError(f"'indices' must be integers; got dtype {idx.dtype}.")
+            idx = idx.astype(np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise IndexError(f"'indices' must lie in [0, {n}) for the store {path}.")
+        keep = np.ones(idx.size, dtype=bool)
+        for name, column in (("states", "state"), ("subjects", "subject"), ("labels", "label")):
+            wanted = _as_values(name, {"states": states, "subjects": subjects,
+                                       "labels": labels}[name])
+            if wanted is None:
+                continue
+            present = set(np.unique(meta[column]).tolist())
+            missing = [w for w in wanted if w not in present]
+            if missing:
+                raise ValueError(
+                    f"Invalid value for '{name}': {missing} not in the store {path}; "
+                    f"it holds {sorted(present)}."
+                )
+            keep &= np.isin(meta[column][idx], wanted)
+        self.indices = idx[keep]
+        self.metadata = {k: v[self.indices] for k, v in meta.items()}
+        # Per-shard geometry tensors, shared by all windows of a shard.
+        self._geom = [
+            {
+                "pos": torch.from_numpy(np.ascontiguousarray(g.positions, np.float32)),
+                "ori": torch.from_numpy(np.ascontiguousarray(g.orientations, np.float32)),
+                "sensor_type": torch.from_numpy(g.types.astype(np.int64)),
+                "sensor_mask": torch.from_numpy(~g.bads.astype(bool)),
+            }
+            for g in self.geometries
+        ]
+
+    @property
+    def sfreq(self) -> float:
+        """Sampling frequency in Hz."""
+        return self.reader.sfreq
+
+    @property
+    def n_times(self) -> int:
+        """Samples per window."""
+        return self.reader.n_times
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def _item(self, data: np.ndarray, shard: int, index: int) -> dict[str, torch.Tensor]:
+        g = self._geom[shard]
+        return {
+            "x": torch.from_numpy(data).to(self.dtype),
+            "pos": g["pos"],
+            "ori": g["ori"],
+            "sensor_type": g["sensor_type"],
+            "sensor_mask": g["sensor_mask"],
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"Index {i} out of range for a WindowDataset of {n} windows.")
+        index = int(self.indices[int(i)])
+        data, shard = self.reader.read_window(index)
+        return self._item(data, shard, index)
+
+    def __getitems__(self, items: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Read a whole batch, grouping reads by shard (used by the DataLoader)."""
+        pos = np.asarray(items, dtype=np.int64)
+        n = len(self)
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise IndexError(f"Index out of range for a WindowDataset of {n} windows.")
+        index = self.indices[pos]
+        shard, row = self.reader.locate(index)
+        out: list[dict[str, torch.Tensor] | None] = [None] * pos.size
+        for k in np.unique(shard):
+            where = np.flatnonzero(shard == k)
+            block = self.reader.read_rows(int(k), row[where])
+            for j, w in enumerate(where):
+                out[w] = self._item(block[j], int(k), int(index[w]))
+        return out  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        states = sorted(set(self.metadata["state"].tolist()))
+        return (f"<WindowDataset | {len(self)} windows of {self.n_times} samples @ "
+                f"{self.sfreq:g} Hz, states={states}, store={self.path}>")
+
+
+def collate_windows(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack per-window dicts into a batch, padding to the largest sensor count.
+
+    Parameters
+    ----------
+    items : list of dict
+        Items of :class:`WindowDataset` (keys ``x`` (S, T), ``pos`` (S, 3), ``ori`` (S, 3),
+        ``sensor_type`` (S,), ``sensor_mask`` (S,), ``index`` ()).
+
+    Returns
+    -------
+    batch : dict of str to Tensor
+        ``x`` (B, S, T), ``pos`` (B, S, 3), ``ori`` (B, S, 3), ``sensor_type`` (B, S),
+        ``sensor_mask`` (B, S) with False on padding, ``index`` (B,).
+    """
+    if len(items) == 0:
+        raise ValueError("Cannot collate an empty list of windows.")
+    n_times = {int(it["x"].shape[-1]) for it in items}
+    if len(n_times) > 1:
+        raise ValueError(
+            f"Cannot collate windows of different lengths {sorted(n_times)} samples; a batch "
+            "needs one window duration."
+        )
+    sizes = [int(it["x"].shape[0]) for it in items]
+    s = max(sizes)
+    if min(sizes) == s:  # one layout: plain stacking, no padding
+        batch = {key: torch.stack([it[key] for it in items])
+                 for key in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
+    else:
+        # Fill preallocated tensors; only the padding rows are zeroed (cheaper than zeros()).
+        first = items[0]
+        batch = {key: torch.empty((len(items), s, *first[key].shape[1:]), dtype=first[key].dtype)
+                 for key in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
+        for i, (it, n) in enumerate(zip(items, sizes, strict=True)):
+            for key, out in batch.items():
+                out[i, :n] = it[key]
+                out[i, n:] = 0
+    batch["index"] = torch.stack([torch.as_tensor(it["index"], dtype=torch.int64)
+                                  for it in items])
+    return batch

@@ -1,0 +1,316 @@
+"""State-aware windows: fixed-length for rest, event-locked for task states.
+
+:func:`make_windows` cuts a preprocessed recording into :class:`~megfm.data.windows.Windows`
+of one duration, whatever the state, so windows of several recordings and states
+concatenate and share one store:
+
+* ``"rest"`` (or any state with ``event_id=None`` and no default ids): windows tile each
+  stretch of data between ``BAD*`` annotations, ``window_seconds`` long with ``overlap``;
+* task states: one window per event, starting at ``event + tmin``. Events come from a stim
+  channel when the recording has one, otherwise from annotations (whose description is the
+  event name, e.g. ``"tone"``, or its code, e.g. ``"1"``, as :func:`megfm.preprocess`
+  writes). Each window keeps its ``event`` code, its ``repetition`` (order of that event
+  in the recording, from 0) and its ``block`` (a gap longer than twice the median
+  inter-event interval starts a new block), so habituation across repetitions can be
+  studied.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mne
+import numpy as np
+
+from .geometry import SENSOR_TYPES, SensorGeometry
+from .preprocess import SCALINGS, TEMP_KEY, is_scaled
+from .windows import Windows
+
+__all__ = ["DEFAULT_EVENT_IDS", "make_windows"]
+
+logger = logging.getLogger(__name__)
+
+#: Event ids assumed for the built-in task states when ``event_id`` is None.
+DEFAULT_EVENT_IDS: dict[str, dict[str, int]] = {
+    "auditory": {"tone": 1},
+    "somatosensory": {"stim": 2},
+}
+_REJECT_ALIASES = {"grad": "planar_grad"}
+
+
+def _bad_spans(raw: mne.io.BaseRaw) -> np.ndarray:
+    """(n, 2) sample spans [start, stop) of ``BAD*`` annotations, in raw.times samples."""
+    ann = raw.annotations
+    offset = raw.first_time if ann.orig_time is not None else 0.0
+    sfreq = raw.info["sfreq"]
+    spans = [
+        (int(np.floor((a["onset"] - offset) * sfreq)),
+         int(np.ceil((a["onset"] - offset + a["duration"]) * sfreq)))
+        for a in ann if a["description"].lower().startswith("bad")
+    ]
+    if not spans:
+        return np.zeros((0, 2), np.int64)
+    return np.clip(np.array(spans, np.int64), 0, raw.n_times)
+
+
+def _overlaps_bad(starts: np.ndarray, n: int, spans: np.ndarray) -> np.ndarray:
+    if len(spans) == 0:
+        return np.zeros(len(starts), bool)
+    stops = starts + n
+    return ((starts[:, None] < spans[None, :, 1]) & (stops[:, None] > spans[None, :, 0])).any(1)
+
+
+def _rest_starts(raw: mne.io.BaseRaw, n: int, step: int) -> np.ndarray:
+    """Window starts tiling the good stretches between BAD spans."""
+    spans = _bad_spans(raw)
+    good = np.ones(raw.n_times + 1, bool)
+    good[-1] = False
+    for a, b in spans:
+        good[a:b] = False
+    edges = np.diff(np.concatenate([[0], good.astype(np.int8)]))
+    seg_starts = np.flatnonzero(edges == 1)
+    seg_stops = np.flatnonzero(edges == -1)
+    starts = [np.arange(a, b - n + 1, step)
+              for a, b in zip(seg_starts, seg_stops, strict=True) if b - a >= n]
+    return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
+
+
+def _present_ids(raw: mne.io.BaseRaw, stim_events: np.ndarray | None) -> list[str]:
+    present = set()
+    if stim_events is not None:
+        present.update(str(int(c)) for c in np.unique(stim_events[:, 2]))
+    present.update(d for d in raw.annotations.description if not d.lower().startswith("bad"))
+    return sorted(present)
+
+
+def _find_events(raw: mne.io.BaseRaw, event_id: dict[str, int],
+                 stim_channel: str | list[str] | None, verbose) -> np.ndarray:
+    """Events (sample in raw.times, 0, code) for the wanted ids, from stim or annotations."""
+    stim_events = None
+    has_stim = len(mne.pick_types(raw.info, meg=False, stim=True)) > 0
+    if stim_channel is not None or has_stim:
+        try:
+            stim_events = mne.find_events(raw, stim_channel=stim_channel, shortest_event=1,
+                                          initial_event=True, verbose=verbose or False)
+        except ValueError as exc:
+            if stim_channel is not None:
+                raise ValueError(f"Could not read events from stim channel {stim_channel!r}: "
+                                 f"{exc}") from exc
+            logger.warning("Could not read events from the stim channel: %s", exc)
+    codes = np.array(list(event_id.values()), np.int64)
+    events = np.zeros((0, 3), np.int64)
+    if stim_events is not None and len(stim_events):
+        events = stim_events[np.isin(stim_events[:, 2], codes)].copy()
+        events[:, 0] -= raw.first_samp
+    if len(events) == 0 and len(raw.annotations):
+        mapping = {}
+        for name, code in event_id.items():
+            for desc in (name, str(code)):
+                if desc in raw.annotations.description:
+                    mapping[desc] = int(code)
+        if mapping:
+            ev, _ = mne.events_from_annotations(raw, event_id=mapping,
+                                                verbose=verbose or False)
+            ev[:, 0] -= raw.first_samp
+            events = ev.astype(np.int64)
+    if len(events) == 0:
+        present = _present_ids(raw, stim_events)
+        raise ValueError(
+            f"No events with id {event_id} in this recording; event ids present: "
+            f"{present or 'none'}. Pass event_id= with one of them (names or codes), or "
+            "state='rest' for fixed-length windows."
+        )
+    return events[np.argsort(events[:, 0], kind="stable")]
+
+
+def _blocks(samples: np.ndarray) -> np.ndarray:
+    """Block index per event: a gap > 2x the median inter-event interval starts a block."""
+    if len(samples) < 3:
+        return np.zeros(len(samples), np.int64)
+    gaps = np.diff(samples)
+    median = np.median(gaps)
+    return np.concatenate([[0], np.cumsum(gaps > 2 * median)]).astype(np.int64)
+
+
+def _reject_limits(reject: dict | None, geometry: SensorGeometry) -> np.ndarray | None:
+    """Per-sensor peak-to-peak limit (inf when none) from a per-type dict."""
+    if not reject:
+        return None
+    limits = np.full(geometry.n_sensors, np.inf)
+    for key, value in reject.items():
+        name = _REJECT_ALIASES.get(key, key)
+        if name not in SENSOR_TYPES:
+            raise ValueError(
+                f"Invalid key {key!r} in 'reject': expected sensor types {SENSOR_TYPES} "
+                "(or 'grad' for planar_grad)."
+            )
+        limits[geometry.types == SENSOR_TYPES.index(name)] = float(value)
+    return limits
+
+
+def make_windows(
+    raw: mne.io.BaseRaw,
+    *,
+    state: str,
+    window_seconds: float = 2.0,
+    overlap: float = 0.0,
+    event_id: dict[str, int] | None = None,
+    tmin: float = -0.2,
+    baseline: tuple[float | None, float | None] | None = None,
+    reject: dict[str, float] | None = None,
+    subject: str = "",
+    session: str = "",
+    label: str = "",
+    stim_channel: str | list[str] | None = None,
+    verbose=None,
+) -> Windows:
+    """Cut a recording into windows of one state.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        Preferably the output of :func:`megfm.preprocess` (data in fT, fT/cm). A raw in
+        MNE's SI units (T, T/m) is scaled to megfm's units on the fly.
+    state : str
+        Recording state, e.g. ``"rest"``, ``"auditory"``, ``"somatosensory"``.
+    window_seconds : float
+        Duration of every window in seconds.
+    overlap : float
+        Overlap of consecutive resting-state windows in seconds (``0 <= overlap <
+        window_seconds``).
+    event_id : dict of str to int | None
+        Events to lock windows to. None uses :data:`DEFAULT_EVENT_IDS` for the built-in
+        task states, and fixed-length windows for ``"rest"`` and other states.
+    tmin : float
+        Start of an event-locked window relative to the event, in seconds.
+    baseline : tuple of (float | None, float | None) | None
+        Event-locked windows only: subtract each sensor's mean over this interval
+        (seconds relative to the event; None means the window edge). None: no correction.
+    reject : dict of str to float | None
+        Peak-to-peak limits per sensor type (keys in ``SENSOR_TYPES``, ``"grad"`` meaning
+        ``"planar_grad"``) in fT or fT/cm; a window exceeding one on a good sensor is
+        dropped.
+    subject, session, label : str
+        Metadata of every window (``label`` is the subject's group).
+    stim_channel : str | list of str | None
+        Stim channel(s) to read events from; None picks MNE's default stim channel when
+        the recording has one, otherwise annotations are used.
+    verbose : bool | str | int | None
+        MNE verbosity.
+
+    Returns
+    -------
+    windows : Windows
+        ``data (n_windows, n_sensors, n_times)`` float32 with one geometry; ``info`` holds
+        the windowing parameters, the counts of windows made and rejected, and the
+        preprocessing config when known.
+    """
+    if not isinstance(raw, mne.io.BaseRaw):
+        raise TypeError(f"Invalid type for 'raw': expected mne.io.Raw; got {type(raw).__name__}.")
+    if not isinstance(state, str) or not state:
+        raise ValueError(f"Invalid value for 'state': expected a non-empty string; got {state!r}.")
+    if not window_seconds > 0:
+        raise ValueError(f"Invalid value for 'window_seconds': expected > 0; got {window_seconds}.")
+    if not 0 <= overlap < window_seconds:
+        raise ValueError(
+            f"Invalid value for 'overlap': expected 0 <= overlap < window_seconds "
+            f"({window_seconds}); got {overlap}."
+        )
+    sfreq = raw.info["sfreq"]
+    n = int(round(window_seconds * sfreq))
+    if abs(n - window_seconds * sfreq) > 1e-6 * max(n, 1):
+        logger.info("window_seconds=%g s is %.3f samples at %g Hz; using %d samples.",
+                    window_seconds, window_seconds * sfreq, sfreq, n)
+    if raw.n_times < n:
+        raise ValueError(
+            f"The recording is shorter ({raw.n_times / sfreq:.2f} s) than one window "
+            f"({window_seconds} s); use a shorter window_seconds or a longer recording."
+        )
+    if event_id is None:
+        event_id = DEFAULT_EVENT_IDS.get(state)
+    elif not isinstance(event_id, dict) or not event_id:
+        raise TypeError(
+            f"Invalid value for 'event_id': expected a dict such as {{'tone': 1}} or None; "
+            f"got {event_id!r}."
+        )
+    geometry = SensorGeometry.from_info(raw.info)
+    picks = mne.pick_channels(raw.ch_names, geometry.names, ordered=True)
+    limits = _reject_limits(reject, geometry)
+
+    if event_id is None:
+        starts = _rest_starts(raw, n, max(int(round((window_seconds - overlap) * sfreq)), 1))
+        events = np.full(len(starts), -1, np.int64)
+        repetition = np.full(len(starts), -1, np.int64)
+        block = np.full(len(starts), -1, np.int64)
+        n_bad_span = 0
+    else:
+        ev = _find_events(raw, event_id, stim_channel, verbose)
+        block_all = _blocks(ev[:, 0])
+        repetition_all = np.zeros(len(ev), np.int64)
+        for code in np.unique(ev[:, 2]):
+            idx = ev[:, 2] == code
+            repetition_all[idx] = np.arange(idx.sum())
+        starts = ev[:, 0] + int(round(tmin * sfreq))
+        inside = (starts >= 0) & (starts + n <= raw.n_times)
+        clean = inside & ~_overlaps_bad(starts, n, _bad_spans(raw))
+        n_bad_span = int((~clean).sum())
+        if n_bad_span:
+            logger.info("%d of %d events dropped: window outside the recording or over a BAD "
+                        "span.", n_bad_span, len(ev))
+        starts, events = starts[clean], ev[clean, 2]
+        repetition, block = repetition_all[clean], block_all[clean]
+
+    data = raw.get_data(picks=picks)
+    if not is_scaled(raw):
+        if np.nanmax(np.abs(data)) > 1e-3:
+            logger.info("Raw data look already scaled (values > 1e-3); using them as fT/fT/cm.")
+        else:
+            logger.info("Raw data are in T and T/m; scaling to fT and fT/cm.")
+            types = raw.get_channel_types(picks=picks)
+            data = data * np.array([SCALINGS[t] for t in types])[:, None]
+    windows = np.stack([data[:, s:s + n] for s in starts]).astype(np.float32) if len(starts) \
+        else np.zeros((0, len(picks), n), np.float32)
+
+    if baseline is not None and event_id is not None and len(windows):
+        b0 = tmin if baseline[0] is None else baseline[0]
+        b1 = tmin + n / sfreq if baseline[1] is None else baseline[1]
+        i0 = max(int(round((b0 - tmin) * sfreq)), 0)
+        i1 = min(int(round((b1 - tmin) * sfreq)), n)
+        if i1 <= i0:
+            raise ValueError(
+                f"Invalid 'baseline' {baseline}: it must lie inside the window "
+                f"[{tmin}, {tmin + n / sfreq:g}] s relative to the event."
+            )
+        windows -= windows[:, :, i0:i1].mean(axis=2, keepdims=True)
+
+    n_rejected = 0
+    if limits is not None and len(windows):
+        ptp = windows.max(axis=2) - windows.min(axis=2)
+        over = (ptp > limits[None, :]) & ~geometry.bads[None, :]
+        keep = ~over.any(axis=1)
+        n_rejected = int((~keep).sum())
+        windows, starts, events = windows[keep], starts[keep], events[keep]
+        repetition, block = repetition[keep], block[keep]
+
+    m = len(windows)
+    temp = raw.info.get("temp")
+    prep = temp.get(TEMP_KEY, {}).get("config") if isinstance(temp, dict) else None
+    info = {
+        "state": state, "window_seconds": float(window_seconds), "window_samples": n,
+        "overlap": float(overlap), "event_id": event_id, "tmin": float(tmin),
+        "baseline": list(baseline) if baseline is not None else None,
+        "reject": dict(reject) if reject else None, "n_rejected": n_rejected,
+        "n_dropped_bad_span": n_bad_span, "preprocess": prep,
+    }
+    if m == 0:
+        logger.warning("No %s windows left after rejection (%d rejected).", state, n_rejected)
+    return Windows(
+        data=windows, sfreq=sfreq, geometries=[geometry],
+        metadata={
+            "subject": np.full(m, subject), "session": np.full(m, session),
+            "state": np.full(m, state), "label": np.full(m, label),
+            "onset": starts / sfreq, "event": events, "repetition": repetition,
+            "block": block, "recording": np.zeros(m, np.int64),
+        },
+        info=info,
+    )

@@ -1,0 +1,173 @@
+"""Masks for masked-signal pretraining: which sensor-patches the encoder does not see.
+
+Convention (MAE): a mask has shape ``(B, S, P)`` and ``True`` (1) means *hidden*. Only valid
+sensors (``sensor_mask == True``) are ever hidden, and every window keeps at least one
+visible and at least one hidden sensor-patch. Selection follows MAE's argsort of uniform
+noise, so a :class:`torch.Generator` makes masks exactly reproducible.
+
+Modes
+-----
+``"random"``
+    Independent sensor-patches: ``ratio`` of the valid sensor-patches of each window.
+``"sensor"``
+    Whole sensors: ``ratio`` of the valid sensors, hidden at every time patch.
+``"time"``
+    Whole time blocks: ``ratio`` of the time patches, hidden on every sensor, in contiguous
+    blocks of ``time_block`` patches.
+``"mixed"``
+    Each window draws one of the three modes above at random. A tuple of mode names draws
+    among those modes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["MASK_MODES", "make_mask"]
+
+#: Masking modes accepted by :func:`make_mask`.
+MASK_MODES: tuple[str, ...] = ("random", "sensor", "time", "mixed")
+_BASE_MODES = ("random", "sensor", "time")
+
+
+def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
+def _n_hidden(ratio: float, n_valid: torch.Tensor) -> torch.Tensor:
+    """round(ratio * n) clipped to [1, n - 1] (keeps one visible and one hidden element)."""
+    n = torch.round(ratio * n_valid.float()).long()
+    return torch.minimum(n.clamp_min(1), (n_valid - 1).clamp_min(0))
+
+
+def _rank(noise: torch.Tensor) -> torch.Tensor:
+    """Rank of each element along the last axis (0 = smallest noise)."""
+    return torch.argsort(torch.argsort(noise, dim=-1), dim=-1)
+
+
+def _random_mask(valid, n_patches, ratio, generator):
+    b, s = valid.shape
+    tok_valid = valid[:, :, None].expand(b, s, n_patches).reshape(b, s * n_patches)
+    noise = _noise((b, s * n_patches), generator, valid.device)
+    noise = torch.where(tok_valid, noise, torch.full_like(noise, 2.0))  # invalid rank last
+    n_hide = _n_hidden(ratio, tok_valid.sum(1))
+    hidden = _rank(noise) < n_hide[:, None]
+    return hidden.reshape(b, s, n_patches) & valid[:, :, None]
+
+
+def _sensor_mask(valid, n_patches, ratio, generator):
+    b, s = valid.shape
+    noise = _noise((b, s), generator, valid.device)
+    noise = torch.where(valid, noise, torch.full_like(noise, 2.0))
+    n_hide = _n_hidden(ratio, valid.sum(1))
+    hidden = (_rank(noise) < n_hide[:, None]) & valid
+    return hidden[:, :, None].expand(b, s, n_patches).clone()
+
+
+def _time_mask(valid, n_patches, ratio, generator, time_block):
+    b, s = valid.shape
+    block = max(1, min(int(time_block), n_patches - 1))
+    n_blocks = -(-n_patches // block)
+    patch_block = torch.arange(n_patches, device=valid.device) // block  # (P,)
+    sizes = torch.bincount(patch_block, minlength=n_blocks)  # (n_blocks,)
+    noise = _noise((b, n_blocks), generator, valid.device)
+    order = torch.argsort(noise, dim=-1)  # blocks in the order they get hidden
+    sizes_sorted = sizes[order]  # (B, n_blocks)
+    cum = sizes_sorted.cumsum(-1)
+    n_hide = _n_hidden(ratio, torch.full((b,), n_patches, device=valid.device))
+    take_sorted = ((cum - sizes_sorted) < n_hide[:, None]) & (cum <= n_patches - 1)
+    take = torch.zeros_like(take_sorted).scatter(1, order, take_sorted)  # (B, n_blocks)
+    hidden_time = take[:, patch_block]  # (B, P)
+    return hidden_time[:, None, :] & valid[:, :, None]
+
+
+def make_mask(
+    sensor_mask: torch.Tensor,
+    n_patches: int,
+    *,
+    mode: str | Sequence[str] = "random",
+    ratio: float = 0.5,
+    generator: torch.Generator | None = None,
+    time_block: int = 2,
+) -> torch.Tensor:
+    """Draw a masking mask for a batch.
+
+    Parameters
+    ----------
+    sensor_mask : Tensor of bool, shape (B, S)
+        True for valid sensors; only these are ever hidden.
+    n_patches : int
+        Number of time patches ``P``.
+    mode : ``"random"`` | ``"sensor"`` | ``"time"`` | ``"mixed"`` | tuple of str
+        What is hidden (see the module docstring). A tuple draws one of its modes per window.
+    ratio : float
+        Fraction of the valid sensor-patches (``"random"``), sensors (``"sensor"``) or time
+        patches (``"time"``) to hide, in (0, 1).
+    generator : torch.Generator | None
+        Source of randomness; the same generator state gives the same mask.
+    time_block : int
+        Length in patches of the contiguous blocks of ``"time"`` masking.
+
+    Returns
+    -------
+    mask : Tensor of bool, shape (B, S, P)
+        True = hidden. At least one valid sensor-patch stays visible and one is hidden in
+        every window.
+    """
+    if sensor_mask.ndim != 2:
+        raise ValueError(f"Expected sensor_mask of shape (B, S); got {tuple(sensor_mask.shape)}.")
+    valid = sensor_mask.to(torch.bool)
+    n_patches = int(n_patches)
+    if n_patches < 1:
+        raise ValueError(f"Invalid n_patches: expected a positive int; got {n_patches}.")
+    if not 0.0 < float(ratio) < 1.0:
+        raise ValueError(f"Invalid mask ratio: expected a value in (0, 1); got {ratio}.")
+    if int(time_block) < 1:
+        raise ValueError(f"Invalid time_block: expected a positive int; got {time_block}.")
+    modes = _BASE_MODES if mode == "mixed" else ((mode,) if isinstance(mode, str) else tuple(mode))
+    bad = [m for m in modes if m not in _BASE_MODES]
+    if bad or not modes:
+        raise ValueError(
+            f"Invalid value for 'mode': expected one of {MASK_MODES} or a tuple of "
+            f"{_BASE_MODES}; got {mode!r}."
+        )
+    n_valid = valid.sum(1)
+    if bool((n_valid == 0).any()):
+        idx = torch.nonzero(n_valid == 0).flatten().tolist()
+        raise ValueError(
+            f"Window(s) {idx} of the batch have no valid sensor (sensor_mask is all False); "
+            "drop them or fix their bad-channel marks."
+        )
+    if "random" in modes and bool((n_valid * n_patches < 2).any()):
+        raise ValueError(
+            "Random masking needs at least 2 valid sensor-patches per window (one hidden, one "
+            "visible); use longer windows or more sensors."
+        )
+    if "sensor" in modes and bool((n_valid < 2).any()):
+        raise ValueError(
+            "Sensor masking needs at least 2 valid sensors per window; a window has only one. "
+            "Use mode='random' or 'time' for it."
+        )
+    if "time" in modes and n_patches < 2:
+        raise ValueError(
+            "Time-block masking needs at least 2 time patches per window; got 1. Use longer "
+            "windows, a shorter patch, or mode='random' / 'sensor'."
+        )
+    builders = {
+        "random": lambda: _random_mask(valid, n_patches, ratio, generator),
+        "sensor": lambda: _sensor_mask(valid, n_patches, ratio, generator),
+        "time": lambda: _time_mask(valid, n_patches, ratio, generator, time_block),
+    }
+    if len(modes) == 1:
+        return builders[modes[0]]()
+    b = valid.shape[0]
+    gen_device = generator.device if generator is not None else valid.device
+    choice = torch.randint(len(modes), (b,), generator=generator, device=gen_device)
+    choice = choice.to(valid.device)
+    out = torch.zeros(b, valid.shape[1], n_patches, dtype=torch.bool, device=valid.device)
+    for i, m in enumerate(modes):
+        out = torch.where((choice == i)[:, None, None], builders[m](), out)
+    return out

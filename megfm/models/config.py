@@ -1,0 +1,148 @@
+"""ModelConfig: every hyper-parameter of :class:`megfm.MaskedSignalModel` in one dataclass.
+
+The config travels whole into every submodule (nanoGPT style), round-trips through JSON and
+is stored in every checkpoint, so a model can always be rebuilt and a run reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..masking import MASK_MODES
+from ..tokenize import NORM_METHODS
+
+__all__ = ["PRESETS", "ModelConfig"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the masked-signal model.
+
+    Parameters are documented inline below; build named variants with :meth:`preset`.
+    """
+
+    # --- input ---------------------------------------------------------------------------
+    sfreq: float = 200.0  # sampling rate (Hz) the model is trained for; other rates are refused
+    patch_samples: int = 40  # samples per sensor-patch token (0.2 s at 200 Hz)
+    n_sensor_types: int = 4  # len(megfm.data.SENSOR_TYPES): mag, planar_grad, axial_grad, opm
+    norm_method: str = "iqr"  # per-sensor robust normalisation: "iqr" or "mad"
+    # --- geometry embedding --------------------------------------------------------------
+    n_frequencies: int = 6  # octaves of Fourier features per position coordinate
+    position_scale: float = 0.1  # metres mapped to 1 before the Fourier features (~helmet radius)
+    # --- encoder -------------------------------------------------------------------------
+    dim: int = 128  # width D of tokens and latents
+    n_latents: int = 8  # K learned latent queries per time patch (spatial compression)
+    depth: int = 4  # temporal transformer blocks over the P * K latent tokens
+    n_heads: int = 4  # attention heads (encoder cross- and self-attention)
+    mlp_ratio: float = 4.0  # hidden width of the MLPs, as a multiple of the block width
+    qkv_bias: bool = True  # bias in the query/key/value projections
+    dropout: float = 0.0  # dropout on attention weights and block outputs
+    # --- decoder -------------------------------------------------------------------------
+    decoder_dim: int = 64  # width of the light decoder
+    decoder_depth: int = 1  # cross-attention blocks of the decoder (masked queries -> latents)
+    decoder_heads: int = 2  # attention heads of the decoder
+    # --- pretraining objective -------------------------------------------------------------
+    mask_mode: str = "mixed"  # default masking mode (megfm.masking.MASK_MODES)
+    mask_ratio: float = 0.5  # default fraction hidden
+    time_block: int = 2  # contiguous patches per block of "time" masking
+    spectral_weight: float = 0.0  # weight of an extra loss on |rFFT| of the masked patches
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.sfreq > 0, "sfreq must be > 0"),
+            (self.patch_samples >= 1, "patch_samples must be >= 1"),
+            (self.dim % self.n_heads == 0, "dim must be a multiple of n_heads"),
+            (self.decoder_dim % self.decoder_heads == 0,
+             "decoder_dim must be a multiple of decoder_heads"),
+            (self.n_latents >= 1, "n_latents must be >= 1"),
+            (self.depth >= 0 and self.decoder_depth >= 1,
+             "depth must be >= 0 and decoder_depth >= 1"),
+            (self.norm_method in NORM_METHODS, f"norm_method must be one of {NORM_METHODS}"),
+            (self.mask_mode in MASK_MODES, f"mask_mode must be one of {MASK_MODES}"),
+            (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
+            (self.time_block >= 1, "time_block must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.spectral_weight >= 0.0, "spectral_weight must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"Invalid ModelConfig: {message}; got {self!r}.")
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def patch_seconds(self) -> float:
+        """Duration of one patch in seconds."""
+        return self.patch_samples / self.sfreq
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """Named configuration, optionally with some fields overridden.
+
+        Parameters
+        ----------
+        name : ``"tiny"`` | ``"small"`` | ``"base"``
+            ``tiny``: tests (< 1 M parameters); ``small``: CPU pretraining (~1 M);
+            ``base``: GPU pretraining (tens of M).
+        **overrides
+            Fields to change, e.g. ``sfreq=250.0, patch_samples=50``.
+        """
+        if name not in PRESETS:
+            raise ValueError(
+                f"Invalid value for 'name': expected one of {tuple(PRESETS)}; got {name!r}."
+            )
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """Copy with some fields changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, refusing unknown fields (e.g. from a newer megfm)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"Expected a dict of ModelConfig fields; got {type(d).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown ModelConfig field(s) {unknown}; the config was probably written by a "
+                "newer megfm. Upgrade megfm or remove these fields."
+            )
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON; also write it to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> ModelConfig:
+        """Load from a JSON string or a path to a JSON file."""
+        if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{"):
+            text = Path(text_or_path).read_text(encoding="utf-8")
+        else:
+            text = str(text_or_path)
+        return cls.from_dict(json.loads(text))
+
+    def differences(self, other: ModelConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: ``{name: (self_value, other_value)}``."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+#: Named presets (fields that differ from the defaults).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(dim=32, n_latents=4, depth=2, n_heads=2, decoder_dim=32, decoder_heads=2),
+    "small": dict(dim=128, n_latents=8, depth=4, n_heads=4, decoder_dim=64, decoder_heads=2),
+    "base": dict(dim=512, n_latents=16, depth=8, n_heads=8, decoder_dim=256, decoder_depth=2,
+                 decoder_heads=4),
+}

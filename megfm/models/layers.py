@@ -1,0 +1,183 @@
+"""Attention and transformer blocks.
+
+:class:`Attention` has two paths that compute the same thing: the fused
+:func:`torch.nn.functional.scaled_dot_product_attention` (fast, no weights) and a manual
+softmax path that also returns the attention weights (for maps). ``need_weights=True``
+selects the manual path, so attention maps come from the very same module and parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Attention", "CrossBlock", "Mlp", "SelfBlock", "sinusoidal_positions"]
+
+
+def sinusoidal_positions(n: int, dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Fixed sine/cosine position codes ``(n, dim)`` (any length, nothing learned)."""
+    pos = torch.arange(n, device=device, dtype=torch.float32)[:, None]
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=device) / max(half, 1))
+    angles = pos * freq[None, :]
+    out = torch.zeros(n, dim, device=device)
+    out[:, 0 : 2 * half : 2] = angles.sin()
+    out[:, 1 : 2 * half : 2] = angles.cos()
+    return out.to(dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head attention (self- or cross-) with a fused and a weight-returning path.
+
+    Parameters
+    ----------
+    dim : int
+        Width of the queries and of the output.
+    n_heads : int
+        Number of heads; ``dim`` must be a multiple of it.
+    kv_dim : int | None
+        Width of keys/values input (cross-attention); ``dim`` when None.
+    qkv_bias : bool
+        Bias in the input projections.
+    dropout : float
+        Dropout on attention weights and on the output.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        *,
+        kv_dim: int | None = None,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim={dim} must be a multiple of n_heads={n_heads}.")
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.scale = self.head_dim**-0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(kv_dim or dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = float(dropout)
+        self.proj_drop = nn.Dropout(dropout)
+        #: use the fused kernel when weights are not requested (set False to always go manual)
+        self.fused = True
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        key_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``x`` to ``context`` (or to ``x`` itself).
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, Nq, dim)
+            Queries.
+        context : Tensor, shape (B, Nk, kv_dim) | None
+            Keys/values; ``x`` when None (self-attention).
+        key_mask : Tensor of bool, shape (B, Nk) | None
+            True = this key takes part. Every row must have at least one True.
+        need_weights : bool
+            Return the attention weights ``(B, H, Nq, Nk)`` (manual path).
+
+        Returns
+        -------
+        out : Tensor, shape (B, Nq, dim)
+        weights : Tensor, shape (B, H, Nq, Nk) | None
+        """
+        b, nq, _ = x.shape
+        ctx = x if context is None else context
+        nk = ctx.shape[1]
+        q = self.q(x).reshape(b, nq, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = (
+            self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )  # each (B, H, Nk, hd)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        p_drop = self.attn_drop if self.training else 0.0
+        weights = None
+        if self.fused and not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
+        else:
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, Nq, Nk)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, p_drop, self.training) @ v
+        out = out.transpose(1, 2).reshape(b, nq, self.n_heads * self.head_dim)
+        return self.proj_drop(self.proj(out)), weights
+
+
+class Mlp(nn.Module):
+    """Two-layer perceptron with GELU."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+class SelfBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(
+        self, dim: int, n_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, n_heads, qkv_bias=qkv_bias, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+
+    def forward(
+        self, x: torch.Tensor, *, key_mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, w = self.attn(self.norm1(x), key_mask=key_mask, need_weights=need_weights)
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return x, w
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm cross-attention block: queries attend to a context, then an MLP."""
+
+    def __init__(
+        self, dim: int, n_heads: int, *, kv_dim: int | None = None, mlp_ratio: float = 4.0,
+        qkv_bias: bool = True, dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(kv_dim or dim)
+        self.attn = Attention(dim, n_heads, kv_dim=kv_dim, qkv_bias=qkv_bias, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        *,
+        key_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, w = self.attn(
+            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, need_weights=need_weights
+        )
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return x, w

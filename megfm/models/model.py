@@ -1,0 +1,534 @@
+"""MaskedSignalModel: masked reconstruction of sensor-patches with a sensor-count-linear encoder.
+
+Token flow (shapes in comments below)::
+
+    x (B, S, T) --robust normalise, patchify--> patches (B, S, P, L)
+    mask (B, S, P), True = hidden
+    visible sensor-patches only --patch embed + geometry embed + MLP--> tokens (B, P, Sv, D)
+    K learned latent queries per time patch --cross-attention over that patch's visible
+        sensors--> latents (B, P, K, D)                      [spatial compression, O(S)]
+    transformer over the P * K latent tokens --> features (B, P, K, D)
+    each hidden sensor-patch: query = its geometry embedding + time position
+        --cross-attention over the K latents of its time patch--> pred (B, S, P, L)
+
+Masked sensor-patches are dropped before the encoder (MAE), not replaced by mask tokens;
+the variable number of visible sensors per time patch is handled with key padding masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..masking import make_mask
+from ..tokenize import GeometryEmbedding, NormStats, patchify, robust_normalize
+from .config import ModelConfig
+from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
+
+__all__ = ["MaskedSignalModel"]
+
+
+def _visible_first(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices along the last axis that put True entries first, cut to the largest count.
+
+    Parameters
+    ----------
+    flags : Tensor of bool, shape (..., S)
+
+    Returns
+    -------
+    order : Tensor of int64, shape (..., M)
+        ``M = max(1, flags.sum(-1).max())``; each row is a prefix of a permutation of S.
+    keep : Tensor of bool, shape (..., M)
+        ``flags`` gathered at ``order`` (False = padding slot).
+    """
+    m = max(int(flags.sum(-1).max()), 1) if flags.numel() else 1
+    order = torch.argsort((~flags).to(torch.uint8), dim=-1, stable=True)[..., :m]
+    return order, torch.gather(flags, -1, order)
+
+
+def _gather_rows(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``values (B, S, C)`` per time patch at ``order (B, P, M)`` -> ``(B, P, M, C)``."""
+    b, p, m = order.shape
+    s, c = values.shape[1], values.shape[-1]
+    return torch.gather(values[:, None].expand(b, p, s, c), 2, order[..., None].expand(b, p, m, c))
+
+
+class MaskedSignalModel(nn.Module):
+    """Masked-signal-reconstruction transformer for any MEG sensor array.
+
+    Parameters
+    ----------
+    config : ModelConfig | None
+        Hyper-parameters; ``ModelConfig()`` when None.
+
+    Notes
+    -----
+    Inputs follow the batch contract of ``docs/design.md``: ``x (B, S, T)`` in fT / fT/cm,
+    ``pos (B, S, 3)`` in metres, ``ori (B, S, 3)``, ``sensor_type (B, S)`` codes into
+    ``megfm.data.SENSOR_TYPES`` and ``sensor_mask (B, S)`` (True = valid sensor). ``T`` must
+    be a multiple of ``config.patch_samples``. No part of the model is tied to a sensor
+    index: permuting sensors permutes outputs, and any sensor count works.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = ModelConfig()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(
+                f"Expected a megfm.ModelConfig; got {type(config).__name__}. Use "
+                "ModelConfig.preset('small') or ModelConfig.from_dict(d)."
+            )
+        self.config = config
+        c = config
+        dim, ddim, n_lat = c.dim, c.decoder_dim, c.n_latents
+        # --- encoder
+        self.geometry = GeometryEmbedding(
+            dim, n_sensor_types=c.n_sensor_types, n_frequencies=c.n_frequencies,
+            position_scale=c.position_scale,
+        )
+        self.patch_embed = nn.Linear(c.patch_samples, dim)
+        self.token_norm = nn.LayerNorm(dim)
+        self.token_mlp = Mlp(dim, int(dim * c.mlp_ratio), c.dropout)
+        self.latent_queries = nn.Parameter(torch.zeros(n_lat, dim))
+        # latents of a time patch in which no sensor is visible (time-block masking)
+        self.empty_latents = nn.Parameter(torch.zeros(n_lat, dim))
+        self.spatial = CrossBlock(
+            dim, c.n_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, dropout=c.dropout
+        )
+        self.blocks = nn.ModuleList(
+            SelfBlock(dim, c.n_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, dropout=c.dropout)
+            for _ in range(c.depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head: nn.Module = nn.Identity()
+        # --- light decoder
+        self.decoder_embed = nn.Linear(dim, ddim)
+        self.decoder_geometry = nn.Linear(dim, ddim)
+        self.mask_token = nn.Parameter(torch.zeros(ddim))
+        self.decoder_blocks = nn.ModuleList(
+            CrossBlock(ddim, c.decoder_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
+                       dropout=c.dropout)
+            for _ in range(c.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(ddim)
+        self.decoder_pred = nn.Linear(ddim, c.patch_samples)
+        self.initialize_weights()
+
+    # ------------------------------------------------------------------ initialisation
+    def initialize_weights(self) -> None:
+        """(Re)initialise every parameter; the one place where initial values are set."""
+        for p in (self.latent_queries, self.empty_latents, self.mask_token):
+            nn.init.trunc_normal_(p, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    # ------------------------------------------------------------------ utilities
+    def set_fused_attention(self, fused: bool = True) -> None:
+        """Use the fused SDPA kernel (True) or the manual softmax path (False) everywhere."""
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.fused = bool(fused)
+
+    def num_parameters(self, *, trainable_only: bool = False) -> int:
+        """Number of parameters (trainable ones only when asked)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def reset_head(self, n_outputs: int = 0) -> None:
+        """Replace :attr:`head` by a linear layer ``D -> n_outputs`` (identity when 0)."""
+        self.head = nn.Linear(self.config.dim, n_outputs) if n_outputs else nn.Identity()
+        if n_outputs:
+            self._init_weights(self.head)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``weights.pt`` to ``directory`` (see :mod:`.checkpoint`)."""
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, expected_config: ModelConfig | None = None
+    ) -> MaskedSignalModel:
+        """Load a checkpoint folder (same as :func:`megfm.load_pretrained`)."""
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(directory, expected_config=expected_config)
+
+    # ------------------------------------------------------------------ steps
+    def check_inputs(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        ori: torch.Tensor,
+        sensor_type: torch.Tensor,
+        sensor_mask: torch.Tensor,
+        *,
+        sfreq: float | None = None,
+    ) -> torch.Tensor:
+        """Validate a batch; return ``sensor_mask`` as bool. Raises ValueError/TypeError."""
+        for name, t in (("x", x), ("pos", pos), ("ori", ori), ("sensor_type", sensor_type),
+                        ("sensor_mask", sensor_mask)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"Expected '{name}' to be a torch.Tensor; got {type(t).__name__}.")
+        if x.ndim != 3:
+            raise ValueError(f"Expected x of shape (B, S, T); got {tuple(x.shape)}.")
+        b, s, n_times = x.shape
+        expected = {"pos": (b, s, 3), "ori": (b, s, 3), "sensor_type": (b, s), "sensor_mask": (b, s)}
+        for name, t in (("pos", pos), ("ori", ori), ("sensor_type", sensor_type),
+                        ("sensor_mask", sensor_mask)):
+            if tuple(t.shape) != expected[name]:
+                raise ValueError(
+                    f"Expected '{name}' of shape {expected[name]} to match x {tuple(x.shape)}; "
+                    f"got {tuple(t.shape)}."
+                )
+        if sfreq is not None and abs(float(sfreq) - self.config.sfreq) > 1e-6 * self.config.sfreq:
+            raise ValueError(
+                f"Data sampled at {float(sfreq):g} Hz but the model was built for "
+                f"{self.config.sfreq:g} Hz (config.sfreq); resample the data to "
+                f"{self.config.sfreq:g} Hz (megfm.PreprocessConfig(sfreq=...))."
+            )
+        patchify(x[:0], self.config.patch_samples)  # length checks with a clear message
+        valid = sensor_mask.to(torch.bool)
+        empty = ~valid.any(1)
+        if bool(empty.any()):
+            raise ValueError(
+                f"Window(s) {torch.nonzero(empty).flatten().tolist()} of the batch have no valid "
+                "sensor (sensor_mask all False: every sensor is bad or padding); drop them."
+            )
+        finite = torch.isfinite(x).all(-1) | ~valid  # (B, S)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite.all(1)).flatten().tolist()
+            raise ValueError(
+                f"NaN or Inf in x for window(s) {bad} of the batch (valid sensors only); clean "
+                "the data or mark those sensors invalid in sensor_mask."
+            )
+        return valid
+
+    def tokenize(
+        self, x: torch.Tensor, sensor_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, NormStats]:
+        """Per-sensor robust normalisation then patching: ``(B, S, T) -> (B, S, P, L)``."""
+        x_norm, stats = robust_normalize(x, sensor_mask, method=self.config.norm_method)
+        return patchify(x_norm, self.config.patch_samples), stats
+
+    def random_masking(
+        self,
+        sensor_mask: torch.Tensor,
+        n_patches: int,
+        *,
+        mode: str | None = None,
+        ratio: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Mask ``(B, S, P)`` (True = hidden) from :func:`megfm.masking.make_mask`."""
+        c = self.config
+        return make_mask(
+            sensor_mask, n_patches, mode=c.mask_mode if mode is None else mode,
+            ratio=c.mask_ratio if ratio is None else ratio, generator=generator,
+            time_block=c.time_block,
+        )
+
+    def forward_encoder(
+        self,
+        patches: torch.Tensor,
+        geometry: torch.Tensor,
+        visible: torch.Tensor,
+        *,
+        need_weights: bool = False,
+        return_blocks: bool = False,
+    ) -> tuple[torch.Tensor, dict]:
+        """Encode the visible sensor-patches into latent tokens.
+
+        Parameters
+        ----------
+        patches : Tensor, shape (B, S, P, L)
+            Normalised sensor-patches; hidden ones are never read.
+        geometry : Tensor, shape (B, S, D)
+            Sensor embeddings (:class:`megfm.tokenize.GeometryEmbedding`).
+        visible : Tensor of bool, shape (B, S, P)
+            True where the encoder may look (valid and not hidden).
+        need_weights : bool
+            Also return attention weights (manual attention path).
+        return_blocks : bool
+            Also return the latents after every temporal block (before the final norm).
+
+        Returns
+        -------
+        latents : Tensor, shape (B, P, K, D)
+            Normalised output of the last block.
+        extras : dict
+            ``"spatial"`` (B, P, K, S) and ``"temporal"`` list of (B, H, N, N) when
+            ``need_weights``; ``"blocks"`` list of (B, P, K, D) when ``return_blocks``.
+        """
+        b, s, p, length = patches.shape
+        dim, k = self.config.dim, self.config.n_latents
+        vis_t = visible.transpose(1, 2)  # (B, P, S)
+        order, key_mask = _visible_first(vis_t)  # (B, P, Sv): visible sensors first
+        sv = order.shape[-1]
+        empty = ~key_mask[..., 0]  # (B, P): time patch with no visible sensor
+        # gather visible patches only: hidden ones are dropped, not replaced
+        tok = torch.gather(
+            patches.transpose(1, 2), 2, order[..., None].expand(b, p, sv, length)
+        )  # (B, P, Sv, L)
+        tokens = self.patch_embed(tok) + _gather_rows(geometry, order)  # (B, P, Sv, D)
+        tokens = tokens + self.token_mlp(self.token_norm(tokens))
+        tokens = tokens * key_mask[..., None].to(tokens.dtype)  # padding slots carry nothing
+        time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
+        queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
+        # rows without any visible key attend to zeros; their output is replaced below
+        key_mask_safe = key_mask | empty[..., None]
+        lat, w_spatial = self.spatial(
+            queries[None].expand(b, p, k, dim).reshape(b * p, k, dim),
+            tokens.reshape(b * p, sv, dim),
+            key_mask=key_mask_safe.reshape(b * p, sv),
+            need_weights=need_weights,
+        )
+        lat = lat.reshape(b, p, k, dim)
+        fill = (self.empty_latents[None] + time[:, None]).to(lat.dtype)  # (P, K, D)
+        lat = torch.where(empty[..., None, None], fill[None], lat)  # (B, P, K, D)
+        extras: dict = {}
+        if need_weights:
+            w = w_spatial.mean(1).reshape(b, p, k, sv)  # head-averaged
+            w = w * (key_mask & ~empty[..., None])[:, :, None, :].to(w.dtype)
+            extras["spatial"] = w.new_zeros(b, p, k, s).scatter(
+                3, order[:, :, None, :].expand(b, p, k, sv), w
+            )  # (B, P, K, S)
+            extras["temporal"] = []
+        z = lat.reshape(b, p * k, dim)  # (B, N = P * K, D)
+        blocks = []
+        for blk in self.blocks:
+            z, w = blk(z, need_weights=need_weights)
+            if need_weights:
+                extras["temporal"].append(w)  # (B, H, N, N)
+            if return_blocks:
+                blocks.append(z.reshape(b, p, k, dim))
+        if return_blocks:
+            extras["blocks"] = blocks
+        return self.norm(z).reshape(b, p, k, dim), extras
+
+    def forward_decoder(
+        self, latents: torch.Tensor, geometry: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """Predict the hidden sensor-patches from the latents of their time patch.
+
+        Parameters
+        ----------
+        latents : Tensor, shape (B, P, K, D)
+        geometry : Tensor, shape (B, S, D)
+        hidden : Tensor of bool, shape (B, S, P)
+            Sensor-patches to predict.
+
+        Returns
+        -------
+        pred : Tensor, shape (B, S, P, L)
+            Predictions at hidden sensor-patches, zeros elsewhere.
+        """
+        b, p, k, _ = latents.shape
+        s = geometry.shape[1]
+        length, ddim = self.config.patch_samples, self.config.decoder_dim
+        order, keep = _visible_first(hidden.transpose(1, 2))  # (B, P, M): hidden sensors first
+        m = order.shape[-1]
+        time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
+        q = _gather_rows(self.decoder_geometry(geometry), order)  # (B, P, M, Dd)
+        q = q + self.mask_token + time[None, :, None]
+        memory = self.decoder_embed(latents).reshape(b * p, k, ddim)  # (B * P, K, Dd)
+        q = q.reshape(b * p, m, ddim)
+        for blk in self.decoder_blocks:
+            q, _ = blk(q, memory)
+        out = self.decoder_pred(self.decoder_norm(q)).reshape(b, p, m, length)
+        out = out * keep[..., None].to(out.dtype)
+        pred = out.new_zeros(b, p, s, length).scatter(
+            2, order[..., None].expand(b, p, m, length), out
+        )  # (B, P, S, L)
+        return pred.transpose(1, 2)
+
+    def forward_loss(
+        self, pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean squared error over hidden sensor-patches only (+ optional spectral term)."""
+        n = hidden.sum().clamp_min(1)
+        weight = hidden.to(pred.dtype)
+        loss = (((pred - target) ** 2).mean(-1) * weight).sum() / n  # (B, S, P) -> scalar
+        if self.config.spectral_weight > 0:
+            spec = (
+                torch.fft.rfft(pred.float(), norm="ortho").abs()
+                - torch.fft.rfft(target.float(), norm="ortho").abs()
+            ) ** 2
+            loss = loss + self.config.spectral_weight * (spec.mean(-1) * weight).sum() / n
+        return loss
+
+    # ------------------------------------------------------------------ public API
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        ori: torch.Tensor,
+        sensor_type: torch.Tensor,
+        sensor_mask: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        mask_mode: str | None = None,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+        return_attention: bool = False,
+        sfreq: float | None = None,
+    ) -> dict:
+        """Mask, encode the visible sensor-patches, reconstruct the hidden ones.
+
+        Parameters
+        ----------
+        x, pos, ori, sensor_type, sensor_mask : Tensor
+            A batch (see the class notes).
+        mask : Tensor of bool, shape (B, S, P) | None
+            Sensor-patches to hide (True = hidden); drawn with ``mask_mode`` / ``mask_ratio``
+            / ``generator`` when None. Only valid sensors are ever hidden.
+        mask_mode : str | None
+            ``"random"``, ``"sensor"``, ``"time"``, ``"mixed"``; ``config.mask_mode`` if None.
+        mask_ratio : float | None
+            Fraction hidden; ``config.mask_ratio`` if None.
+        generator : torch.Generator | None
+            Makes the mask reproducible.
+        return_attention : bool
+            Also return the attention weights.
+        sfreq : float | None
+            Sampling rate of ``x``; refused when it differs from ``config.sfreq``.
+
+        Returns
+        -------
+        out : dict
+            ``loss`` (scalar, MSE on hidden patches of normalised signals), ``pred``
+            (B, S, P, L) reconstruction in normalised units (hidden patches predicted, visible
+            ones copied from ``target``), ``target`` (B, S, P, L), ``mask`` (B, S, P) bool
+            (True = hidden), ``stats`` (:class:`megfm.tokenize.NormStats` for
+            :func:`megfm.tokenize.denormalize`) and, when asked, ``attention`` with
+            ``"spatial"`` (B, P, K, S) and ``"temporal"`` (list of (B, H, P*K, P*K)).
+        """
+        valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
+        target, stats = self.tokenize(x, valid)  # (B, S, P, L)
+        b, s, p, _ = target.shape
+        if mask is None:
+            mask = self.random_masking(
+                valid, p, mode=mask_mode, ratio=mask_ratio, generator=generator
+            )
+        else:
+            if tuple(mask.shape) != (b, s, p):
+                raise ValueError(
+                    f"Expected 'mask' of shape (B, S, P) = {(b, s, p)}; got {tuple(mask.shape)}."
+                )
+            mask = mask.to(torch.bool) & valid[..., None]
+            if not bool(mask.any()):
+                raise ValueError(
+                    "'mask' hides no valid sensor-patch, so there is nothing to reconstruct; "
+                    "hide at least one valid sensor-patch (True = hidden)."
+                )
+        visible = valid[..., None] & ~mask  # (B, S, P)
+        geometry = self.geometry(pos, ori, sensor_type, valid)  # (B, S, D)
+        latents, extras = self.forward_encoder(
+            target, geometry, visible, need_weights=return_attention
+        )
+        pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
+        loss = self.forward_loss(pred, target, mask)
+        out = {
+            "loss": loss,
+            "pred": torch.where(mask[..., None], pred, target),
+            "target": target,
+            "mask": mask,
+            "stats": stats,
+        }
+        if return_attention:
+            out["attention"] = extras
+        return out
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        ori: torch.Tensor,
+        sensor_type: torch.Tensor,
+        sensor_mask: torch.Tensor,
+        *,
+        return_attention: bool = False,
+        sfreq: float | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        """Encode whole windows (no masking).
+
+        Returns
+        -------
+        latents : Tensor, shape (B, P, K, D)
+            Latent tokens. With ``return_attention=True``, a tuple ``(latents, attention)``
+            where ``attention`` holds ``"spatial"`` (B, P, K, S) and ``"temporal"``.
+        """
+        valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
+        patches, _ = self.tokenize(x, valid)
+        visible = valid[..., None].expand_as(patches[..., 0])
+        geometry = self.geometry(pos, ori, sensor_type, valid)
+        latents, extras = self.forward_encoder(
+            patches, geometry, visible, need_weights=return_attention
+        )
+        return (latents, extras) if return_attention else latents
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """Pool latents ``(B, P, K, D) -> (B, D)``; apply :attr:`head` unless ``pre_logits``."""
+        if features.ndim != 4:
+            raise ValueError(f"Expected features of shape (B, P, K, D); got {tuple(features.shape)}.")
+        pooled = features.mean(dim=(1, 2))
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        ori: torch.Tensor,
+        sensor_type: torch.Tensor,
+        sensor_mask: torch.Tensor,
+        *,
+        indices: int | list[int] | None = None,
+        sfreq: float | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Latents after chosen temporal blocks (timm's feature API).
+
+        Parameters
+        ----------
+        indices : int | list of int | None
+            An int ``n``: the last ``n`` blocks; a list: those block indices (negative ones
+            count from the end); None: every block.
+
+        Returns
+        -------
+        latents : Tensor, shape (B, P, K, D)
+            Final (normalised) latents, as :meth:`forward_features`.
+        intermediates : list of Tensor, each (B, P, K, D)
+            Un-normalised latents after each chosen block, in block order.
+        """
+        depth = len(self.blocks)
+        if indices is None:
+            chosen = list(range(depth))
+        elif isinstance(indices, int):
+            chosen = list(range(max(depth - indices, 0), depth))
+        else:
+            chosen = [i % depth if -depth <= i < depth else i for i in indices]
+            if any(not 0 <= i < depth for i in chosen):
+                raise ValueError(
+                    f"Invalid block indices {list(indices)}: the model has {depth} blocks."
+                )
+        valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
+        patches, _ = self.tokenize(x, valid)
+        visible = valid[..., None].expand_as(patches[..., 0])
+        geometry = self.geometry(pos, ori, sensor_type, valid)
+        latents, extras = self.forward_encoder(patches, geometry, visible, return_blocks=True)
+        return latents, [extras["blocks"][i] for i in sorted(set(chosen))]

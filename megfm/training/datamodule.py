@@ -1,0 +1,264 @@
+"""`MEGDataModule`: a LightningDataModule over a megfm store, split by subject."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from ..data.dataset import WindowDataset, collate_windows
+
+__all__ = ["MEGDataModule", "split_subjects"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_fraction(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid value for '{name}': expected a fraction in [0, 1); got {value}.")
+    return value
+
+
+def split_subjects(
+    subjects: Sequence[str],
+    labels: Sequence[str] | None = None,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[str], list[str], list[str]]:
+    """Split subjects (never windows) into train / validation / test sets with a seed.
+
+    Subjects are spread proportionally over the labels (stratified) when ``labels`` is
+    given: within each label the subjects are shuffled and given evenly spaced ranks, so
+    every split draws from every label in proportion.
+
+    Parameters
+    ----------
+    subjects : list of str
+        One entry per subject, or per window (duplicates are merged).
+    labels : list of str | None
+        Label of each entry of ``subjects`` (the subject's group); None for no stratification.
+    val_fraction, test_fraction : float
+        Fractions of subjects for validation and test (rounded; at least one subject each
+        when the fraction is positive, and at least one subject always left for training).
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    train, val, test : list of str
+        Sorted, disjoint subject lists.
+    """
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be below 1 to leave training subjects; got "
+            f"{val_fraction} + {test_fraction}."
+        )
+    subjects = np.asarray(subjects, dtype=str)
+    if labels is None:
+        labels = np.full(subjects.shape, "", dtype=str)
+    labels = np.asarray(labels, dtype=str)
+    if labels.shape != subjects.shape:
+        raise ValueError("'labels' must have one entry per entry of 'subjects'.")
+    uniq, first = np.unique(subjects, return_index=True)
+    subj_label = labels[first]
+    n = uniq.size
+    n_val = int(round(val_fraction * n)) if val_fraction > 0 else 0
+    n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
+    n_val = max(n_val, 1) if val_fraction > 0 else 0
+    n_test = max(n_test, 1) if test_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(
+            f"Cannot split {n} subject(s) into train/val/test with val_fraction={val_fraction} "
+            f"and test_fraction={test_fraction}: every split needs whole subjects. Add "
+            "subjects or lower the fractions."
+        )
+    rng = np.random.default_rng(seed)
+    key = np.empty(n, dtype=np.float64)
+    for lab in np.unique(subj_label):
+        members = np.flatnonzero(subj_label == lab)
+        ranks = rng.permutation(members.size)
+        # Evenly spaced positions in [0, 1) per label, jittered: proportional interleaving.
+        key[members] = (ranks + rng.uniform(size=members.size)) / members.size
+    order = uniq[np.argsort(key, kind="stable")]
+    test = sorted(order[:n_test].tolist())
+    val = sorted(order[n_test:n_test + n_val].tolist())
+    train = sorted(order[n_test + n_val:].tolist())
+    return train, val, test
+
+
+class MEGDataModule(pl.LightningDataModule):
+    """Train / validation / test loaders over a store, split by subject with a seed.
+
+    No subject is ever in two splits. Splits are stratified by label (the subject's group),
+    so each split holds every group in proportion when there are enough subjects.
+
+    Parameters
+    ----------
+    store : str | Path
+        Store folder (see :func:`megfm.write_store`).
+    batch_size : int
+        Windows per batch.
+    val_fraction, test_fraction : float
+        Fractions of subjects held out for validation and test.
+    seed : int
+        Seed of the subject split, the shuffling and the state-balancing sampler.
+    num_workers : int
+        DataLoader workers (each opens its own shard handles; kept alive between epochs).
+    states, labels, subjects : str | list of str | None
+        Keep only these states / labels / subjects (see :class:`WindowDataset`).
+    balance_states : bool
+        Draw training windows with a seeded ``WeightedRandomSampler`` so every state is
+        equally likely (with replacement, one epoch = as many windows as the training set).
+    drop_last : bool
+        Drop the last incomplete training batch.
+    pin_memory : bool
+        Pin batches in page-locked memory (faster host-to-GPU copies).
+    dtype : torch.dtype
+        Dtype of ``x`` in batches.
+
+    Attributes
+    ----------
+    train_subjects_, val_subjects_, test_subjects_ : list of str
+        Subjects of each split (after :meth:`setup`).
+    train_dataset_, val_dataset_, test_dataset_ : WindowDataset
+        The datasets of each split (after :meth:`setup`).
+    metadata_ : dict of str to array
+        Metadata of all selected windows.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        *,
+        batch_size: int = 32,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        num_workers: int = 0,
+        states: str | Sequence[str] | None = None,
+        labels: str | Sequence[str] | None = None,
+        subjects: str | Sequence[str] | None = None,
+        balance_states: bool = False,
+        drop_last: bool = False,
+        pin_memory: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"Invalid value for 'batch_size': expected >= 1; got {batch_size}.")
+        if int(num_workers) < 0:
+            raise ValueError(f"Invalid value for 'num_workers': expected >= 0; got {num_workers}.")
+        _check_fraction("val_fraction", val_fraction)
+        _check_fraction("test_fraction", test_fraction)
+        self.store = store
+        self.batch_size = int(batch_size)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.states = states
+        self.labels = labels
+        self.subjects = subjects
+        self.balance_states = bool(balance_states)
+        self.drop_last = bool(drop_last)
+        self.pin_memory = bool(pin_memory)
+        self.dtype = dtype
+        self._is_setup = False
+
+    # ------------------------------------------------------------------ splits
+    def setup(self, stage: str | None = None) -> None:
+        """Read the store's metadata and split its subjects (idempotent)."""
+        if self._is_setup:
+            return
+        full = WindowDataset(self.store, states=self.states, labels=self.labels,
+                             subjects=self.subjects, dtype=self.dtype)
+        if len(full) == 0:
+            raise ValueError(f"The store {self.store} holds no windows for this selection.")
+        meta = full.metadata
+        train, val, test = split_subjects(meta["subject"], meta["label"],
+                                          val_fraction=self.val_fraction,
+                                          test_fraction=self.test_fraction, seed=self.seed)
+        self.train_subjects_, self.val_subjects_, self.test_subjects_ = train, val, test
+        self.metadata_ = meta
+
+        def _subset(names: list[str]) -> WindowDataset:
+            keep = full.indices[np.isin(meta["subject"], names)]
+            return WindowDataset(self.store, indices=keep, dtype=self.dtype)
+
+        self.full_dataset_ = full
+        self.train_dataset_ = _subset(train)
+        self.val_dataset_ = _subset(val)
+        self.test_dataset_ = _subset(test)
+        self._is_setup = True
+        logger.info("Split %d subjects by subject: %d train / %d val / %d test "
+                    "(%d / %d / %d windows)", len(train) + len(val) + len(test), len(train),
+                    len(val), len(test), len(self.train_dataset_), len(self.val_dataset_),
+                    len(self.test_dataset_))
+
+    def _require_setup(self) -> None:
+        if not self._is_setup:
+            self.setup()
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: WindowDataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_windows,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            **kwargs,
+        )
+
+    def state_weights(self) -> np.ndarray:
+        """Sampling weight of each training window: 1 / (windows of its state)."""
+        self._require_setup()
+        states = self.train_dataset_.metadata["state"]
+        _, inverse, counts = np.unique(states, return_inverse=True, return_counts=True)
+        return 1.0 / counts[inverse.reshape(-1)]
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or state-balanced) training batches, seeded."""
+        self._require_setup()
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.balance_states:
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(self.state_weights(), dtype=torch.double),
+                num_samples=len(self.train_dataset_), replacement=True, generator=generator,
+            )
+            return self._loader(self.train_dataset_, sampler=sampler, drop_last=self.drop_last)
+        return self._loader(self.train_dataset_, shuffle=True, generator=generator,
+                            drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in store order (an empty list when there are no val subjects)."""
+        self._require_setup()
+        return self._loader(self.val_dataset_) if len(self.val_dataset_) else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Test batches in store order (an empty list when there are no test subjects)."""
+        self._require_setup()
+        return self._loader(self.test_dataset_) if len(self.test_dataset_) else []
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every selected window (all splits), in store order."""
+        self._require_setup()
+        return self._loader(self.full_dataset_)
+
+    def __repr__(self) -> str:
+        if not self._is_setup:
+            return f"<MEGDataModule | {self.store} (not set up)>"
+        return (f"<MEGDataModule | {len(self.train_subjects_)}/{len(self.val_subjects_)}/"
+                f"{len(self.test_subjects_)} subjects, {len(self.train_dataset_)}/"
+                f"{len(self.val_dataset_)}/{len(self.test_dataset_)} windows>")

@@ -1,0 +1,151 @@
+"""MEGDataModule: subject-disjoint seeded splits, state balancing, loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from megfm.data.geometry import SensorGeometry
+from megfm.data.store import write_store
+from megfm.data.windows import Windows
+from megfm.training import MEGDataModule
+from megfm.training.datamodule import split_subjects
+
+N_TIMES = 8
+
+
+def _recording(subject: str, label: str, state: str, n: int, n_sensors: int, seed: int):
+    rng = np.random.default_rng(seed)
+    pos = rng.normal(size=(n_sensors, 3))
+    geom = SensorGeometry(names=[f"C{i}" for i in range(n_sensors)], positions=pos,
+                          orientations=pos / np.linalg.norm(pos, axis=1, keepdims=True),
+                          types=np.zeros(n_sensors, int))
+    data = rng.standard_normal((n, n_sensors, N_TIMES)).astype(np.float32)
+    meta = {"subject": [subject] * n, "label": [label] * n, "state": [state] * n}
+    return Windows(data=data, sfreq=100.0, geometries=[geom], metadata=meta)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """10 subjects (6 HC, 4 migraine); rest has 6 windows per subject, auditory 2."""
+    parts = []
+    for i in range(10):
+        label = "HC" if i < 6 else "migraine"
+        parts.append(_recording(f"sub-{i:02d}", label, "rest", 6, 3 + i % 2, seed=2 * i))
+        parts.append(_recording(f"sub-{i:02d}", label, "auditory", 2, 3 + i % 2, seed=2 * i + 1))
+    return write_store(Windows.concatenate(parts), tmp_path_factory.mktemp("dm") / "store")
+
+
+def test_split_is_by_subject_and_seeded(cohort):
+    dm = MEGDataModule(cohort, batch_size=4, val_fraction=0.2, test_fraction=0.2, seed=3)
+    dm.setup()
+    train, val, test = dm.train_subjects_, dm.val_subjects_, dm.test_subjects_
+    assert (len(train), len(val), len(test)) == (6, 2, 2)
+    assert not (set(train) & set(val)) and not (set(train) & set(test)) and not (set(val) & set(test))
+    assert sorted(train + val + test) == [f"sub-{i:02d}" for i in range(10)]
+    # stratified: each held-out split has one HC and one migraine subject
+    for split in (val, test):
+        assert sorted(int(s[-2:]) < 6 for s in split) == [False, True]
+    # windows follow their subject
+    for ds, subs in ((dm.train_dataset_, train), (dm.val_dataset_, val), (dm.test_dataset_, test)):
+        assert set(ds.metadata["subject"].tolist()) == set(subs)
+        assert len(ds) == 8 * len(subs)
+    again = MEGDataModule(cohort, val_fraction=0.2, test_fraction=0.2, seed=3)
+    again.setup()
+    assert (again.train_subjects_, again.val_subjects_, again.test_subjects_) == (train, val, test)
+    splits = set()
+    for seed in range(6):
+        tr, va, te = split_subjects(dm.metadata_["subject"], dm.metadata_["label"],
+                                    val_fraction=0.2, test_fraction=0.2, seed=seed)
+        splits.add(tuple(va))
+    assert len(splits) > 1  # the seed matters
+
+
+def test_train_loader_is_seeded_and_padded(cohort):
+    def first_epoch(seed):
+        dm = MEGDataModule(cohort, batch_size=5, seed=seed)
+        return [b for b in dm.train_dataloader()]
+
+    a, b = first_epoch(0), first_epoch(0)
+    assert all(torch.equal(x["index"], y["index"]) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x["index"], y["index"])
+                   for x, y in zip(a, first_epoch(1), strict=False))
+    assert {bt["x"].shape[1] for bt in a} <= {3, 4}
+    assert all(bt["sensor_mask"].sum(1).tolist() == [3 + (s % 2) for s in
+               [int(n) for n in bt["index"] // 8]] for bt in a)
+    dm = MEGDataModule(cohort, batch_size=5, seed=0)
+    val = torch.cat([bt["index"] for bt in dm.val_dataloader()])
+    assert val.tolist() == sorted(val.tolist())  # validation in store order
+    assert dm.test_dataloader() == []  # no test subjects by default
+    assert len(torch.cat([bt["index"] for bt in dm.predict_dataloader()])) == 80
+
+
+def test_balance_states(cohort):
+    dm = MEGDataModule(cohort, batch_size=16, val_fraction=0.2, balance_states=True, seed=0)
+    dm.setup()
+    w = dm.state_weights()
+    states = dm.train_dataset_.metadata["state"]
+    np.testing.assert_allclose(w[states == "rest"].sum(), w[states == "auditory"].sum())
+    drawn = []
+    for _ in range(10):
+        for bt in dm.train_dataloader():
+            drawn.extend(dm.metadata_["state"][np.searchsorted(dm.full_dataset_.indices,
+                                                                bt["index"].numpy())])
+    frac = np.mean(np.asarray(drawn) == "auditory")
+    assert 0.4 < frac < 0.6  # unbalanced data are 25% auditory
+    plain = MEGDataModule(cohort, batch_size=16, val_fraction=0.2, seed=0)
+    index = torch.cat([bt["index"] for bt in plain.train_dataloader()]).numpy()
+    assert np.mean(plain.metadata_["state"][index] == "auditory") == 0.25
+
+
+def test_filters_and_errors(cohort):
+    dm = MEGDataModule(cohort, states="auditory", labels=["migraine"], val_fraction=0.25)
+    dm.setup()
+    assert set(dm.metadata_["state"].tolist()) == {"auditory"}
+    assert len(dm.train_subjects_) == 3 and len(dm.val_subjects_) == 1
+    with pytest.raises(ValueError, match="Invalid value for 'val_fraction'"):
+        MEGDataModule(cohort, val_fraction=1.5)
+    with pytest.raises(ValueError, match="must be below 1"):
+        MEGDataModule(cohort, val_fraction=0.5, test_fraction=0.5).setup()
+    with pytest.raises(ValueError, match="Cannot split 1 subject"):
+        MEGDataModule(cohort, subjects="sub-01").setup()
+    with pytest.raises(ValueError, match="Invalid value for 'batch_size'"):
+        MEGDataModule(cohort, batch_size=0)
+
+
+def test_workers_persistent(cohort):
+    dm = MEGDataModule(cohort, batch_size=8, num_workers=2, seed=0)
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers
+    n = sum(len(bt["index"]) for bt in loader)
+    assert n == len(dm.train_dataset_) == 64
+
+
+def test_fits_with_lightning_trainer(cohort, tmp_path):
+    import lightning.pytorch as pl
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def _loss(self, batch):
+            x = batch["x"] * batch["sensor_mask"][..., None]
+            return ((x.mean(dim=(1, 2)) - self.w) ** 2).mean()
+
+        def training_step(self, batch, batch_idx):
+            return self._loss(batch)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/loss", self._loss(batch), batch_size=len(batch["index"]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(Tiny(), datamodule=MEGDataModule(cohort, batch_size=16, seed=0))
+    assert "val/loss" in trainer.callback_metrics
+    trainer.fit(Tiny(), datamodule=MEGDataModule(cohort, batch_size=16, val_fraction=0.0))

@@ -1,0 +1,251 @@
+"""HDF5 store: round trips, appends, geometry per recording, and damaged or mismatched input."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from megfm.data.geometry import SensorGeometry
+from megfm.data.store import StoreReader, open_store, read_store, write_store
+from megfm.data.windows import Windows
+
+
+def _geometry(n_sensors: int, seed: int = 0, n_bad: int = 0) -> SensorGeometry:
+    rng = np.random.default_rng(seed)
+    pos = rng.normal(size=(n_sensors, 3))
+    pos = 0.1 * pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    ori = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    bads = np.zeros(n_sensors, bool)
+    bads[:n_bad] = True
+    return SensorGeometry(names=[f"MEG{seed}{i:03d}" for i in range(n_sensors)], positions=pos,
+                          orientations=ori, types=np.arange(n_sensors) % 4, bads=bads)
+
+
+def _windows(n: int = 6, n_sensors: int = 5, n_times: int = 32, *, sfreq: float = 100.0,
+             seed: int = 0, subject: str = "sub-01", state: str = "rest",
+             scale: float = 100.0) -> Windows:
+    rng = np.random.default_rng(seed)
+    data = (scale * rng.standard_normal((n, n_sensors, n_times))).astype(np.float32)
+    meta = {"subject": [subject] * n, "state": [state] * n, "label": ["HC"] * n,
+            "onset": np.arange(n) * 0.5, "event": np.full(n, -1)}
+    return Windows(data=data, sfreq=sfreq, geometries=[_geometry(n_sensors, seed, n_bad=1)],
+                   metadata=meta, info={"window": {"seconds": n_times / sfreq}, "seed": seed})
+
+
+def test_round_trip_float32_bit_exact(tmp_path):
+    win = _windows()
+    out = write_store(win, tmp_path / "store")
+    assert out == tmp_path / "store"
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.h5", "store.json"]
+    back = read_store(out)
+    np.testing.assert_array_equal(back.data, win.data)  # bit-exact
+    assert back.sfreq == win.sfreq
+    assert back.geometries == win.geometries
+    for k in ("subject", "state", "label", "onset", "event", "recording"):
+        np.testing.assert_array_equal(back.metadata[k], win.metadata[k])
+    assert back.info == win.info
+    manifest = json.loads((out / "store.json").read_text())
+    assert manifest["n_windows"] == 6 and manifest["n_times"] == 32
+    assert manifest["dtype"] == "float32" and manifest["info"]["seed"] == 0
+    with h5py.File(out / "shard-00000.h5") as f:
+        assert f["data"].chunks == (1, 5, 32)
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
+def test_round_trip_float16_within_precision(tmp_path, compression):
+    win = _windows(scale=500.0)
+    write_store(win, tmp_path / "s", dtype="float16", compression=compression)
+    with h5py.File(tmp_path / "s" / "shard-00000.h5") as f:
+        assert f["data"].dtype == np.float16
+        assert f["data"].compression == compression
+    back = read_store(tmp_path / "s")
+    assert back.data.dtype == np.float32
+    np.testing.assert_allclose(back.data, win.data, rtol=2**-11, atol=1e-3)
+    assert not np.array_equal(back.data, win.data)  # really rounded to float16
+
+
+def test_append_and_geometry_per_recording(tmp_path):
+    a = _windows(4, n_sensors=5, seed=1, subject="s1")
+    b = _windows(3, n_sensors=8, seed=2, subject="s2", state="auditory")
+    path = tmp_path / "s"
+    write_store(Windows.concatenate([a, b]), path)  # two layouts -> two shards
+    c = _windows(2, n_sensors=5, seed=3, subject="s3")
+    write_store(c, path)  # append
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5", "store.json"]
+    with open_store(path) as reader:
+        assert len(reader) == 9 and reader.n_shards == 3
+        np.testing.assert_array_equal(reader.offsets, [0, 4, 7, 9])
+        assert [g.n_sensors for g in reader.geometries] == [5, 8, 5]
+        assert reader.geometries[1] == b.geometry and reader.geometries[2] == c.geometry
+        np.testing.assert_array_equal(reader.metadata["recording"], [0] * 4 + [1] * 3 + [2] * 2)
+        assert reader.metadata["subject"].tolist() == ["s1"] * 4 + ["s2"] * 3 + ["s3"] * 2
+        shard, row = reader.locate([0, 5, 8])
+        np.testing.assert_array_equal(shard, [0, 1, 2])
+        np.testing.assert_array_equal(row, [0, 1, 1])
+        x, k = reader.read_window(5)
+        assert k == 1
+        np.testing.assert_array_equal(x, b.data[1])
+        # any order, repeats, across shards; padding only up to the shards used
+        sub = reader.read([8, 0, 8])
+        assert sub.data.shape == (3, 5, 32)
+        np.testing.assert_array_equal(sub.data[0], c.data[1])
+        np.testing.assert_array_equal(sub.data[1], a.data[0])
+        np.testing.assert_array_equal(sub.metadata["recording"], [1, 0, 1])
+        assert sub.geometries == [a.geometry, c.geometry]
+    full = read_store(path)
+    assert full.data.shape == (9, 8, 32)
+    np.testing.assert_array_equal(full.data[4:7], b.data)
+    assert np.all(full.data[:4, 5:] == 0)  # padding rows are zero
+    np.testing.assert_array_equal(read_store(path, indices=slice(7, None)).data, c.data)
+
+
+def test_mismatched_sfreq_or_n_times_writes_nothing(tmp_path):
+    path = write_store(_windows(), tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    with pytest.raises(ValueError, match=r"at 100 Hz, these are at 250 Hz.*Nothing was written"):
+        write_store(_windows(sfreq=250.0), path)
+    with pytest.raises(ValueError, match=r"of 32 samples, these have 64.*Nothing was written"):
+        write_store(_windows(n_times=64), path)
+    with pytest.raises(ValueError, match=r"pass dtype='float32'"):
+        write_store(_windows(), path, dtype="float16")
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+
+
+def test_float16_overflow_and_tesla_units_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"exceed the float16 range.*dtype='float32'"):
+        write_store(_windows(scale=1e6), tmp_path / "a", dtype="float16")
+    with pytest.raises(ValueError, match=r"in T or T/m.*preprocess"):
+        write_store(_windows(scale=1e-13), tmp_path / "b", dtype="float16")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    write_store(_windows(scale=1e6), tmp_path / "c")  # float32 is fine
+
+
+def test_non_finite_refused(tmp_path):
+    win = _windows()
+    win.data[2, 1, 3] = np.nan
+    with pytest.raises(ValueError, match="Window 2 contains NaN or Inf"):
+        write_store(win, tmp_path / "s")
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="Invalid value for 'dtype'"):
+        write_store(_windows(), tmp_path / "s", dtype="float64")
+    with pytest.raises(ValueError, match="Invalid value for 'compression'"):
+        write_store(_windows(), tmp_path / "s", compression="zstd")
+    with pytest.raises(TypeError, match="expects a megfm.Windows"):
+        write_store(np.zeros((2, 3, 4)), tmp_path / "s")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="non-empty folder without store.json"):
+        write_store(_windows(), tmp_path / "other")
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder does not exist"):
+        read_store(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="is not a megfm store: it has no store.json"):
+        read_store(tmp_path / "empty")
+    (tmp_path / "f.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file, not a megfm store"):
+        read_store(tmp_path / "f.h5")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "store.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_store(tmp_path / "bad")
+
+
+def test_truncated_shard(tmp_path):
+    path = write_store(_windows(20, n_sensors=16, n_times=64), tmp_path / "s")
+    shard = path / "shard-00000.h5"
+    raw = shard.read_bytes()
+    shard.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(OSError, match=r"shard-00000.h5: it is truncated or corrupt.*re-create"):
+        read_store(path)
+
+
+def test_corrupt_shard_bytes(tmp_path):
+    path = write_store(_windows(), tmp_path / "s")
+    shard = path / "shard-00000.h5"
+    shard.write_bytes(b"\x00" * shard.stat().st_size)  # header destroyed
+    with pytest.raises(OSError, match="shard-00000.h5: it is truncated or corrupt"):
+        StoreReader(path).read([0])
+
+
+def test_manifest_lists_missing_shard(tmp_path):
+    path = write_store(_windows(), tmp_path / "s")
+    (path / "shard-00000.h5").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lists shard-00000.h5, which is missing"):
+        open_store(path)
+
+
+def test_interrupted_write_keeps_old_store(tmp_path, monkeypatch):
+    import megfm.data.store as store_mod
+
+    path = write_store(_windows(seed=1), tmp_path / "s")
+    before = read_store(path)
+    # Crash in the middle of writing the second shard of an append.
+    real_write = store_mod._write_shard
+    calls = {"n": 0}
+
+    def crashing(final_path, data, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with h5py.File(final_path.with_name(final_path.name + ".tmp"), "w") as f:
+                f.create_dataset("data", data=data[:1])
+            raise KeyboardInterrupt
+        return real_write(final_path, data, *args, **kwargs)
+
+    monkeypatch.setattr(store_mod, "_write_shard", crashing)
+    two = Windows.concatenate([_windows(seed=2), _windows(seed=3, n_sensors=7)])
+    with pytest.raises(KeyboardInterrupt):
+        write_store(two, path)
+    after = read_store(path)
+    np.testing.assert_array_equal(after.data, before.data)
+    assert len(after) == 6
+    # Crash while replacing the manifest: still the old store.
+    monkeypatch.setattr(store_mod, "_write_shard", real_write)
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_store(two, path)
+    monkeypatch.undo()
+    # Only the half shard of the hard crash is left, under its temporary name.
+    assert [p.name for p in path.glob("*.tmp")] == ["shard-00002.h5.tmp"]
+    np.testing.assert_array_equal(read_store(path).data, before.data)
+    # The next append works, reusing the unlisted names and clearing the leftovers.
+    write_store(two, path)
+    assert len(open_store(path)) == 18
+    assert not list(path.glob("*.tmp"))
+
+
+def test_reader_pickles_without_handles(tmp_path):
+    import pickle
+
+    path = write_store(_windows(), tmp_path / "s")
+    reader = open_store(path)
+    reader.read_window(0)
+    assert reader._handles
+    clone = pickle.loads(pickle.dumps(reader))
+    assert not clone._handles
+    np.testing.assert_array_equal(clone.read_window(3)[0], reader.read_window(3)[0])
+    reader.close()
+    assert "6 windows in 1 shard" in repr(clone)
+    clone.close()
+
+
+def test_index_errors(tmp_path):
+    path = write_store(_windows(), tmp_path / "s")
+    with pytest.raises(IndexError, match="out of range for a store of 6 windows"):
+        read_store(path, indices=[6])
+    with pytest.raises(ValueError, match=r"boolean 'indices' mask must have shape \(6,\)"):
+        read_store(path, indices=np.ones(3, bool))
+    np.testing.assert_array_equal(read_store(path, indices=[-1]).data,
+                                  read_store(path, indices=[5]).data)
