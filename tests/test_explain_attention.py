@@ -143,7 +143,12 @@ def test_single_sensor_signal_peaks_at_that_sensor(model, geometry):
     assert int(np.argmax(maps["somatosensory"])) == 17
     assert int(np.argmax(maps.get("auditory", kind="rollout"))) == 3
     # the hot sensor holds far more than its uniform share
-    assert maps.alignment("auditory", [geometry.names[3]]) > 5
+    assert maps.alignment([geometry.names[3]], "auditory") > 5
+    scores = maps.alignment({"auditory": [geometry.names[3]], "somatosensory": [],
+                             "rest": ["x"]})
+    assert list(scores) == ["auditory"] and scores["auditory"] > 5
+    with pytest.raises(ValueError, match="'key'"):
+        maps.alignment([geometry.names[3]])
 
 
 def test_group_by_state_and_label(model, geometry):

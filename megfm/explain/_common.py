@@ -45,7 +45,8 @@ def _coil_frame(position: np.ndarray, orientation: np.ndarray, kind: str, centre
     return ex, ey, ez
 
 
-def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0) -> mne.Info:
+def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0,
+                     dev_head_t=None) -> mne.Info:
     """Build an :class:`mne.Info` from a :class:`~megfm.data.SensorGeometry`.
 
     The channels keep the geometry's names, positions and orientations; each gets the MNE
@@ -53,7 +54,8 @@ def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0) -> mne.
     magnetometers, axial gradiometers and OPM axes) and a representative coil type
     (Vectorview magnetometer / planar gradiometer, CTF axial gradiometer, QuSpin OPM), so
     :func:`mne.viz.plot_topomap` and MNE's forward modelling work for any MEG system.
-    ``info["dev_head_t"]`` is the identity: positions are used in the geometry's frame.
+    Positions stay in the geometry's frame; ``info["dev_head_t"]`` is ``dev_head_t`` (the
+    identity by default, i.e. device frame = head frame).
 
     Parameters
     ----------
@@ -61,6 +63,9 @@ def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0) -> mne.
         Sensor names, positions (m), orientations and types.
     sfreq : float
         Sampling frequency written into the Info.
+    dev_head_t : mne.transforms.Transform | array, shape (4, 4) | None
+        Device -> head transform to record (for source modelling of a device-frame
+        geometry); identity when None or when the geometry is already in the head frame.
 
     Returns
     -------
@@ -80,7 +85,13 @@ def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0) -> mne.
             ch["loc"] = np.concatenate([pos, ex, ey, ez]).astype(np.float64)
             ch["coil_type"] = _COIL[kind]
             ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
-        info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
+        trans = np.eye(4)
+        if dev_head_t is not None and geometry.frame == "device":
+            trans = np.asarray(dev_head_t["trans"] if isinstance(dev_head_t, dict)
+                               else dev_head_t, dtype=np.float64)
+            if trans.shape != (4, 4):
+                raise ValueError(f"'dev_head_t' must be a 4x4 transform; got shape {trans.shape}.")
+        info["dev_head_t"] = mne.transforms.Transform("meg", "head", trans)
         info["bads"] = [n for n, bad in zip(geometry.names, geometry.bads, strict=True) if bad]
     return info
 

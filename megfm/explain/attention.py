@@ -12,7 +12,7 @@ feeds the output, and maps that back to sensors through the spatial weights.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import mne
@@ -163,8 +163,37 @@ class AttentionMaps:
 
     __getitem__ = get
 
-    def alignment(self, key, expected: Sequence[str], *, kind: str = "spatial") -> float:
-        """:func:`~megfm.explain.alignment_score` of one group's map with expected sensors."""
+    def alignment(self, expected, key=None, *, kind: str = "spatial"):
+        """Alignment scores (:func:`~megfm.explain.alignment_score`) with expected sensors.
+
+        Parameters
+        ----------
+        expected : dict of str to list of str | list of str
+            ``{state: channel names}`` (the simulator's ``ground_truth.json``
+            ``expected_sensors``), or the channel names for the one group ``key``.
+        key : str | tuple of str | None
+            The group, when ``expected`` is a list.
+        kind : ``"spatial"`` | ``"rollout"``
+            Which map to score.
+
+        Returns
+        -------
+        scores : dict of str to float | float
+            With a dict: one score per group whose first ``by`` value (the state) has an
+            expected set (groups are named ``"state"`` or ``"state/label"``); groups without
+            one are left out. With a list: the score of ``key``.
+        """
+        if isinstance(expected, Mapping):
+            out = {}
+            for k in self.keys:
+                names = expected.get(k[0])
+                if names:
+                    out["/".join(k)] = alignment_score(self.get(k, kind=kind), list(names),
+                                                       names=self.names)
+            return out
+        if key is None:
+            raise ValueError("Pass the group 'key' with a list of expected sensors, or a dict "
+                             "{state: sensors}.")
         return alignment_score(self.get(key, kind=kind), list(expected), names=self.names)
 
     # ------------------------------------------------------------------ MNE

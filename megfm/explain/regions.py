@@ -79,7 +79,7 @@ _FORWARD_CACHE: dict = {}  # default (sphere, grid) forward models, by sensor la
 def _forward(info: mne.Info, *, bem, src, trans, spacing: float):
     cacheable = bem is None and src is None and trans is None
     if cacheable:
-        key = (tuple(info["ch_names"]), float(spacing),
+        key = (tuple(info["ch_names"]), float(spacing), info["dev_head_t"]["trans"].tobytes(),
                np.array([ch["loc"] for ch in info["chs"]]).round(7).tobytes(),
                tuple(int(ch["coil_type"]) for ch in info["chs"]))
         if key in _FORWARD_CACHE:
@@ -87,7 +87,7 @@ def _forward(info: mne.Info, *, bem, src, trans, spacing: float):
     sphere = _default_sphere() if bem is None else bem
     if src is None:
         if bem is None:
-            bounds = np.array([*SPHERE_ORIGIN, 0.8 * HEAD_RADIUS])
+            bounds = np.array([*SPHERE_ORIGIN, 0.9 * HEAD_RADIUS])  # inner skull
             src = mne.setup_volume_source_space(pos=spacing * 1e3, sphere=bounds, mindist=5.0,
                                                 verbose=False)
         else:
@@ -104,8 +104,8 @@ def _forward(info: mne.Info, *, bem, src, trans, spacing: float):
 
 
 def project_to_sources(sensor_map, sensors: SensorGeometry | mne.Info, *, mode: str = "power",
-                       bem=None, src=None, trans=None, snr: float = 3.0, depth: float = 0.8,
-                       spacing: float = 0.01, verbose=None) -> SourceMap:
+                       bem=None, src=None, trans=None, dev_head_t=None, snr: float = 3.0,
+                       depth: float = 0.8, spacing: float = 0.01, verbose=None) -> SourceMap:
     """Project a sensor map to source space with a minimum-norm estimate.
 
     Parameters
@@ -125,6 +125,10 @@ def project_to_sources(sensor_map, sensors: SensorGeometry | mne.Info, *, mode: 
         Source space; a volume grid (``spacing`` m) inside the head model when None.
     trans : Transform | path-like | None
         Head <-> MRI transform (identity when None).
+    dev_head_t : Transform | array, shape (4, 4) | None
+        Device -> head transform for a device-frame geometry (e.g.
+        ``megfm.simulate.sensor_array(kind)["dev_head_t"]`` for a simulated array); the
+        identity when None. Ignored when ``sensors`` is an Info (its own is used).
     snr : float
         Assumed SNR; the regulariser is ``lambda^2 = 1 / snr^2`` times the mean gain.
     depth : float
@@ -145,7 +149,7 @@ def project_to_sources(sensor_map, sensors: SensorGeometry | mne.Info, *, mode: 
         if sensors.n_sensors != len(values):
             raise ValueError(f"The map has {len(values)} values but the geometry has "
                              f"{sensors.n_sensors} sensors.")
-        info = geometry_to_info(sensors)
+        info = geometry_to_info(sensors, dev_head_t=dev_head_t)
     elif isinstance(sensors, mne.Info):
         info = mne.pick_info(sensors, mne.pick_types(sensors, meg=True, ref_meg=False,
                                                      exclude=[]))
@@ -225,7 +229,7 @@ def _load_regions(regions) -> dict:
     return dict(regions)
 
 
-def region_scores(source_map: SourceMap, regions, *, radius: float = 0.03) -> list[dict]:
+def region_scores(source_map: SourceMap, regions, *, radius: float = 0.02) -> list[dict]:
     """Score named regions of a source map; a ranked table.
 
     Parameters
@@ -282,7 +286,7 @@ def _row(name: str, power: np.ndarray, n_total: int, hemi) -> dict:
 
 
 def rank_regions(sensor_map, sensors: SensorGeometry | mne.Info, regions, *,
-                 radius: float = 0.03, **kwargs) -> list[dict]:
+                 radius: float = 0.02, **kwargs) -> list[dict]:
     """Project a sensor map to sources and rank regions (see :func:`region_scores`).
 
     Parameters
