@@ -16,6 +16,7 @@ import importlib
 
 _LAZY = {
     "alignment_score": "alignment",
+    "find_ground_truth": "alignment",
     "AttentionMaps": "attention",
     "attention_maps": "attention",
     "attention_rollout": "attention",

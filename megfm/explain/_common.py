@@ -163,6 +163,17 @@ def _model_device(model):
         return "cpu"
 
 
+def _feature_kwargs(model, sfreq: float) -> dict:
+    """``sfreq=`` for models whose ``forward_features`` checks the sampling rate."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward_features).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return {}
+    return {"sfreq": float(sfreq)} if "sfreq" in params else {}
+
+
 def _split_attention(out) -> tuple[object, dict]:
     """Split the output of ``forward_features(..., return_attention=True)``."""
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):

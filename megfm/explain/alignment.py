@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["alignment_score"]
+__all__ = ["alignment_score", "find_ground_truth"]
 
 
 def _as_map(sensor_map, names: Sequence[str] | None) -> tuple[np.ndarray, list[str] | None]:
@@ -89,3 +92,67 @@ def alignment_score(sensor_map, expected, *, names: Sequence[str] | None = None)
     if total <= 0:
         raise ValueError("The sensor map has no mass (all zeros); nothing to align.")
     return float((values[mask].sum() / total) / (n_expected / n_valid))
+
+
+def _path_strings(obj, depth: int = 0):
+    """Strings in a (nested) manifest that may be file-system paths."""
+    if depth > 6:
+        return
+    if isinstance(obj, str):
+        if os.sep in obj or obj.endswith((".fif", ".ds", ".con", ".sqd", ".bin")):
+            yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _path_strings(v, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _path_strings(v, depth + 1)
+
+
+def find_ground_truth(store, ground_truth=None) -> Path | None:
+    """Locate the simulator's ``ground_truth.json`` for a store.
+
+    Parameters
+    ----------
+    store : path-like
+        Store folder.
+    ground_truth : path-like | None
+        Explicit file, or a folder holding ``ground_truth.json``; an error when it does not
+        exist.
+
+    Returns
+    -------
+    path : Path | None
+        The file, or None when no candidate exists. Searched, in order: source paths
+        recorded in the store manifest (``store.json``) and up to three folders above
+        each; the store folder and its parent; the parent's sub-folders (e.g. a cohort
+        folder next to the store).
+    """
+    name = "ground_truth.json"
+    if ground_truth is not None:
+        path = Path(ground_truth)
+        path = path / name if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"No ground-truth file at {path} (expected the simulator's "
+                                    f"{name}).")
+        return path
+    store = Path(store)
+    candidates: list[Path] = []
+    manifest = store / "store.json"
+    if manifest.is_file():
+        try:
+            sources = list(_path_strings(json.loads(manifest.read_text())))
+        except (OSError, ValueError):
+            sources = []
+        for s in dict.fromkeys(sources):
+            p = Path(s)
+            if not p.is_absolute():
+                p = store / p
+            candidates += list(p.parents)[:4] if p.suffix else [p, *list(p.parents)[:3]]
+    candidates += [store, store.parent]
+    if store.parent.is_dir():
+        candidates += sorted(d for d in store.parent.iterdir() if d.is_dir() and d != store)
+    for folder in dict.fromkeys(candidates):
+        if (folder / name).is_file():
+            return folder / name
+    return None

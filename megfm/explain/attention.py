@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.geometry import SensorGeometry
 from ._common import (
+    _feature_kwargs,
     _group_keys,
     _iter_batches,
     _load_windows,
@@ -323,6 +324,7 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
     n_win: dict[tuple, int] = {}
     n_patches = None
     device = _model_device(model)
+    fkw = _feature_kwargs(model, windows.sfreq)
     was_training = getattr(model, "training", False)
     model.eval()
     level = verbose if verbose is not None and not isinstance(verbose, bool) else None
@@ -336,7 +338,8 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
                                    desc="attention maps", disable=verbose is False):
                 tb = _to_torch(batch, device)
                 out = model.forward_features(tb["x"], tb["pos"], tb["ori"], tb["sensor_type"],
-                                             tb["sensor_mask"], return_attention=True)
+                                             tb["sensor_mask"], return_attention=True,
+                                             **fkw)
                 _, attn = _split_attention(out)
                 spatial = _numpy(attn["spatial"]).astype(np.float64)  # (B, P, K, S)
                 if n_patches is None:

@@ -17,7 +17,7 @@ __all__ = ["plot_sensor_map", "plot_state_topomaps"]
 logger = logging.getLogger(__name__)
 
 _TYPE_TITLES = {"mag": "magnetometers", "planar_grad": "planar gradiometers (pairs summed)",
-                "axial_grad": "axial gradiometers", "opm": "OPM"}
+                "axial_grad": "axial gradiometers", "opm": "OPM (axes of a site summed)"}
 
 
 def _panel_values(values: np.ndarray, geometry: SensorGeometry, code: int):
@@ -27,8 +27,8 @@ def _panel_values(values: np.ndarray, geometry: SensorGeometry, code: int):
         return None, None
     pos = geometry.positions[idx].astype(np.float64)
     vals = values[idx]
-    if SENSOR_TYPES[code] == "planar_grad":
-        # the two gradiometers of a site share a position: sum their mass into one site
+    if len(idx) > 1:
+        # sensors sharing a site (planar gradiometer pairs, OPM axes): sum their mass
         keys = np.round(pos / 1e-4).astype(np.int64)
         _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -68,8 +68,8 @@ def plot_sensor_map(values, geometry: SensorGeometry, *, sensor_type: str | None
     geometry : SensorGeometry
         The sensors; must have locations.
     sensor_type : str | None
-        One of ``SENSOR_TYPES``; the most numerous type present when None. Planar
-        gradiometer pairs at one site are summed.
+        One of ``SENSOR_TYPES``; the most numerous type present when None. Sensors that
+        share a site (planar gradiometer pairs, the axes of an OPM) are summed.
     axes : matplotlib Axes | None
         Where to draw; a new figure when None.
     title : str | None
