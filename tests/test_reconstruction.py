@@ -125,3 +125,21 @@ def test_evaluate_reconstruction_errors(windows):
         w = windows[:2]
         w.sfreq = 100.0
         evaluate_reconstruction(model, w, modes=("random",))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_mne_baseline_on_real_vectorview_with_rebuilt_and_own_info(real_file):
+    import mne
+
+    raw = mne.io.read_raw_fif(real_file("vectorview"), verbose=False)
+    raw = raw.pick("meg").crop(0, 0.5).load_data(verbose=False)
+    raw.info["bads"] = []
+    geom = SensorGeometry.from_info(raw.info)
+    data = raw.get_data() * np.where(geom.types == 1, 1e13, 1e15)[:, None]  # fT, fT/cm
+    hidden = np.zeros(geom.n_sensors, bool)
+    hidden[np.arange(0, geom.n_sensors, 31)] = True  # magnetometers and gradiometers
+    for info in (None, raw.info):
+        rebuilt = _MNEInterpolator(raw.info["sfreq"], info)(data, geom, hidden)
+        r = [np.corrcoef(rebuilt[i], data[i])[0, 1] for i in np.flatnonzero(hidden)]
+        assert np.median(r) > 0.95 and min(r) > 0.85

@@ -137,6 +137,10 @@ class _MNEInterpolator:
                 info = info_from_geometry(geometry, self.sfreq)
             scale = np.array([_SI[k] for k in geometry.type_names])
             origin = _sphere_center(geometry.positions.astype(np.float64))
+            trans = info.get("dev_head_t")
+            if geometry.frame == "device" and trans is not None:
+                # MNE takes the origin in head coordinates
+                origin = trans["trans"][:3, :3] @ origin + trans["trans"][:3, 3]
             self._cache[key] = (info, scale, origin)
         return self._cache[key]
 
