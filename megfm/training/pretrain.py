@@ -173,6 +173,7 @@ def pretrain(
     gradient_clip_val: float | None = 1.0,
     num_workers: int = 0,
     states: list[str] | tuple[str, ...] | None = None,
+    subjects: list[str] | tuple[str, ...] | None = None,
     balance_states: bool = False,
     val_fraction: float = 0.2,
     checkpoint_every: int | None = None,
@@ -217,6 +218,9 @@ def pretrain(
         Data-loading worker processes per device.
     states : list of str | None
         Keep only windows of these states (``None``: all).
+    subjects : list of str | None
+        Pretrain on these subjects only (``None``: all), e.g. to hold others out for
+        :func:`megfm.evaluate.reconstruction.evaluate_reconstruction`.
     balance_states : bool
         Sample the states equally often.
     val_fraction : float
@@ -253,7 +257,7 @@ def pretrain(
 
 def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
               mask_mode, mask_ratio, devices, accelerator, strategy, precision, accumulate,
-              gradient_clip_val, num_workers, states, balance_states, val_fraction,
+              gradient_clip_val, num_workers, states, subjects, balance_states, val_fraction,
               checkpoint_every, log_every_n_steps, resume, overwrite, seed, datamodule,
               callbacks, progress) -> Path:
     import lightning.pytorch as pl
@@ -315,7 +319,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         from .datamodule import MEGDataModule
 
         dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
-                         balance_states=balance_states, val_fraction=val_fraction, seed=seed)
+                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed)
         datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
 
     module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -333,6 +337,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
                          "accumulate": accumulate, "gradient_clip_val": gradient_clip_val,
                          "num_workers": num_workers,
                          "states": None if states is None else list(states),
+                         "subjects": None if subjects is None else list(subjects),
                          "balance_states": balance_states, "val_fraction": val_fraction,
                          "seed": seed},
         }
