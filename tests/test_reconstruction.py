@@ -47,6 +47,9 @@ def test_spline_recovers_a_cubic_across_a_gap():
     filled = _spline_fill(x, hidden)
     np.testing.assert_allclose(filled[0], x[0], atol=1e-8)  # exact for a cubic
     assert np.abs(filled[1] - x[1]).max() < 0.05
+    pchip = _spline_fill(x, hidden, "pchip")
+    lo, hi = np.minimum(x[:, 19], x[:, 30]), np.maximum(x[:, 19], x[:, 30])
+    assert np.all((pchip[:, 20:30] >= lo[:, None] - 1e-9) & (pchip[:, 20:30] <= hi[:, None] + 1e-9))
     edge = np.zeros_like(x, bool)
     edge[:, :5] = True
     assert np.allclose(_spline_fill(x, edge)[:, :5], x[:, 5:6])  # nearest value at the ends
@@ -88,7 +91,7 @@ def test_evaluate_reconstruction_structure_and_reproducibility(windows, tmp_path
                                   batch_size=4)
     assert set(res["modes"]) == {"random", "sensor", "time"}
     assert set(res["modes"]["sensor"]) == {"model", "zero", "mean", "mne", "per_state"}
-    assert set(res["modes"]["time"]) == {"model", "zero", "mean", "spline", "per_state"}
+    assert set(res["modes"]["time"]) == {"model", "zero", "mean", "spline", "pchip", "per_state"}
     for mode, entry in res["modes"].items():
         counts = {m: v["n_samples"] for m, v in entry.items() if m != "per_state"}
         assert len(set(counts.values())) == 1, mode  # the same hidden samples for every method

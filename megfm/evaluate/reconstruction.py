@@ -8,8 +8,10 @@ gradiometers weigh alike), overall and per state. Baselines get the same windows
 * ``zero``: the per-sensor centre of the window (0 in normalised units);
 * ``mean``: the mean of the visible samples of the same sensor in the window;
 * ``spline`` (``time`` and ``random`` modes): cubic-spline interpolation of each sensor
-  across its hidden samples (:class:`scipy.interpolate.CubicSpline`; nearest visible value
-  beyond the ends);
+  across its hidden samples (:class:`scipy.interpolate.CubicSpline` through every visible
+  sample; nearest visible value beyond the ends). Across long gaps of noisy signals it
+  overshoots badly, so ``pchip`` (shape-preserving piecewise cubic,
+  :class:`scipy.interpolate.PchipInterpolator`) is reported too;
 * ``mne`` (``sensor`` mode): MNE's own field interpolation of the hidden sensors from the
   visible ones (:meth:`mne.Epochs.interpolate_bads`, ``mode="accurate"``). The
   :class:`mne.Info` is rebuilt from the store's :class:`SensorGeometry`: positions, coil
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.interpolate import CubicSpline
+from scipy.interpolate import CubicSpline, PchipInterpolator
 from tqdm.auto import tqdm
 
 from ..data.geometry import SENSOR_TYPES, SensorGeometry
@@ -158,8 +160,12 @@ class _MNEInterpolator:
 
 
 # ---------------------------------------------------------------------- baselines
-def _spline_fill(x: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """Cubic-spline interpolation of each row of ``x`` (S, T) across ``hidden`` (S, T)."""
+def _spline_fill(x: np.ndarray, hidden: np.ndarray, kind: str = "spline") -> np.ndarray:
+    """Cubic interpolation of each row of ``x`` (S, T) across ``hidden`` (S, T).
+
+    ``kind="spline"``: :class:`scipy.interpolate.CubicSpline` through every visible sample;
+    ``"pchip"``: shape-preserving piecewise cubic (no overshoot in long gaps).
+    """
     out = x.copy()
     t = np.arange(x.shape[1], dtype=np.float64)
     for s in np.flatnonzero(hidden.any(1)):
@@ -168,7 +174,8 @@ def _spline_fill(x: np.ndarray, hidden: np.ndarray) -> np.ndarray:
             out[s, hidden[s]] = x[s, vis].mean() if vis.any() else 0.0
             continue
         tv = t[vis]
-        spline = CubicSpline(tv, x[s, vis].astype(np.float64), extrapolate=False)
+        cls = CubicSpline if kind == "spline" else PchipInterpolator
+        spline = cls(tv, x[s, vis].astype(np.float64), extrapolate=False)
         filled = spline(t[hidden[s]])
         th = t[hidden[s]]
         filled = np.where(th < tv[0], x[s, vis][0], filled)
@@ -206,14 +213,17 @@ class _Accumulator:
 
 
 # ---------------------------------------------------------------------- main entry
-def _geometries_and_meta(data) -> tuple[list[SensorGeometry], dict[str, np.ndarray]]:
+def _geometries_and_meta(data) -> tuple[list[SensorGeometry], dict[str, np.ndarray], list[float]]:
+    """Geometries, metadata and the event-relative start (tmin, s) of each recording."""
     if isinstance(data, Windows):
-        return data.geometries, data.metadata
+        tmin = float(data.info.get("tmin") or 0.0)
+        return data.geometries, data.metadata, [tmin] * len(data.geometries)
     if isinstance(data, (str, os.PathLike)):
         from ..data.store import StoreReader
 
         with StoreReader(data) as reader:
-            return reader.geometries, store_metadata(data)
+            tmins = [float(si.get("tmin") or 0.0) for si in reader.shard_infos]
+            return reader.geometries, store_metadata(data), tmins
     raise TypeError(f"Expected a megfm.Windows or a store folder; got {type(data).__name__}.")
 
 
@@ -229,6 +239,7 @@ def evaluate_reconstruction(
     max_windows: int | None = None,
     baselines: bool = True,
     evoked: bool = True,
+    peak_window: tuple[float, float] = (0.015, 0.3),
     info=None,
     figure: str | os.PathLike | None = None,
     device: str | None = None,
@@ -259,6 +270,9 @@ def evaluate_reconstruction(
         Also score the baselines (MNE interpolation costs a few ms to a second per window).
     evoked : bool
         Evoked-response check on event-locked windows.
+    peak_window : tuple of float
+        Latencies (s, relative to the event; windows start at the ``tmin`` recorded in the
+        store) searched for the evoked peak: the default covers M20/M50 and M100.
     info : mne.Info | None
         The recordings' own info for MNE interpolation (channels matched by name); default
         an info rebuilt from the geometry (see the module notes).
@@ -275,8 +289,8 @@ def evaluate_reconstruction(
         ``{"ratio", "seed", "n_windows", "subjects", "modes": {mode: {method: {"nmse",
         "r", "n_samples"}, ..., "per_state": {state: {method: {...}}}}}, "evoked": {state:
         {method: {"r", "peak_latency_error_ms", "n_windows"}}}, "figure": path | None}``;
-        methods are ``model``, ``zero``, ``mean``, ``spline`` (random, time) and ``mne``
-        (sensor).
+        methods are ``model``, ``zero``, ``mean``, ``spline`` and ``pchip`` (random, time)
+        and ``mne`` (sensor).
     """
     bad_modes = [m for m in modes if m not in _MODES]
     if bad_modes or not modes:
@@ -286,7 +300,7 @@ def evaluate_reconstruction(
     net = load_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()
-    geometries, meta = _geometries_and_meta(store_or_windows)
+    geometries, meta, tmins = _geometries_and_meta(store_or_windows)
     sfreq = data_sfreq(store_or_windows)
     n_total = len(meta["subject"])
     keep = np.ones(n_total, bool)
@@ -353,8 +367,9 @@ def evaluate_reconstruction(
                     hidden_t = np.repeat(hid, l_, axis=1)  # (S, P*L)
                     flat = target[i].reshape(s, p * l_)
                     if mode in ("time", "random"):
-                        filled = _spline_fill(flat, hidden_t).reshape(s, p, l_)
-                        add(mode, "spline", state, filled[hid], true)
+                        for kind in ("spline", "pchip"):
+                            filled = _spline_fill(flat, hidden_t, kind).reshape(s, p, l_)
+                            add(mode, kind, state, filled[hid], true)
                     if mode == "sensor" and interpolate is not None:
                         geom = geometries[int(meta["recording"][index[i]])]
                         ns = geom.n_sensors
@@ -379,7 +394,7 @@ def evaluate_reconstruction(
             else:
                 entry["per_state"].setdefault(state, {})[method] = a.result()
         result["modes"][mode] = entry
-    result["evoked"] = _evoked_scores(evoked_sums, sfreq)
+    result["evoked"] = _evoked_scores(evoked_sums, sfreq, tmins, peak_window)
     result["figure"] = None
     if figure is not None and example is not None:
         result["figure"] = str(plot_reconstruction(example, evoked_sums, figure, sfreq=sfreq,
@@ -435,29 +450,41 @@ def _evoked_batch(net, args, batch, index, meta, sfreq, sums, baselines) -> None
             entry["spline"] = entry["spline"] + spline_full[i]
 
 
-def _gfp_peak(evoked: np.ndarray, rows: np.ndarray) -> int:
-    return int(np.argmax(np.sqrt((evoked[rows] ** 2).mean(0))))
+def _gfp_peak(evoked: np.ndarray, rows: np.ndarray, span: tuple[int, int] | None = None) -> int:
+    """Sample of the global-field-power maximum (within ``span`` when given)."""
+    gfp = np.sqrt((evoked[rows] ** 2).mean(0))
+    lo, hi = (0, gfp.size) if span is None else span
+    lo, hi = max(0, lo), min(gfp.size, hi)
+    if hi <= lo:
+        lo, hi = 0, gfp.size
+    return lo + int(np.argmax(gfp[lo:hi]))
 
 
-def _evoked_scores(sums: dict, sfreq: float | None) -> dict:
+def _evoked_scores(sums: dict, sfreq: float | None, tmins: list[float],
+                   peak_window: tuple[float, float]) -> dict:
     scores = {}
+    sfreq = sfreq or 1.0
     for state, e in sums.items():
         if e["n"] == 0:
             continue
         true = e["true"] / e["n"]
         counts = np.bincount(e["types"][e["valid"]], minlength=len(SENSOR_TYPES))
         rows = e["valid"] & (e["types"] == int(np.argmax(counts)))
-        peak = _gfp_peak(true, rows)
+        tmin = tmins[e["recording"]] if e["recording"] < len(tmins) else 0.0
+        span = (int(round((peak_window[0] - tmin) * sfreq)),
+                int(round((peak_window[1] - tmin) * sfreq)) + 1)
+        e["span"] = span  # reused by the figure
+        peak = _gfp_peak(true, rows, span)
         out = {}
         for method in ("model", "spline"):
             if np.ndim(e[method]) == 0:
                 continue
             rec = e[method] / e["n"]
             r = np.corrcoef(true[rows].ravel(), rec[rows].ravel())[0, 1]
-            err = abs(_gfp_peak(rec, rows) - peak) / (sfreq or 1.0) * 1000.0
+            err = abs(_gfp_peak(rec, rows, span) - peak) / sfreq * 1000.0
             out[method] = {"r": float(r), "peak_latency_error_ms": float(err),
                            "n_windows": int(e["n"])}
-        out["peak_latency_ms"] = float(peak / (sfreq or 1.0) * 1000.0)
+        out["peak_latency_ms"] = float((peak / sfreq + tmin) * 1000.0)
         scores[state] = out
     return scores
 
@@ -528,7 +555,7 @@ def plot_reconstruction(example: dict, evoked_sums: dict, fname: str | os.PathLi
             true, rec = e["true"][:ns] / e["n"], e["model"][:ns] / e["n"]
             counts = np.bincount(geom.types, minlength=len(SENSOR_TYPES))
             sel = (geom.types == int(np.argmax(counts))) & ~geom.bads
-            peak = _gfp_peak(true, sel)
+            peak = _gfp_peak(true, sel, e.get("span"))
             pos = _project(geom.positions[sel])
             vlim = (-np.abs(true[sel, peak]).max(), np.abs(true[sel, peak]).max())
             for j, (data, title) in enumerate(((true, "true"), (rec, "megfm"))):
