@@ -225,3 +225,23 @@ def test_cli_prepare(cohort, tmp_path, capsys):
                  str(tmp_path / "j"), "--json", "--no-progress", "--state", "rest"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["windows_per_state"] == {"rest": 4}
+
+
+def test_simulated_bids_cohort(tmp_path):
+    """The simulator's BIDS output goes through prepare with states, labels and blocks."""
+    simulate = pytest.importorskip("megfm.simulate")
+    root = tmp_path / "cohort"
+    simulate.simulate_cohort(root, 2, states=["rest", "auditory"], duration=20.0, sfreq=200.0,
+                             block_size=4, bids=True, seed=0)
+    summary = prepare([root], tmp_path / "store", window_seconds=1.0, progress=False)
+    assert summary["recordings"] == 4 and summary["sensors"] == {306: 4}
+    meta = store.read_store(tmp_path / "store").metadata
+    assert set(meta["state"]) == {"rest", "auditory"}
+    groups = read_participants(root / "participants.tsv")
+    for subject, label in zip(meta["subject"], meta["label"], strict=True):
+        assert groups[subject] == label != ""
+    aud = (meta["state"] == "auditory") & (meta["subject"] == "sub-001")
+    # each tone once (stim channel and events.tsv describe the same events)
+    assert np.all(np.diff(meta["onset"][aud]) > 0)
+    assert set(meta["event"][aud]) == {1}
+    assert meta["block"][aud].max() >= 1 and np.all(np.diff(meta["block"][aud]) >= 0)
