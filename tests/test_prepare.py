@@ -225,6 +225,10 @@ def test_cli_prepare(cohort, tmp_path, capsys):
                  str(tmp_path / "j"), "--json", "--no-progress", "--state", "rest"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["windows_per_state"] == {"rest": 4}
+    code = main(["prepare", str(cohort / "sub-002_task-rest_raw.fif"), "--out",
+                 str(tmp_path / "k"), "--line-freq", "60", "--no-progress"])
+    assert code == 0
+    assert store.read_store(tmp_path / "k").info["preprocess"]["line_freq"] == 60.0
 
 
 def test_simulated_bids_cohort(tmp_path):
