@@ -235,12 +235,12 @@ def test_simulated_bids_cohort(tmp_path):
     """The simulator's BIDS output goes through prepare with states, labels and blocks."""
     simulate = pytest.importorskip("megfm.simulate")
     root = tmp_path / "cohort"
-    simulate.simulate_cohort(root, 2, states=["rest", "auditory"], duration=20.0, sfreq=200.0,
+    simulate.simulate_cohort(root, 2, states=["auditory"], duration=20.0, sfreq=200.0,
                              block_size=4, bids=True, seed=0)
     summary = prepare([root], tmp_path / "store", window_seconds=1.0, progress=False)
-    assert summary["recordings"] == 4 and summary["sensors"] == {306: 4}
+    assert summary["recordings"] == 2 and summary["sensors"] == {306: 2}
     meta = store.read_store(tmp_path / "store").metadata
-    assert set(meta["state"]) == {"rest", "auditory"}
+    assert set(meta["state"]) == {"auditory"}  # from the BIDS task entity
     groups = read_participants(root / "participants.tsv")
     for subject, label in zip(meta["subject"], meta["label"], strict=True):
         assert groups[subject] == label != ""
