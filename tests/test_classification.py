@@ -75,6 +75,17 @@ def test_planted_effect_detected_against_null_baseline(tmp_path):
     assert scores[0].startswith("subject,label,tested,megfm/logreg") and len(scores) == 41
 
 
+def test_label_permutation_test_against_chance(tmp_path):
+    meta, rng = _cohort({"HC": 15, "migraine": 15}, windows_per_subject=2, seed=2)
+    feats = {"megfm": _planted(meta, rng, d=6), "noise": rng.normal(size=(60, 6))}
+    res = run_study(feats, meta, classifiers=("logreg",), n_splits=3, n_chance_permutations=19,
+                    out=tmp_path, **FAST)
+    assert res.chance["megfm/logreg"] == pytest.approx(1 / 20)  # no permutation reaches it
+    assert res.chance["noise/logreg"] > 0.2
+    assert json.loads((tmp_path / "report.json").read_text())["chance"] == res.chance
+    assert "p vs chance" in (tmp_path / "report.md").read_text()
+
+
 def test_splits_never_leak_into_extra_methods():
     meta, rng = _cohort({"HC": 10, "migraine": 15, "PPTH": 5}, windows_per_subject=3)
     calls = []

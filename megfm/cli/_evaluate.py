@@ -47,6 +47,10 @@ def add_parser(subparsers) -> None:
                    help="equal numbers of subjects of each class in every test fold")
     p.add_argument("--permutations", type=int, default=1000,
                    help="permutations of each paired test; 0 skips them (default: %(default)s)")
+    p.add_argument("--chance-permutations", type=int, default=0,
+                   help="also test each classifier against chance by refitting it this many "
+                   "times with permuted subject labels (slow: that many times the fits; "
+                   "default: %(default)s = off)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the confidence intervals (default: %(default)s)")
     p.add_argument("--raw-sfreq", type=float, default=50.0,
@@ -155,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_study(feats, meta, task=args.task, classifiers=classifiers, level=args.level,
                        n_splits=args.folds, n_repeats=args.repeats,
                        balanced_test=args.balanced_test, n_permutations=args.permutations,
+                       n_chance_permutations=args.chance_permutations,
                        n_bootstrap=args.bootstrap, seed=args.seed, out=args.out,
                        extra_methods=extra or None,
                        progress=not args.no_progress)
