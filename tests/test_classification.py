@@ -270,3 +270,15 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", *args]) == 1
     assert "do not match" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope.npz"), "--out", str(tmp_path)]) == 1
+
+
+def test_evaluate_namespace_is_lazy_and_complete():
+    import megfm.evaluate as ev
+
+    for name in ("run_study", "StudyResult", "raw_features", "spectral_features", "RawPCA",
+                 "subject_folds", "check_no_leak", "bootstrap_metrics",
+                 "paired_permutation_test"):
+        assert callable(getattr(ev, name))
+    assert {"finetune", "make_finetune_method", "evaluate_reconstruction"} <= set(dir(ev))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = ev.nope
