@@ -404,7 +404,9 @@ def _check_inputs(features, metadata) -> tuple[dict[str, np.ndarray], dict[str, 
     for name, x in features.items():
         if "/" in str(name):
             raise ValueError(f"Feature set name {name!r} must not contain '/'.")
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):  # float32 stays: raw features are big
+            x = x.astype(np.float64)
         if x.ndim != 2:
             raise ValueError(f"features[{name!r}] must have shape (n_windows, n_features); got "
                              f"{x.shape}.")
