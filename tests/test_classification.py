@@ -245,11 +245,15 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
     import sys
     import types
 
-    calls = []
+    calls, seen = [], []
+
+    def method(tr, te):
+        seen.append((np.asarray(tr), np.asarray(te)))
+        return (meta["label"][te] == "migraine").astype(float)  # perfect, if indices are right
 
     def make_finetune_method(checkpoint, store_path, **kw):
         calls.append(kw)
-        return lambda tr, te: np.full(len(te), 0.5)
+        return method
 
     fake = types.ModuleType("megfm.evaluate.finetune")
     fake.make_finetune_method = make_finetune_method
@@ -258,6 +262,19 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
                  "--linear-probe", "--finetune-steps", "7"]) == 0
     assert "| finetune |" in capsys.readouterr().out
     assert calls[0]["max_steps"] == 7 and calls[1]["linear_probe"] is True
+    # `megfm embed` layout: "meta_" columns and the store index of each row (here reversed);
+    # extra methods get store indices, baselines are computed on the same rows
+    order = np.arange(n)[::-1]
+    np.savez(npz, features=_planted(meta, rng, d=4, size=3)[order], store=str(store),
+             meta_index=order, **{f"meta_{k}": v[order] for k, v in meta.items()})
+    seen.clear()
+    assert main(["evaluate", *args, "--finetune", str(tmp_path)]) == 0
+    assert "| spectral/logreg |" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["methods"]["finetune"]["auroc"]["value"] == 1.0
+    for tr, te in seen:
+        assert not set(meta["subject"][tr]) & set(meta["subject"][te])
+        assert sorted(np.r_[tr, te].tolist()) == list(range(n))
     assert main(["evaluate", *args, "--linear-probe"]) == 1
     assert "--linear-probe needs --finetune" in capsys.readouterr().err
 
