@@ -1,0 +1,220 @@
+"""Shared plumbing of :mod:`megfm.explain`: windows -> batches, model calls, geometry -> Info."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from os import PathLike
+
+import mne
+import numpy as np
+from mne.io.constants import FIFF
+
+from ..data.geometry import SENSOR_TYPES, SensorGeometry
+from ..data.windows import Windows
+
+__all__ = ["geometry_to_info"]
+
+# MNE channel type and a representative coil type for each megfm sensor type.
+_CH_TYPE = {"mag": "mag", "planar_grad": "grad", "axial_grad": "mag", "opm": "mag"}
+_COIL = {
+    "mag": FIFF.FIFFV_COIL_VV_MAG_T3,
+    "planar_grad": FIFF.FIFFV_COIL_VV_PLANAR_T1,
+    "axial_grad": FIFF.FIFFV_COIL_CTF_GRAD,
+    "opm": FIFF.FIFFV_COIL_QUSPIN_ZFOPM_MAG2,
+}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else v
+
+
+def _coil_frame(position: np.ndarray, orientation: np.ndarray, kind: str, centre: np.ndarray):
+    """Return (ex, ey, ez) of a coil: ez the coil normal, ex the gradient direction."""
+    if kind == "planar_grad":
+        ex = _unit(orientation)
+        radial = _unit(position - centre)
+        ez = _unit(radial - np.dot(radial, ex) * ex)
+        if not np.any(ez):
+            ez = _unit(np.cross(ex, [0.0, 0.0, 1.0]) if abs(ex[2]) < 0.9 else np.cross(ex, [1.0, 0, 0]))
+    else:
+        ez = _unit(orientation)
+        helper = np.array([1.0, 0.0, 0.0]) if abs(ez[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        ex = _unit(helper - np.dot(helper, ez) * ez)
+    ey = np.cross(ez, ex)
+    return ex, ey, ez
+
+
+def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0,
+                     dev_head_t=None) -> mne.Info:
+    """Build an :class:`mne.Info` from a :class:`~megfm.data.SensorGeometry`.
+
+    The channels keep the geometry's names, positions and orientations; each gets the MNE
+    channel type of its sensor type (``"grad"`` for planar gradiometers, ``"mag"`` for
+    magnetometers, axial gradiometers and OPM axes) and a representative coil type
+    (Vectorview magnetometer / planar gradiometer, CTF axial gradiometer, QuSpin OPM), so
+    :func:`mne.viz.plot_topomap` and MNE's forward modelling work for any MEG system.
+    Positions stay in the geometry's frame; ``info["dev_head_t"]`` is ``dev_head_t`` (the
+    identity by default, i.e. device frame = head frame).
+
+    Parameters
+    ----------
+    geometry : SensorGeometry
+        Sensor names, positions (m), orientations and types.
+    sfreq : float
+        Sampling frequency written into the Info.
+    dev_head_t : mne.transforms.Transform | array, shape (4, 4) | None
+        Device -> head transform to record (for source modelling of a device-frame
+        geometry); identity when None or when the geometry is already in the head frame.
+
+    Returns
+    -------
+    info : mne.Info
+        Info with one MEG channel per sensor, ``info["bads"]`` from ``geometry.bads``.
+    """
+    if not isinstance(geometry, SensorGeometry):
+        raise TypeError(f"'geometry' must be a SensorGeometry; got {type(geometry).__name__}.")
+    _check_locations(geometry)
+    kinds = geometry.type_names
+    info = mne.create_info(list(geometry.names), float(sfreq), [_CH_TYPE[k] for k in kinds])
+    centre = geometry.positions.astype(np.float64).mean(axis=0)
+    with info._unlock():
+        for ch, pos, ori, kind in zip(info["chs"], geometry.positions, geometry.orientations,
+                                      kinds, strict=True):
+            ex, ey, ez = _coil_frame(pos.astype(np.float64), ori.astype(np.float64), kind, centre)
+            ch["loc"] = np.concatenate([pos, ex, ey, ez]).astype(np.float64)
+            ch["coil_type"] = _COIL[kind]
+            ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
+        trans = np.eye(4)
+        if dev_head_t is not None and geometry.frame == "device":
+            trans = np.asarray(dev_head_t["trans"] if isinstance(dev_head_t, dict)
+                               else dev_head_t, dtype=np.float64)
+            if trans.shape != (4, 4):
+                raise ValueError(f"'dev_head_t' must be a 4x4 transform; got shape {trans.shape}.")
+        info["dev_head_t"] = mne.transforms.Transform("meg", "head", trans)
+        info["bads"] = [n for n, bad in zip(geometry.names, geometry.bads, strict=True) if bad]
+    return info
+
+
+def _check_locations(geometry: SensorGeometry) -> None:
+    pos = np.asarray(geometry.positions, dtype=np.float64)
+    if pos.size == 0 or not np.all(np.isfinite(pos)) or np.allclose(pos, 0.0):
+        raise ValueError(
+            "The sensor geometry has no sensor locations (all positions are zero or missing), "
+            "so no topomap or source model is possible. Use windows from a recording read with "
+            "its native reader, or set locations from an Info of the same system."
+        )
+
+
+def _load_windows(windows_or_store) -> Windows:
+    """Accept a :class:`Windows` or the path of a store (read with ``megfm.read_store``)."""
+    if isinstance(windows_or_store, Windows):
+        return windows_or_store
+    if isinstance(windows_or_store, (str, PathLike)):
+        from ..data.store import read_store  # deferred: the store layer is optional here
+
+        windows = read_store(windows_or_store)
+        if not isinstance(windows, Windows):
+            raise TypeError(f"read_store returned {type(windows).__name__}, not Windows.")
+        return windows
+    raise TypeError(
+        "'windows_or_store' must be a megfm Windows object or the path of a store; got "
+        f"{type(windows_or_store).__name__}."
+    )
+
+
+def _iter_batches(windows: Windows, batch_size: int, indices: np.ndarray | None = None
+                  ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Yield ``(window indices, batch)`` with the batch keys of the model contract (NumPy)."""
+    if int(batch_size) < 1:
+        raise ValueError(f"'batch_size' must be a positive integer; got {batch_size!r}.")
+    idx_all = np.arange(windows.n_windows) if indices is None else np.asarray(indices)
+    n_rows = windows.data.shape[1]
+    for start in range(0, len(idx_all), int(batch_size)):
+        idx = idx_all[start:start + int(batch_size)]
+        b = len(idx)
+        pos = np.zeros((b, n_rows, 3), np.float32)
+        ori = np.zeros((b, n_rows, 3), np.float32)
+        types = np.zeros((b, n_rows), np.int64)
+        valid = np.zeros((b, n_rows), bool)
+        for row, i in enumerate(idx):
+            geom = windows.geometries[int(windows.metadata["recording"][i])]
+            s = geom.n_sensors
+            pos[row, :s] = geom.positions
+            ori[row, :s] = geom.orientations
+            types[row, :s] = geom.types
+            valid[row, :s] = ~geom.bads
+        x = windows.data[idx].astype(np.float32)
+        x[~valid] = 0.0
+        yield idx, {"x": x, "pos": pos, "ori": ori, "sensor_type": types,
+                    "sensor_mask": valid, "index": idx.astype(np.int64)}
+
+
+def _to_torch(batch: dict[str, np.ndarray], device) -> dict:
+    import torch
+
+    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+
+
+def _model_device(model):
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+def _feature_kwargs(model, sfreq: float) -> dict:
+    """``sfreq=`` for models whose ``forward_features`` checks the sampling rate."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward_features).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return {}
+    return {"sfreq": float(sfreq)} if "sfreq" in params else {}
+
+
+def _split_attention(out) -> tuple[object, dict]:
+    """Split the output of ``forward_features(..., return_attention=True)``."""
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
+        return out
+    if isinstance(out, dict) and "attention" in out:
+        return out.get("features", out.get("latents")), out["attention"]
+    raise TypeError(
+        "The model's forward_features(..., return_attention=True) must return "
+        "(features, attention) or a dict with 'attention'; got "
+        f"{type(out).__name__}."
+    )
+
+
+def _group_keys(windows: Windows, by: tuple[str, ...]) -> list[tuple]:
+    for col in by:
+        if col not in windows.metadata:
+            raise ValueError(
+                f"Invalid value for 'by': {col!r} is not a metadata column; expected any of "
+                f"{sorted(windows.metadata)}."
+            )
+    return [tuple(str(windows.metadata[c][i]) for c in by) for i in range(windows.n_windows)]
+
+
+def _union_geometry(geometries: list[SensorGeometry]) -> SensorGeometry:
+    """Sensors of all geometries, by name, in order of first appearance."""
+    seen: dict[str, tuple[int, int]] = {}
+    for g_i, geom in enumerate(geometries):
+        for s_i, name in enumerate(geom.names):
+            seen.setdefault(name, (g_i, s_i))
+    names = list(seen)
+    rows = [seen[n] for n in names]
+    pick = lambda attr: np.array([getattr(geometries[g], attr)[s] for g, s in rows])  # noqa: E731
+    return SensorGeometry(
+        names=names,
+        positions=pick("positions").reshape(-1, 3),
+        orientations=pick("orientations").reshape(-1, 3),
+        types=pick("types"),
+        bads=np.zeros(len(names), bool),
+        frame=geometries[0].frame,
+    )
+
+
+def _sensor_type_name(code: int) -> str:
+    return SENSOR_TYPES[int(code)]
