@@ -249,3 +249,75 @@ def test_index_errors(tmp_path):
         read_store(path, indices=np.ones(3, bool))
     np.testing.assert_array_equal(read_store(path, indices=[-1]).data,
                                   read_store(path, indices=[5]).data)
+
+
+def test_unicode_and_extra_metadata_columns(tmp_path):
+    win = _windows(3)
+    win.metadata["subject"] = np.array(["sub-ü1", "sub-日本", ""])
+    win.metadata["rt"] = np.array([0.25, 0.5, 1.0])  # an extra, non-contract column
+    back = read_store(write_store(win, tmp_path / "s"))
+    assert back.metadata["subject"].tolist() == ["sub-ü1", "sub-日本", ""]
+    np.testing.assert_array_equal(back.metadata["rt"], [0.25, 0.5, 1.0])
+    assert back.metadata["event"].dtype == np.int64
+
+
+def test_real_vectorview_round_trip(real_file, tmp_path):
+    import mne
+
+    raw = mne.io.read_raw_fif(real_file("vectorview"), verbose="error")
+    raw.pick("meg", exclude=[]).load_data(verbose="error")  # 1 s recording
+    raw.info["bads"] = raw.ch_names[:2]
+    geom = SensorGeometry.from_info(raw.info)
+    scale = np.where(geom.types == 1, 1e13, 1e15)[:, None]  # T/m -> fT/cm, T -> fT
+    data = (raw.get_data() * scale).astype(np.float32)
+    n_times = 60
+    n = data.shape[1] // n_times
+    win = Windows(data=data[:, : n * n_times].reshape(-1, n, n_times).transpose(1, 0, 2),
+                  sfreq=raw.info["sfreq"], geometries=[geom],
+                  metadata={"subject": ["sample"] * n, "state": ["auditory"] * n})
+    path = write_store(win, tmp_path / "s")
+    back = read_store(path)
+    np.testing.assert_array_equal(back.data, win.data)
+    assert back.geometry == geom and back.geometry.names[0] == "MEG 0113"
+    assert back.geometry.bads[:2].all()
+    write_store(win, tmp_path / "h", dtype="float16", compression="gzip")
+    half = read_store(tmp_path / "h")
+    np.testing.assert_allclose(half.data, win.data, rtol=2**-11, atol=1e-4)
+
+
+def test_shard_infos(tmp_path):
+    path = write_store(_windows(seed=1), tmp_path / "s")
+    write_store(_windows(seed=2), path)
+    with open_store(path) as reader:
+        assert [i["seed"] for i in reader.shard_infos] == [1, 2]
+        assert reader.info["seed"] == 1
+
+
+@pytest.fixture(scope="module")
+def three_shards(tmp_path_factory):
+    parts = [_windows(4, n_sensors=3, seed=1), _windows(2, n_sensors=6, seed=2),
+             _windows(5, n_sensors=4, seed=3)]
+    path = write_store(Windows.concatenate(parts), tmp_path_factory.mktemp("h") / "s")
+    return path, Windows.concatenate(parts)
+
+
+def test_read_any_indices_matches_memory(three_shards):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    path, win = three_shards
+    reader = open_store(path)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.integers(-11, 10), min_size=1, max_size=15))
+    def check(idx):
+        got = reader.read(idx)
+        want = win[np.asarray(idx) % 11]
+        s = got.data.shape[1]
+        np.testing.assert_array_equal(got.data, want.data[:, :s])
+        assert np.all(want.data[:, s:] == 0)
+        for i, rec in enumerate(got.metadata["recording"]):
+            assert got.geometries[rec] == win.geometries[want.metadata["recording"][i]]
+
+    check()
+    reader.close()

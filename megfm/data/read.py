@@ -11,6 +11,7 @@ channels do not count) and no NaN or infinite samples.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import mne
@@ -58,7 +59,10 @@ def _read_bids(bids_path, verbose):
         ) from exc
     if not isinstance(bids_path, mne_bids.BIDSPath):
         bids_path = mne_bids.get_bids_path_from_fname(bids_path)
-    return mne_bids.read_raw_bids(bids_path, verbose=verbose if verbose is not None else "error")
+    with warnings.catch_warnings():
+        # participants.tsv columns such as 'group' are ours, not MNE's subject_info
+        warnings.filterwarnings("ignore", message="Unable to map the following column")
+        return mne_bids.read_raw_bids(bids_path, verbose=verbose)
 
 
 def _read_file(path: Path, verbose):
@@ -106,7 +110,7 @@ def read_raw(path_or_bidspath, *, preload: bool = True, verbose=None) -> mne.io.
         Load the data into memory (needed by :func:`megfm.preprocess`). When False the
         NaN/Inf check reads the file in blocks.
     verbose : bool | str | int | None
-        MNE verbosity for the reader.
+        MNE verbosity for the reader; None shows MNE's warnings only.
 
     Returns
     -------
@@ -122,6 +126,8 @@ def read_raw(path_or_bidspath, *, preload: bool = True, verbose=None) -> mne.io.
         When the file is not a recording MNE can read, has no MEG channels, or has NaN or
         infinite samples in its MEG channels.
     """
+    if verbose is None:
+        verbose = "warning"
     if isinstance(path_or_bidspath, mne.io.BaseRaw):
         raw = path_or_bidspath
         source = raw.filenames[0] if raw.filenames and raw.filenames[0] else "Raw object"
@@ -162,7 +168,7 @@ def read_raw(path_or_bidspath, *, preload: bool = True, verbose=None) -> mne.io.
             "MEG recording, or fix the channel types with raw.set_channel_types()."
         )
     if preload and not raw.preload:
-        raw.load_data(verbose=verbose if verbose is not None else False)
+        raw.load_data(verbose=verbose)
     _check_finite(raw, picks, source)
     logger.info("Read %s: %d MEG channels, %.1f s at %g Hz", source, len(picks),
                 raw.times[-1] if raw.n_times else 0.0, raw.info["sfreq"])

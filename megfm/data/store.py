@@ -242,6 +242,11 @@ def write_store(
     -------
     path : Path
         The store folder.
+
+    Notes
+    -----
+    One writer at a time: two processes appending to the same store concurrently would race
+    on the manifest. Write per-recording stores in parallel, or append sequentially.
     """
     if not isinstance(windows, Windows):
         raise TypeError(f"write_store expects a megfm.Windows; got {type(windows).__name__}.")
@@ -342,7 +347,8 @@ class StoreReader:
     n_times : int
     dtype : str
     info : dict
-        How the windows were made (from the first write).
+        How the windows were made (``Windows.info`` of the first write; see
+        :attr:`shard_infos` for every shard).
     offsets : array of int, shape (n_shards + 1,)
         Global index of the first window of each shard (and the total at the end).
     """
@@ -468,6 +474,11 @@ class StoreReader:
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    @property
+    def shard_infos(self) -> list[dict]:
+        """``Windows.info`` of the write that made each shard (state, window, preprocessing)."""
+        return [dict(s.get("info") or {}) for s in self.manifest["shards"]]
 
     @property
     def n_sensors(self) -> np.ndarray:

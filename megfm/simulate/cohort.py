@@ -77,13 +77,22 @@ def _draw_subject(group: GroupEffects, rng: np.random.Generator) -> dict:
     }
 
 
+def _with_stim(info: mne.Info) -> mne.Info:
+    """Copy of ``info`` with the stim channel appended."""
+    stim = mne.create_info([STIM_CHANNEL], info["sfreq"], "stim", verbose=False)["chs"][0]
+    out = info.copy()
+    with out._unlock(update_redundant=True, check_after=True):
+        out["chs"].append(stim)
+    return out
+
+
 def _make_raw(info: mne.Info, data: np.ndarray, stim: np.ndarray, subject: str, sex: int
               ) -> mne.io.RawArray:
-    stim_info = mne.create_info([STIM_CHANNEL], info["sfreq"], "stim", verbose=False)
-    full = info.copy()
-    raw = mne.io.RawArray(data, full, verbose=False)
-    raw.add_channels([mne.io.RawArray(stim[None], stim_info, verbose=False)],
-                     force_update_info=True)
+    """Raw of the MEG ``data`` and the stim channel (``info`` already has the stim channel)."""
+    full = np.empty((data.shape[0] + 1, data.shape[1]))
+    full[:-1] = data
+    full[-1] = stim
+    raw = mne.io.RawArray(full, info, copy=None, verbose=False)
     with raw.info._unlock():
         raw.info["subject_info"] = {"his_id": f"sub-{subject}", "sex": sex}
         raw.info["line_freq"] = 50.0
@@ -101,13 +110,15 @@ def _simulate_subject(index, group_name, group, info, states, duration, sfreq, b
     sex = int(rng.integers(1, 3))
     age = int(np.clip(round(rng.normal(35, 10)), 18, 65))
     sub = _subject_id(index)
+    raw_info = _with_stim(anatomy.info)
     written = []
     for state in states:
         state_rng = np.random.default_rng(state_seqs[STATES.index(state)])
         data, stim, events = simulate_state(state, anatomy, subject, sfreq=sfreq,
                                             duration=duration, block_size=block_size,
                                             paired_pulse=paired_pulse, rng=state_rng)
-        raw = _make_raw(anatomy.info, data, stim, sub, sex)
+        raw = _make_raw(raw_info, data, stim, sub, sex)
+        del data
         fname = Path(tmp_dir) / f"sub-{sub}_task-{state}_raw.fif"
         raw.save(fname, fmt="single", overwrite=True, verbose=False)
         written.append(dict(state=state, tmp=str(fname), n_events=int(len(events))))

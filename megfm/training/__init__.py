@@ -1,5 +1,14 @@
-"""Training layer: Lightning data module (and, from the training helper, the pretraining module)."""
+"""Training layer: the Lightning data module, the pretraining module and :func:`pretrain`.
+
+Only this layer (and :mod:`megfm.evaluate.finetune`) imports Lightning.
+"""
+
+from __future__ import annotations
 
 from .datamodule import MEGDataModule
+from .module import PretrainModule
 
-__all__ = ["MEGDataModule"]
+# Imported last so that the name ``pretrain`` is the function, not the submodule.
+from .pretrain import load_metrics, pretrain
+
+__all__ = ["MEGDataModule", "PretrainModule", "load_metrics", "pretrain"]

@@ -1,0 +1,206 @@
+"""Data-layer benchmark: (a) preprocess + epoch cost vs MNE alone; (b) store streaming.
+
+(a) A 10-minute (``--quick``: 1-minute), 306-sensor, 1 kHz recording is synthesised with
+:class:`mne.io.RawArray` on the real Vectorview sensor info of the MNE test data (1/f
+background, 50 Hz line noise, a few artefacts) and timed, in the same run, through
+
+* ``mne filter+resample``: MNE's own ``raw.filter(0.5, 80)`` + ``raw.resample(200)`` (the
+  baseline: what any MEG pipeline pays at least);
+* ``mne notch+filter+resample``: the same with the 50 Hz notch (harmonics < 500 Hz) first;
+* ``megfm preprocess+windows``: :func:`megfm.preprocess` (pick, resample, notch, band-pass,
+  bad channels, scaling, BAD_amplitude) + :func:`megfm.make_windows` (2 s rest windows).
+
+Target: megfm's time <= 1.3x the baseline. Each case runs on its own copy of the recording
+(the copy is not timed); the median of ``--repeats`` runs is reported.
+
+(b) When ``benchmarks/_bench_store.py`` exists, its ``run(quick)`` rows (WindowDataset
+throughput with 0 and 2 workers, peak RSS while streaming a 10x larger store) are printed
+too.
+
+Run: ``python benchmarks/bench_data.py [--quick]``; writes ``benchmarks/results/data.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGET_RATIO = 1.3
+VECTORVIEW = "SSS/sample_audvis_trunc_raw_sss.fif"
+L_FREQ, H_FREQ, SFREQ_OUT, LINE = 0.5, 80.0, 200.0, 50.0
+
+
+def _vectorview_info(data_dir: Path, sfreq: float):
+    import mne
+
+    path = data_dir / VECTORVIEW
+    if not path.exists():
+        raise SystemExit(
+            f"{path} not found: set MEGFM_TEST_DATA (or --data) to the folder of the MNE test "
+            "recordings (see tests/conftest.py)."
+        )
+    info = mne.io.read_info(path, verbose=False)
+    info = mne.pick_info(info, mne.pick_types(info, meg=True, ref_meg=False, exclude=[]))
+    with info._unlock():
+        info["sfreq"] = sfreq
+        info["lowpass"] = sfreq / 2
+        info["highpass"] = 0.0
+        info["projs"] = []
+        info["bads"] = []
+    return info
+
+
+def synthesize(info, seconds: float, seed: int = 0):
+    """A seeded recording in T and T/m: 1/f background + line noise + artefacts."""
+    import mne
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    sfreq = info["sfreq"]
+    n = int(seconds * sfreq)
+    n_ch = len(info["ch_names"])
+    data = np.empty((n_ch, n))
+    t = np.arange(n) / sfreq
+    line = np.sin(2 * np.pi * LINE * t) + 0.3 * np.sin(2 * np.pi * 3 * LINE * t)
+    # pink-ish background: white noise through a one-pole low-pass (per channel)
+    alpha = np.exp(-2 * np.pi * 5.0 / sfreq)
+    for i, ch_type in enumerate(info.get_channel_types()):
+        scale = 1e-13 if ch_type == "mag" else 2e-12  # ~100 fT, ~20 fT/cm
+        w = rng.standard_normal(n)
+        pink = lfilter([1 - alpha], [1, -alpha], w) * 8
+        data[i] = scale * (pink + 0.5 * w + 2.0 * line)
+    for start in rng.integers(0, n - int(0.2 * sfreq), size=max(int(seconds // 60), 1) * 3):
+        data[:, start:start + int(0.2 * sfreq)] *= 30.0  # movement-like bursts
+    return mne.io.RawArray(data, info, verbose=False)
+
+
+def _time(fn, raw, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        copy = raw.copy()
+        t0 = time.perf_counter()
+        fn(copy)
+        times.append(time.perf_counter() - t0)
+        del copy
+    return float(np.median(times))
+
+
+def run_preprocess(quick: bool, data_dir: Path, repeats: int) -> list[dict]:
+    """Part (a): rows of timings for the three cases."""
+    from megfm.data.epochs import make_windows
+    from megfm.data.preprocess import PreprocessConfig, preprocess
+
+    seconds = 60.0 if quick else 600.0
+    raw = synthesize(_vectorview_info(data_dir, 1000.0), seconds)
+    config = PreprocessConfig(line_freq=LINE, l_freq=L_FREQ, h_freq=H_FREQ, sfreq=SFREQ_OUT)
+
+    def mne_baseline(r):
+        r.filter(L_FREQ, H_FREQ, verbose="error")
+        r.resample(SFREQ_OUT, verbose="error")
+
+    def mne_notch(r):
+        r.notch_filter(np.arange(LINE, 500.0, LINE), verbose="error")
+        mne_baseline(r)
+
+    n_windows = {}
+
+    def megfm_case(r):
+        prep = preprocess(r, config, copy=False)
+        n_windows["n"] = len(make_windows(prep, state="rest", window_seconds=2.0))
+
+    cases = [("mne filter+resample (baseline)", mne_baseline),
+             ("mne notch+filter+resample", mne_notch),
+             ("megfm preprocess+windows", megfm_case)]
+    rows = []
+    base = None
+    for name, fn in cases:
+        seconds_taken = _time(fn, raw, repeats)
+        base = seconds_taken if base is None else base
+        ratio = seconds_taken / base
+        rows.append({
+            "benchmark": "preprocess", "case": name, "recording_s": seconds,
+            "n_channels": len(raw.ch_names), "sfreq_in": raw.info["sfreq"],
+            "seconds": round(seconds_taken, 3), "ratio_to_baseline": round(ratio, 3),
+            "target": f"<= {TARGET_RATIO}x" if name.startswith("megfm") else None,
+            "passed": bool(ratio <= TARGET_RATIO) if name.startswith("megfm") else None,
+        })
+    rows[-1]["n_windows"] = n_windows.get("n")
+    return rows
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the tables and write ``benchmarks/results/data.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="1-minute recording and small stores (well under a minute)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per case, median reported (default: 2 quick, 1 full)")
+    parser.add_argument("--data", default=os.environ.get("MEGFM_TEST_DATA",
+                                                         str(ROOT.parent / "shared" / "meg-data")),
+                        help="folder of the MNE test recordings (default: $MEGFM_TEST_DATA)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data.json"),
+                        help="JSON file for the results")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 1)
+
+    t0 = time.perf_counter()
+    rows_a = run_preprocess(args.quick, Path(args.data), repeats)
+    print(f"(a) preprocess + epoch, {rows_a[0]['recording_s']:.0f} s x "
+          f"{rows_a[0]['n_channels']} sensors @ {rows_a[0]['sfreq_in']:g} Hz -> "
+          f"{SFREQ_OUT:g} Hz, median of {repeats}")
+    _print_table(rows_a, ["case", "seconds", "ratio_to_baseline", "target", "passed"])
+
+    rows_b: list[dict] = []
+    store_bench = ROOT / "benchmarks" / "_bench_store.py"
+    if store_bench.exists():
+        spec = importlib.util.spec_from_file_location("_bench_store", store_bench)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rows_b = module.run(quick=args.quick)
+        print("\n(b) HDF5 store streaming")
+        cols = [c for c in ("case", "windows_per_s", "mb_per_s", "store_mb", "peak_rss_mb",
+                            "rss_growth_mb", "target", "passed") if any(c in r for r in rows_b)]
+        _print_table(rows_b, cols)
+    else:
+        print("\n(b) skipped: benchmarks/_bench_store.py (the store benchmark) is not present")
+
+    result = {"quick": args.quick, "repeats": repeats, "seconds_total":
+              round(time.perf_counter() - t0, 1), "preprocess": rows_a, "store": rows_b}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

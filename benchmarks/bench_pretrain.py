@@ -1,0 +1,288 @@
+"""Pretraining step throughput and memory: megfm vs a BERT-style reference, side by side.
+
+One train step = forward + backward + AdamW update on a batch of windows of a synthetic
+Vectorview-like array (one magnetometer and two planar gradiometers per location), masked at
+the same ratio for both models. The reference (``_reference_model.py``) has the same width,
+depth, heads, tokenizer and loss, but one token per sensor-patch, mask tokens and full
+attention over all ``S * P`` tokens (the LaBraM / CBraMod design).
+
+Each (model, sensor count) runs in its own subprocess so peak memory is measured cleanly
+(CPU: peak resident set size above the level before the model is built; CUDA:
+``torch.cuda.max_memory_allocated``). On CUDA the model FLOP utilisation (MFU) is the FLOPs
+of one step (``torch.utils.flop_counter``) per second over the device's peak bf16 rate.
+
+Usage::
+
+    python benchmarks/bench_pretrain.py            # CPU, preset small, 4 s windows
+    python benchmarks/bench_pretrain.py --quick    # well under a minute
+    python benchmarks/bench_pretrain.py --device cuda --precision bf16 --preset base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+
+# Dense bf16 peak (FLOP/s) of common accelerators, matched on the CUDA device name.
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+TARGET_SPEEDUP = 3.0  # megfm windows/s over the reference at 306 sensors
+TARGET_SCALING = 4.4  # megfm step time at 612 sensors over 153 sensors
+
+
+# --------------------------------------------------------------------------- worker side
+def _synthetic_batch(torch, n_sensors: int, n_times: int, batch_size: int, seed: int = 0):
+    """Vectorview-like array on a hemisphere: triplets of mag + two orthogonal planar grads."""
+    g = torch.Generator().manual_seed(seed)
+    n_loc = -(-n_sensors // 3)
+    k = torch.arange(n_loc, dtype=torch.float32) + 0.5
+    z = 1.0 - k / n_loc  # upper hemisphere, Fibonacci spiral
+    phi = k * torch.pi * (3.0 - 5.0**0.5)
+    r = (1 - z**2).sqrt()
+    normal = torch.stack([r * phi.cos(), r * phi.sin(), z], -1)
+    tang1 = torch.nn.functional.normalize(torch.cross(normal, torch.tensor([0.0, 0, 1]).expand_as(normal) + 1e-3, dim=-1), dim=-1)
+    tang2 = torch.cross(normal, tang1, dim=-1)
+    pos = (0.12 * normal).repeat_interleave(3, 0)[:n_sensors]
+    ori = torch.stack([normal, tang1, tang2], 1).reshape(-1, 3)[:n_sensors]
+    types = torch.tensor([0, 1, 1]).repeat(n_loc)[:n_sensors]
+    x = 100.0 * torch.randn(batch_size, n_sensors, n_times, generator=g)
+    b = batch_size
+    return {
+        "x": x,
+        "pos": pos.expand(b, -1, -1).contiguous(),
+        "ori": ori.expand(b, -1, -1).contiguous(),
+        "sensor_type": types.expand(b, -1).contiguous(),
+        "sensor_mask": torch.ones(b, n_sensors, dtype=torch.bool),
+    }
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from _reference_model import ReferenceBERT
+
+    from megfm.masking import make_mask
+    from megfm.models import MaskedSignalModel, ModelConfig
+
+    torch.manual_seed(0)
+    if spec["device"] == "cpu":
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    config = ModelConfig.preset(spec["preset"], sfreq=spec["sfreq"])
+    n_times = int(round(spec["seconds"] * spec["sfreq"]))
+    n_times -= n_times % config.patch_samples
+    batch = _synthetic_batch(torch, spec["sensors"], n_times, spec["batch_size"])
+    batch = {k: v.to(device) for k, v in batch.items()}
+    n_patches = n_times // config.patch_samples
+    gen = torch.Generator().manual_seed(0)
+    masks = [
+        make_mask(batch["sensor_mask"].cpu(), n_patches, mode="random", ratio=config.mask_ratio,
+                  generator=gen).to(device)
+        for _ in range(spec["warmup"] + spec["steps"] + 1)
+    ]
+    rss0 = _rss_mb() if device.type == "cpu" else 0.0
+    model = (MaskedSignalModel if spec["model"] == "megfm" else ReferenceBERT)(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"
+    )
+    args = (batch["x"], batch["pos"], batch["ori"], batch["sensor_type"], batch["sensor_mask"])
+
+    def step(mask):
+        with autocast:
+            loss = model(*args, mask=mask)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for i in range(spec["warmup"]):
+        step(masks[i])
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(spec["steps"]):
+        t0 = time.perf_counter()
+        step(masks[spec["warmup"] + i])
+        sync()
+        times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    step_s = min(times)  # best of N (as timeit): least disturbed by other processes
+    out = {
+        **spec,
+        "n_times": n_times,
+        "tokens": spec["sensors"] * n_patches,
+        "params": sum(p.numel() for p in model.parameters()),
+        "step_s": step_s,
+        "windows_per_s": spec["batch_size"] / step_s,
+        "peak_mem_mb": peak_mb,
+    }
+    if spec["flops"]:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(masks[-1])
+        out["flops_per_step"] = counter.get_total_flops()
+        out["achieved_tflops"] = out["flops_per_step"] / step_s / 1e12
+        if spec.get("peak_flops"):
+            out["mfu"] = out["flops_per_step"] / step_s / spec["peak_flops"]
+    return out
+
+
+# --------------------------------------------------------------------------- driver side
+def _run(spec: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--_worker", json.dumps(spec)],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        return {**spec, "error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_flops(device: str, override: float | None) -> float | None:
+    if override:
+        return override * 1e12
+    if device != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def _fmt(row: dict) -> str:
+    if "error" in row:
+        return f"{row['model']:<10}{row['sensors']:>8}  failed: {row['error']}"
+    mfu = f"{100 * row['mfu']:>6.1f}%" if "mfu" in row else "      -"
+    return (
+        f"{row['model']:<10}{row['sensors']:>8}{row['tokens']:>8}{row['params'] / 1e6:>8.2f}"
+        f"{1e3 * row['step_s']:>11.1f}{row['windows_per_s']:>11.2f}{row['peak_mem_mb']:>10.0f}{mfu}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny preset and 2 s windows: a fast smoke run")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to run on")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="fp32, or bf16 autocast (GPU)")
+    parser.add_argument("--preset", default=None,
+                        help="model preset (default: small on CPU, base on CUDA, tiny with --quick)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per step (default: 2 on CPU, 32 on CUDA)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps; the fastest is reported (default 3, 10 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--sensors", type=int, nargs="+", default=[153, 306, 612],
+                        help="sensor counts; 306 is the headline comparison")
+    parser.add_argument("--seconds", type=float, default=None, help="window length (s), default 4")
+    parser.add_argument("--sfreq", type=float, default=200.0, help="sampling rate (Hz)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per run")
+    parser.add_argument("--models", nargs="+", default=["megfm", "reference"],
+                        choices=("megfm", "reference"), help="models to run")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="peak bf16 TFLOP/s of the device for MFU (auto for H100/H200/A100)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default results/pretrain.json, or pretrain_quick.json "
+                             "with --quick)")
+    parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._worker is not None:
+        print(json.dumps(_worker(json.loads(args._worker))))
+        return 0
+
+    cuda = args.device == "cuda"
+    preset = args.preset or ("tiny" if args.quick else ("base" if cuda else "small"))
+    batch_size = args.batch_size or (32 if cuda else 2)
+    steps = args.steps or (10 if cuda else 3)
+    seconds = args.seconds or (2.0 if args.quick else 4.0)
+    out_path = args.out or RESULTS / ("pretrain_quick.json" if args.quick else "pretrain.json")
+    peak = _peak_flops(args.device, args.peak_tflops)
+
+    print(f"megfm pretraining step: preset={preset} device={args.device} "
+          f"precision={args.precision} batch={batch_size} window={seconds:g} s @ {args.sfreq:g} Hz")
+    print(f"{'model':<10}{'sensors':>8}{'tokens':>8}{'M par':>8}{'step ms':>11}{'win/s':>11}"
+          f"{'peak MB':>10}{'MFU':>7}")
+    rows = []
+    for n in args.sensors:
+        for model in args.models:
+            spec = dict(model=model, sensors=n, preset=preset, device=args.device,
+                        precision=args.precision, batch_size=batch_size, steps=steps,
+                        warmup=args.warmup, seconds=seconds, sfreq=args.sfreq,
+                        threads=args.threads, flops=cuda, peak_flops=peak)
+            row = _run(spec)
+            rows.append(row)
+            print(_fmt(row), flush=True)
+
+    def get(model, n, key):
+        r = next((r for r in rows if r["model"] == model and r["sensors"] == n), None)
+        return None if r is None or "error" in r else r[key]
+
+    summary: dict = {}
+    ref_n = 306 if 306 in args.sensors else args.sensors[len(args.sensors) // 2]
+    m, r = get("megfm", ref_n, "windows_per_s"), get("reference", ref_n, "windows_per_s")
+    if m and r:
+        summary["speedup"] = m / r
+        summary["memory_ratio"] = get("megfm", ref_n, "peak_mem_mb") / max(
+            get("reference", ref_n, "peak_mem_mb"), 1e-9)
+    lo, hi = min(args.sensors), max(args.sensors)
+    for model in args.models:
+        a, b = get(model, lo, "step_s"), get(model, hi, "step_s")
+        if a and b and hi > lo:
+            summary[f"{model}_scaling_{hi}_over_{lo}"] = b / a
+    print()
+    if "speedup" in summary:
+        print(f"at {ref_n} sensors: megfm is {summary['speedup']:.1f}x faster than the reference "
+              f"(target >= {TARGET_SPEEDUP:g}x), peak memory {summary['memory_ratio']:.2f}x of it")
+    for key, value in summary.items():
+        if "_scaling_" in key:
+            print(f"{key}: {value:.2f} (sensors x{hi / lo:g}; megfm target <= {TARGET_SCALING})")
+    result = {
+        "benchmark": "pretrain",
+        "command": "python benchmarks/bench_pretrain.py " + " ".join(argv or sys.argv[1:]),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpu_count": os.cpu_count()},
+        "targets": {"speedup_min": TARGET_SPEEDUP, "megfm_scaling_max": TARGET_SCALING},
+        "rows": rows,
+        "summary": summary,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out_path)
+    print(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

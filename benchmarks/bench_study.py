@@ -1,0 +1,147 @@
+"""Time the downstream study on 60 synthetic subjects, next to plain scikit-learn.
+
+Three feature sets over the same windows (a planted "megfm" effect, raw signals reduced by
+PCA inside the folds, spectral-sized noise), three classifiers, 5 subject-level folds,
+1000 bootstrap resamples and 1000 paired permutations per comparison.
+
+Baselines in the same run:
+
+* ``sklearn cross_val_predict``: the same 45 model fits with no CIs and no tests, i.e.
+  the floor that the study's bookkeeping and statistics add to;
+* ``sklearn permutation_test_score``: the usual permutation test, which refits the model
+  for every permutation; megfm permutes the out-of-fold scores instead.
+
+Usage::
+
+    python benchmarks/bench_study.py [--quick]
+
+Prints a table and writes ``benchmarks/results/study.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, permutation_test_score
+from sklearn.pipeline import make_pipeline
+from threadpoolctl import threadpool_limits
+
+from megfm.evaluate.baselines import RawPCA
+from megfm.evaluate.classification import aggregate_by_subject, make_classifier, run_study
+
+
+def _data(n_subjects: int, windows_per_subject: int, seed: int):
+    rng = np.random.default_rng(seed)
+    subject = np.repeat([f"sub-{i:03d}" for i in range(n_subjects)], windows_per_subject)
+    label = np.repeat(np.where(np.arange(n_subjects) % 2, "migraine", "HC"), windows_per_subject)
+    state = np.resize(np.repeat(["rest", "auditory"], windows_per_subject // 2), len(subject))
+    n = len(subject)
+    megfm = rng.normal(size=(n, 64))
+    megfm[:, :4] += 0.8 * (label == "migraine")[:, None]
+    feats = {"megfm": megfm,
+             "raw": rng.normal(size=(n, 102 * 25)).astype(np.float32),
+             "spectral": rng.normal(size=(n, 190))}
+    return feats, {"subject": subject, "label": label, "state": state}
+
+
+def _sklearn_fits(feats, meta, y, cv) -> None:
+    for name, x in feats.items():
+        X = aggregate_by_subject(x, meta["subject"], meta["state"])
+        for clf in ("logreg", "svm", "rf"):
+            est = make_classifier(clf, seed=0)
+            if name == "raw":
+                est = make_pipeline(RawPCA(), est)
+            cross_val_predict(est, X, y, cv=cv)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer refits for the sklearn permutation baseline (well under a minute)")
+    parser.add_argument("--subjects", type=int, default=60, help="number of subjects")
+    parser.add_argument("--windows", type=int, default=None,
+                        help="windows per subject (default 20, 10 with --quick)")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "study.json",
+                        help="JSON output file")
+    args = parser.parse_args(argv)
+    args.windows = args.windows or (10 if args.quick else 20)
+    feats, meta = _data(args.subjects, args.windows, seed=0)
+
+    t0 = time.perf_counter()
+    res = run_study(feats, meta, n_splits=5, n_permutations=1000, n_bootstrap=1000, seed=0,
+                    progress=False)
+    t_study = time.perf_counter() - t0
+
+    # baseline 1: the same fits with plain scikit-learn, no statistics
+    subjects = np.unique(meta["subject"])
+    y = (np.array([meta["label"][meta["subject"] == s][0] for s in subjects]) == "migraine")
+    # one row per subject, so plain stratified folds are subject-level folds
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    t0 = time.perf_counter()
+    with threadpool_limits(1, user_api="blas"):  # same BLAS setting as run_study
+        _sklearn_fits(feats, meta, y, cv)
+    t_sklearn = time.perf_counter() - t0
+
+    # baseline 2: refit-per-permutation test of one method
+    n_refit = 10 if args.quick else 100
+    X = aggregate_by_subject(feats["megfm"], meta["subject"], meta["state"])
+    t0 = time.perf_counter()
+    with threadpool_limits(1, user_api="blas"):
+        _, _, p_sklearn = permutation_test_score(make_classifier("logreg"), X, y, cv=cv,
+                                                 n_permutations=n_refit, scoring="roc_auc",
+                                                 random_state=0)
+    t_perm = time.perf_counter() - t0
+
+    n_comp = len(res.comparisons)
+
+    rows = [
+        ("megfm run_study: 3 feature sets x 3 clf x 5 folds, 1000 bootstrap, "
+         f"{n_comp} x 1000 permutations", t_study),
+        ("sklearn cross_val_predict, same 45 fits, no CIs/tests", t_sklearn),
+        (f"sklearn permutation_test_score, 1 method, {n_refit} refits", t_perm),
+        ("  -> extrapolated to 1000 permutations x "
+         f"{n_comp} comparisons", t_perm / n_refit * 1000 * n_comp),
+    ]
+    print(f"{'what':<88} {'seconds':>9}")
+    for what, sec in rows:
+        print(f"{what:<88} {sec:>9.2f}")
+    print()
+    print(f"{'method':<18} {'AUROC':>6}  95% CI")
+    for m, v in res.metrics.items():
+        a = v["auroc"]
+        print(f"{m:<18} {a['value']:>6.3f}  [{a['ci_low']:.3f}, {a['ci_high']:.3f}]")
+    for c in res.comparisons:
+        print(f"{c['reference']} vs {c['other']}: difference {c['difference']:+.3f}, "
+              f"p = {c['p_value']:.4f}")
+    print(f"sklearn permutation_test_score p-value (megfm/logreg, {n_refit} perms): {p_sklearn:.3f}")
+
+    result = {
+        "benchmark": "study",
+        "quick": args.quick,
+        "n_subjects": args.subjects,
+        "windows_per_subject": args.windows,
+        "feature_dims": {k: int(v.shape[1]) for k, v in feats.items()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "seconds": {"megfm_run_study": t_study, "sklearn_cross_val_predict": t_sklearn,
+                    "sklearn_permutation_test_score": t_perm,
+                    "sklearn_permutation_refits": n_refit,
+                    "sklearn_permutation_extrapolated_1000_all": t_perm / n_refit * 1000 * n_comp},
+        "auroc": {m: v["auroc"] for m, v in res.metrics.items()},
+        "comparisons": res.comparisons,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

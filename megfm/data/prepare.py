@@ -1,0 +1,333 @@
+"""`prepare`: recordings (files, folders, a BIDS dataset) -> preprocessed windows -> a store.
+
+For every recording found in ``inputs``: :func:`~megfm.data.read.read_raw` ->
+:func:`~megfm.data.preprocess.preprocess` -> :func:`~megfm.data.epochs.make_windows` ->
+:func:`~megfm.data.store.write_store` (appended one recording at a time, so memory holds one
+recording only). Per recording:
+
+* ``state``: the ``state`` argument when given, else the BIDS ``task`` entity
+  (``task-<state>`` in the file name);
+* ``subject``: ``sub-<id>`` from the file name (else the file name itself), ``session``
+  from ``ses-<id>``;
+* ``label``: the ``group`` column of a ``participants.tsv`` found in or above the
+  recording's folder (or the ``participants`` argument).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+from .epochs import make_windows
+from .preprocess import PreprocessConfig, preprocess
+from .read import find_bids_root, read_raw
+
+__all__ = ["find_recordings", "parse_entities", "prepare", "read_participants"]
+
+logger = logging.getLogger(__name__)
+
+_RAW_SUFFIXES = (".fif", ".fif.gz", ".con", ".sqd", ".bin")
+# FIF files that are not raw recordings (events, transforms, evoked, covariance, ...)
+_NOT_RAW = re.compile(
+    r"[-_](eve|trans|ave|cov|fwd|inv|epo|proj|bem|sol|src|annot|dip|morph|ica|evoked)"
+    r"\.fif(\.gz)?$", re.IGNORECASE)
+# continuation files of split FIF recordings (MNE reads them from the first part)
+_SPLIT_PART = re.compile(r"(-\d+\.fif(\.gz)?$)|(_split-0*[2-9]\d*_)", re.IGNORECASE)
+
+
+def _is_recording(path: Path) -> bool:
+    name = path.name.lower()
+    if path.is_dir():
+        return name.endswith(".ds")
+    if name.startswith("c,rf"):
+        return True
+    if not name.endswith(_RAW_SUFFIXES) or _NOT_RAW.search(name) or _SPLIT_PART.search(name):
+        return False
+    if name.endswith(".bin"):  # FIL OPM data come as *_meg.bin
+        return name.endswith("_meg.bin")
+    return True
+
+
+def find_recordings(inputs) -> list[Path]:
+    """List the MEG recordings in files and folders (searched recursively).
+
+    Parameters
+    ----------
+    inputs : str | pathlib.Path | list of (str | pathlib.Path)
+        Recordings (files or CTF ``.ds`` folders) and folders to search, e.g. a BIDS root.
+        ``derivatives`` folders and hidden folders are not searched.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        The recordings, sorted within each input, without duplicates.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"Input {path} does not exist.")
+        if path.is_file() or path.name.lower().endswith(".ds"):
+            found.append(path)
+            continue
+        matches = []
+        stack = [path]
+        while stack:
+            folder = stack.pop()
+            for child in sorted(folder.iterdir()):
+                if child.name.startswith(".") or child.name == "derivatives":
+                    continue
+                if _is_recording(child):
+                    matches.append(child)
+                elif child.is_dir():
+                    stack.append(child)
+        found.extend(sorted(matches))
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def parse_entities(path: str | Path) -> dict[str, str]:
+    """Read BIDS-style ``key-value`` entities (sub, ses, task, run, ...) from a file name.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        A file name or path.
+
+    Returns
+    -------
+    entities : dict of str to str
+        e.g. ``{"sub": "001", "task": "rest"}`` for ``sub-001_task-rest_raw.fif``.
+    """
+    name = Path(path).name
+    return {m.group(1): m.group(2) for m in re.finditer(r"(?:^|_)([a-z]+)-([A-Za-z0-9]+)", name)}
+
+
+def read_participants(path: str | Path) -> dict[str, str]:
+    """Map ``participant_id`` to ``group`` from a BIDS ``participants.tsv``.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        The ``participants.tsv`` file.
+
+    Returns
+    -------
+    groups : dict of str to str
+        Keys are participant ids as written (e.g. ``"sub-001"``).
+    """
+    path = Path(path)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and ("participant_id" not in rows[0] or "group" not in rows[0]):
+        raise ValueError(
+            f"{path} needs the columns 'participant_id' and 'group'; it has "
+            f"{sorted(rows[0])}."
+        )
+    return {r["participant_id"].strip(): (r["group"] or "").strip() for r in rows}
+
+
+def _find_participants(path: Path) -> Path | None:
+    """participants.tsv in the recording's folder or above (stops at a BIDS root)."""
+    root = find_bids_root(path.parent)
+    for folder in path.parents:
+        candidate = folder / "participants.tsv"
+        if candidate.is_file():
+            return candidate
+        if root is not None and folder == root:
+            break
+    return None
+
+
+def _label(subject: str, groups: dict[str, str]) -> str:
+    bare = subject[4:] if subject.startswith("sub-") else subject
+    for key in (subject, f"sub-{bare}", bare):
+        if key in groups:
+            return groups[key]
+    return ""
+
+
+def prepare(
+    inputs,
+    out: str | Path,
+    *,
+    state: str | None = None,
+    window_seconds: float = 2.0,
+    config: PreprocessConfig | dict | str | Path | None = None,
+    participants: str | Path | dict[str, str] | None = None,
+    dtype: str = "float32",
+    compression: str | None = None,
+    overlap: float = 0.0,
+    reject: dict[str, float] | None = None,
+    skip_errors: bool = False,
+    progress: bool = True,
+    verbose=None,
+) -> dict:
+    """Read, preprocess and window recordings, and append them to a store.
+
+    Parameters
+    ----------
+    inputs : str | pathlib.Path | list
+        Recording files, CTF ``.ds`` folders, folders to search, or a BIDS root.
+    out : str | pathlib.Path
+        Store folder (created, or appended to when it is already a store).
+    state : str | None
+        State of every recording (overrides the file names). None reads it from the BIDS
+        ``task`` entity (``task-<state>`` in the file name).
+    window_seconds : float
+        Window duration in seconds (same for every state).
+    config : PreprocessConfig | dict | str | pathlib.Path | None
+        Preprocessing parameters, or a JSON file of them; None uses the defaults.
+    participants : str | pathlib.Path | dict | None
+        A ``participants.tsv`` or a ``{participant_id: group}`` dict for the labels. None
+        looks for ``participants.tsv`` in and above each recording's folder.
+    dtype : ``"float32"`` | ``"float16"``
+        On-disk sample type of the store.
+    compression : None | ``"gzip"`` | ``"lzf"``
+        HDF5 compression of the store.
+    overlap : float
+        Overlap of resting-state windows in seconds.
+    reject : dict | None
+        Peak-to-peak rejection limits per sensor type (see :func:`megfm.make_windows`).
+    skip_errors : bool
+        Skip recordings that fail (listed in the summary) instead of stopping.
+    progress : bool
+        Show a tqdm progress bar.
+    verbose : bool | str | int | None
+        MNE verbosity.
+
+    Returns
+    -------
+    summary : dict
+        ``store`` (path), ``recordings`` (count written), ``windows`` (total),
+        ``windows_per_state``, ``sensors`` (``{system sensor count: recordings}``),
+        ``rejected`` (windows dropped by peak-to-peak), ``dropped_bad_span``,
+        ``bad_channels``, ``skipped`` (``[{"file", "error"}]``), ``seconds``, and
+        ``per_recording`` rows.
+    """
+    from tqdm.auto import tqdm
+
+    from .store import write_store
+
+    t0 = time.perf_counter()
+    if config is None:
+        config = PreprocessConfig()
+    elif isinstance(config, dict):
+        config = PreprocessConfig.from_dict(config)
+    elif isinstance(config, (str, Path)):
+        config = PreprocessConfig.from_json(config)
+    elif not isinstance(config, PreprocessConfig):
+        raise TypeError(
+            "Invalid type for 'config': expected PreprocessConfig, dict, a JSON path or None; "
+            f"got {type(config).__name__}."
+        )
+    if state is not None and (not isinstance(state, str) or not state):
+        raise ValueError(f"Invalid value for 'state': expected a non-empty string; got {state!r}.")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"Invalid value for 'dtype': expected 'float32' or 'float16'; got {dtype!r}.")
+    groups_given = None
+    if isinstance(participants, dict):
+        groups_given = {str(k): str(v) for k, v in participants.items()}
+    elif participants is not None:
+        if not Path(participants).is_file():
+            raise FileNotFoundError(f"Participants table {participants} does not exist.")
+        groups_given = read_participants(participants)
+
+    paths = find_recordings(inputs)
+    if not paths:
+        raise ValueError(
+            f"No MEG recordings found in {inputs}. megfm looks for FIF, CTF .ds, KIT .con/.sqd, "
+            "BTi c,rf* and FIL *_meg.bin files."
+        )
+    # states first, so a missing state stops before anything is written
+    plans = []
+    for path in paths:
+        ent = parse_entities(path)
+        rec_state = state or ent.get("task")
+        if not rec_state:
+            raise ValueError(
+                f"Cannot tell the state of {path}: its name has no 'task-<state>' entity. "
+                "Pass state= (--state on the command line), e.g. 'rest'."
+            )
+        subject = f"sub-{ent['sub']}" if "sub" in ent else path.name.split(".")[0]
+        plans.append((path, rec_state, subject, ent.get("ses", "")))
+
+    out = Path(out)
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    per_state: Counter = Counter()
+    sensors: Counter = Counter()
+    store_sfreq = None
+    cache: dict[Path, dict[str, str]] = {}
+    bar = tqdm(plans, desc="prepare", unit="rec", disable=not progress)
+    for path, rec_state, subject, session in bar:
+        bar.set_postfix_str(path.name[-40:], refresh=False)
+        if groups_given is not None:
+            groups = groups_given
+        else:
+            tsv = _find_participants(path)
+            if tsv is not None and tsv not in cache:
+                cache[tsv] = read_participants(tsv)
+            groups = cache.get(tsv, {}) if tsv is not None else {}
+        label = _label(subject, groups)
+        try:
+            raw = read_raw(path, verbose=verbose)
+            prep = preprocess(raw, config, copy=False, verbose=verbose)
+            del raw
+            if store_sfreq is not None and prep.info["sfreq"] != store_sfreq:
+                raise ValueError(
+                    f"sampling rate {prep.info['sfreq']:g} Hz differs from the {store_sfreq:g} "
+                    "Hz of the recordings before it; set PreprocessConfig.sfreq so all "
+                    "recordings are resampled to one rate."
+                )
+            windows = make_windows(prep, state=rec_state, window_seconds=window_seconds,
+                                   overlap=overlap, reject=reject, subject=subject,
+                                   session=session, label=label, verbose=verbose)
+            if windows.n_windows == 0:
+                raise ValueError("no windows left after rejection; relax 'reject' or check "
+                                 "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
+            write_store(windows, out, dtype=dtype, compression=compression)
+        except (ValueError, OSError) as exc:
+            if not skip_errors:
+                raise ValueError(f"{path}: {exc}") from exc
+            logger.warning("Skipping %s: %s", path, exc)
+            skipped.append({"file": str(path), "error": str(exc)})
+            continue
+        store_sfreq = prep.info["sfreq"]
+        n_sensors = windows.geometry.n_sensors
+        per_state[rec_state] += windows.n_windows
+        sensors[n_sensors] += 1
+        rows.append({
+            "file": str(path), "subject": subject, "session": session, "state": rec_state,
+            "label": label, "windows": int(windows.n_windows), "sensors": int(n_sensors),
+            "bad_channels": int(windows.geometry.bads.sum()),
+            "rejected": int(windows.info["n_rejected"]),
+            "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
+        })
+    bar.close()
+    if not rows:
+        raise ValueError(f"No recording could be prepared; skipped: {skipped}")
+    summary = {
+        "store": str(out),
+        "recordings": len(rows),
+        "windows": int(sum(r["windows"] for r in rows)),
+        "windows_per_state": dict(sorted(per_state.items())),
+        "sensors": {int(k): int(v) for k, v in sorted(sensors.items())},
+        "rejected": int(sum(r["rejected"] for r in rows)),
+        "dropped_bad_span": int(sum(r["dropped_bad_span"] for r in rows)),
+        "bad_channels": int(sum(r["bad_channels"] for r in rows)),
+        "sfreq": float(store_sfreq),
+        "window_seconds": float(window_seconds),
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "per_recording": rows,
+    }
+    logger.info("Prepared %d recordings, %d windows into %s", summary["recordings"],
+                summary["windows"], out)
+    return summary

@@ -1,0 +1,727 @@
+"""The downstream study: subject-level classification of groups from window features.
+
+:func:`run_study` answers the question users ask of a foundation model: do its features
+tell patients from controls better than what I had (raw signals, spectral features), and
+is the difference real? Every feature set and classifier is evaluated on the same
+subject-level folds; metrics come with bootstrap 95 % confidence intervals over subjects
+and the reference method is compared with every other one by a paired permutation test.
+
+Class coding: for a task ``"<G>-vs-<B>"`` class 0 is ``B`` (the controls) and class 1 is
+``G``; scores are probabilities of ``G``. For ``"multiclass"`` the classes are the groups
+present, sorted, and scores are one probability per class in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from .._version import __version__
+from .splits import Fold, check_no_leak, subject_folds, subject_labels, window_indices
+from .stats import METRICS, bootstrap_metrics, paired_permutation_test
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StudyResult", "aggregate_by_subject", "make_classifier", "parse_task", "run_study"]
+
+#: Names accepted in ``classifiers``.
+CLASSIFIERS: tuple[str, ...] = ("logreg", "svm", "rf")
+_LEVELS = ("subject", "window")
+
+
+def make_classifier(name: str, *, seed: int = 0) -> BaseEstimator:
+    """One of the built-in classifiers, seeded.
+
+    Parameters
+    ----------
+    name : ``"logreg"`` | ``"svm"`` | ``"rf"``
+        Standardised L2 logistic regression, standardised linear SVM, or a random forest
+        of 200 trees.
+    seed : int
+        Random state of the estimator.
+
+    Returns
+    -------
+    estimator : sklearn estimator
+    """
+    if name == "logreg":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+    if name == "svm":
+        return make_pipeline(StandardScaler(),
+                             LinearSVC(C=0.1, max_iter=20000, random_state=seed))
+    if name == "rf":
+        return RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
+    raise ValueError(f"Invalid classifier {name!r}: expected one of {CLASSIFIERS} or a "
+                     "scikit-learn estimator.")
+
+
+def parse_task(task: str, labels) -> list[str]:
+    """The classes of a task, checked against the labels present.
+
+    Parameters
+    ----------
+    task : str
+        ``"<G>-vs-<B>"`` (e.g. ``"migraine-vs-HC"``, ``"PPTH-vs-HC"``) or ``"multiclass"``.
+    labels : array of str
+        Labels of the windows (or subjects); ``""`` means unknown and is ignored.
+
+    Returns
+    -------
+    classes : list of str
+        ``[B, G]`` for a two-group task, the sorted groups for ``"multiclass"``.
+    """
+    present = sorted(set(np.asarray(labels).astype(str).tolist()) - {""})
+    if task == "multiclass":
+        if len(present) < 2:
+            raise ValueError(f"task='multiclass' needs at least two groups; the labels hold "
+                             f"{present}.")
+        return present
+    parts = task.split("-vs-") if isinstance(task, str) else []
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise ValueError(f"Invalid value for 'task': expected '<group>-vs-<group>' (e.g. "
+                         f"'migraine-vs-HC') or 'multiclass'; got {task!r}.")
+    absent = [p for p in parts if p not in present]
+    if absent:
+        raise ValueError(f"Task {task!r} names group(s) {absent} absent from the labels; "
+                         f"groups present: {present}.")
+    return [parts[1], parts[0]]
+
+
+def aggregate_by_subject(features, subjects, states=None, *, subject_order=None,
+                         state_order=None) -> np.ndarray:
+    """Mean of each subject's windows, per state, states concatenated.
+
+    Parameters
+    ----------
+    features : array, shape (n_windows, n_features)
+        Window features.
+    subjects : array of str, shape (n_windows,)
+        Subject of each window.
+    states : array of str, shape (n_windows,) | None
+        State of each window; None treats all windows as one state.
+    subject_order, state_order : sequence of str | None
+        Row and block order (default: sorted unique values).
+
+    Returns
+    -------
+    X : array, shape (n_subjects, n_states * n_features)
+        Block ``j`` holds the mean over the subject's windows in state ``j``; NaN where a
+        subject has no window in that state.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    subjects = np.asarray(subjects).astype(str)
+    states = np.zeros(len(subjects), str) if states is None else np.asarray(states).astype(str)
+    subject_order = np.unique(subjects) if subject_order is None else np.asarray(subject_order)
+    state_order = np.unique(states) if state_order is None else np.asarray(state_order)
+    s_pos = {s: i for i, s in enumerate(subject_order.tolist())}
+    t_pos = {s: i for i, s in enumerate(state_order.tolist())}
+    rows = np.array([s_pos.get(s, -1) for s in subjects.tolist()])
+    blocks = np.array([t_pos.get(s, -1) for s in states.tolist()])
+    keep = (rows >= 0) & (blocks >= 0)
+    n_sub, n_st, d = len(subject_order), len(state_order), features.shape[1]
+    cell = rows[keep] * n_st + blocks[keep]
+    sums = np.zeros((n_sub * n_st, d))
+    counts = np.zeros((n_sub * n_st, d))
+    np.add.at(sums, cell, np.nan_to_num(features[keep]))
+    np.add.at(counts, cell, np.isfinite(features[keep]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / counts, np.nan)
+    return mean.reshape(n_sub, n_st * d)
+
+
+def _impute(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill NaN with the training column means (0 for all-NaN columns)."""
+    if not (np.isnan(train).any() or np.isnan(test).any()):
+        return train, test
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        means = np.nanmean(train, axis=0)
+    means = np.where(np.isfinite(means), means, 0.0)
+    return np.where(np.isnan(train), means, train), np.where(np.isnan(test), means, test)
+
+
+def _seed_estimator(est: BaseEstimator, seed: int) -> BaseEstimator:
+    est = clone(est)
+    params = {k: seed for k, v in est.get_params().items()
+              if k.endswith("random_state") and v is None}
+    return est.set_params(**params) if params else est
+
+
+def _scores(est, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probability-like scores: (n,) for two classes, (n, K) otherwise."""
+    if hasattr(est, "predict_proba"):
+        proba = np.zeros((len(X), n_classes))
+        proba[:, np.asarray(est.classes_, dtype=np.int64)] = est.predict_proba(X)
+    elif hasattr(est, "decision_function"):
+        dec = np.asarray(est.decision_function(X), dtype=np.float64)
+        if n_classes == 2:
+            return expit(dec)  # margin 0 -> 0.5, order kept
+        proba = np.zeros((len(X), n_classes))
+        proba[:, np.asarray(est.classes_, dtype=np.int64)] = softmax(dec, axis=1)
+    else:
+        proba = np.eye(n_classes)[np.asarray(est.predict(X), dtype=np.int64)]
+    return proba[:, 1] if n_classes == 2 else proba
+
+
+def _resolve_classifiers(classifiers, seed: int) -> dict[str, BaseEstimator]:
+    if isinstance(classifiers, (str, BaseEstimator)):
+        classifiers = (classifiers,)
+    if isinstance(classifiers, Mapping):
+        items = list(classifiers.items())
+    else:
+        items = []
+        for c in classifiers:
+            name = c if isinstance(c, str) else (
+                c.steps[-1][1].__class__.__name__ if isinstance(c, Pipeline) else c.__class__.__name__)
+            items.append((name, c))
+    out: dict[str, BaseEstimator] = {}
+    for name, c in items:
+        est = make_classifier(c, seed=seed) if isinstance(c, str) else c
+        if not (hasattr(est, "fit") and (hasattr(est, "predict") or hasattr(est, "predict_proba"))):
+            raise TypeError(f"Classifier {name!r} is a {type(est).__name__}, not a scikit-learn "
+                            f"classifier; pass one of {CLASSIFIERS} or an estimator with fit/predict.")
+        base, k = name, 2
+        while name in out:
+            name, k = f"{base}{k}", k + 1
+        out[name] = _seed_estimator(est, seed)
+    if not out:
+        raise ValueError("No classifier given; pass e.g. classifiers=('logreg', 'svm', 'rf').")
+    return out
+
+
+@dataclass
+class StudyResult:
+    """Outcome of :func:`run_study`.
+
+    Attributes
+    ----------
+    task : str
+        The task, e.g. ``"migraine-vs-HC"``.
+    classes : list of str
+        Class names in code order (``[controls, patients]`` for two-group tasks).
+    level : str
+        ``"subject"`` or ``"window"``.
+    subjects : array of str, shape (n_subjects,)
+        Subjects of the task, sorted.
+    y : array of int, shape (n_subjects,)
+        True class codes.
+    tested : array of bool, shape (n_subjects,)
+        Subjects with at least one out-of-fold score (all, unless ``balanced_test``).
+    scores : dict of str to array
+        Out-of-fold scores per method, averaged over repetitions, shape (n_subjects,) or
+        (n_subjects, n_classes); NaN for untested subjects.
+    metrics : dict
+        ``{method: {metric: {"value", "ci_low", "ci_high"}}}`` over tested subjects.
+    comparisons : list of dict
+        ``{"reference", "other", "auroc_reference", "auroc_other", "difference",
+        "p_value"}`` per comparison.
+    folds : list of Fold
+        The subject-level folds used by every method.
+    config : dict
+        The study parameters.
+    chance : dict of str to float
+        Per classifier method, the p-value of its AUROC against chance from refitting with
+        permuted subject labels (empty unless ``n_chance_permutations > 0``).
+    paths : dict of str to Path
+        Files written (when ``out`` was given).
+    """
+
+    task: str
+    classes: list[str]
+    level: str
+    subjects: np.ndarray
+    y: np.ndarray
+    tested: np.ndarray
+    scores: dict[str, np.ndarray]
+    metrics: dict[str, dict[str, dict[str, float]]]
+    comparisons: list[dict]
+    folds: list[Fold]
+    config: dict
+    chance: dict[str, float] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        """Method names, in evaluation order."""
+        return list(self.metrics)
+
+    def summary(self) -> dict:
+        """The JSON-ready report (what ``report.json`` holds)."""
+        counts = {c: int(np.sum(self.y == i)) for i, c in enumerate(self.classes)}
+        return {
+            "megfm_version": __version__,
+            "task": self.task,
+            "classes": list(self.classes),
+            "positive": self.classes[1] if len(self.classes) == 2 else None,
+            "level": self.level,
+            "n_subjects": int(len(self.subjects)),
+            "n_tested": int(self.tested.sum()),
+            "subjects_per_class": counts,
+            "config": self.config,
+            "methods": self.metrics,
+            "comparisons": self.comparisons,
+            "chance": self.chance,
+        }
+
+    def to_markdown(self) -> str:
+        """The report as a Markdown page with a metrics table and a comparisons table."""
+        cfg = self.config
+        counts = ", ".join(f"{v} {k}" for k, v in self.summary()["subjects_per_class"].items())
+        lines = [
+            f"# {self.task}: subject-level classification", "",
+            f"{len(self.subjects)} subjects ({counts}); {self.level}-level classifiers; "
+            f"{cfg['n_splits']} folds x {cfg['n_repeats']} repeat(s) over subjects"
+            f"{' (balanced test sets)' if cfg['balanced_test'] else ''}; seed {cfg['seed']}. "
+            f"Values with bootstrap {cfg['ci']:.0%} confidence intervals over subjects.", "",
+            "| method | AUROC | balanced accuracy | sensitivity | specificity |",
+            "|---|---|---|---|---|",
+        ]
+        if self.chance:
+            lines[-2] = lines[-2] + " p vs chance |"
+            lines[-1] = lines[-1] + "---|"
+        for name, m in self.metrics.items():
+            cells = [f"{m[k]['value']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]"
+                     for k in METRICS]
+            if self.chance:
+                p = self.chance.get(name)
+                cells.append("n/a" if p is None else f"{p:.4f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if self.comparisons:
+            lines += ["", f"Paired permutation tests of the AUROC difference "
+                      f"({cfg['n_permutations']} permutations, two-sided):", "",
+                      "| reference | other | AUROC difference | p-value |", "|---|---|---|---|"]
+            for c in self.comparisons:
+                p = "n/a" if c["p_value"] is None else f"{c['p_value']:.4f}"
+                lines.append(f"| {c['reference']} | {c['other']} | {c['difference']:+.3f} | {p} |")
+        if len(self.classes) == 2:
+            lines += ["", f"Positive class: {self.classes[1]}; negative: {self.classes[0]}."]
+        lines += ["", "![ROC curves](roc.png)", ""]
+        return "\n".join(lines)
+
+    def plot_roc(self, ax=None):
+        """ROC curve of every method (micro-average one-vs-rest for more than two classes).
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes | None
+            Axes to draw on; a new figure when None.
+
+        Returns
+        -------
+        fig : matplotlib.figure.Figure
+        """
+        from matplotlib.figure import Figure
+        from sklearn.metrics import roc_curve
+
+        if ax is None:
+            fig = Figure(figsize=(5.5, 5))
+            ax = fig.add_subplot()
+        else:
+            fig = ax.figure
+        y = self.y[self.tested]
+        for name, score in self.scores.items():
+            s = score[self.tested]
+            if s.ndim == 1:
+                fpr, tpr, _ = roc_curve(y, s)
+            else:
+                fpr, tpr, _ = roc_curve(np.eye(len(self.classes))[y].ravel(), s.ravel())
+            ax.plot(fpr, tpr, label=f"{name} ({self.metrics[name]['auroc']['value']:.2f})")
+        ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1)
+        ax.set(xlabel="false positive rate (1 - specificity)",
+               ylabel="true positive rate (sensitivity)", xlim=(0, 1), ylim=(0, 1.01),
+               title=f"{self.task} ({self.level} level)")
+        ax.legend(loc="lower right", fontsize="small", title="method (AUROC)")
+        return fig
+
+    def save(self, out) -> dict[str, Path]:
+        """Write ``report.json``, ``report.md``, ``roc.png`` and ``scores.csv`` into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {k: out / k for k in ("report.json", "report.md", "roc.png", "scores.csv")}
+
+        def _write_text(path: Path, text: str) -> None:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+
+        _write_text(paths["report.json"], json.dumps(self.summary(), indent=2))
+        _write_text(paths["report.md"], self.to_markdown())
+        fig = self.plot_roc()
+        tmp = paths["roc.png"].with_name("roc.tmp.png")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(paths["roc.png"])
+        header = ["subject", "label", "tested"]
+        cols = []
+        for name, s in self.scores.items():
+            if s.ndim == 1:
+                header.append(name)
+                cols.append(s[:, None])
+            else:
+                header += [f"{name}:{c}" for c in self.classes]
+                cols.append(s)
+        mat = np.concatenate(cols, axis=1) if cols else np.zeros((len(self.y), 0))
+        rows = [",".join(header)]
+        for i, subj in enumerate(self.subjects):
+            vals = ["" if not np.isfinite(v) else f"{v:.6g}" for v in mat[i]]
+            rows.append(",".join([str(subj), self.classes[self.y[i]], str(bool(self.tested[i]))]
+                                 + vals))
+        _write_text(paths["scores.csv"], "\n".join(rows) + "\n")
+        self.paths = paths
+        return paths
+
+
+def _check_inputs(features, metadata) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    if isinstance(features, np.ndarray):
+        features = {"megfm": features}
+    if not isinstance(features, Mapping) or not features:
+        raise TypeError("features must be a non-empty dict of name -> array (n_windows, n_features).")
+    if not isinstance(metadata, Mapping) or "subject" not in metadata or "label" not in metadata:
+        raise ValueError("metadata must be a dict of columns with at least 'subject' and 'label' "
+                         "(one value per window), e.g. Windows.metadata.")
+    meta = {k: np.asarray(v) for k, v in metadata.items()}
+    n = len(meta["subject"])
+    for k in ("label", "state"):
+        if k in meta and len(meta[k]) != n:
+            raise ValueError(f"metadata['{k}'] has {len(meta[k])} values but metadata['subject'] "
+                             f"has {n}.")
+    out = {}
+    for name, x in features.items():
+        if "/" in str(name):
+            raise ValueError(f"Feature set name {name!r} must not contain '/'.")
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):  # float32 stays: raw features are big
+            x = x.astype(np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features[{name!r}] must have shape (n_windows, n_features); got "
+                             f"{x.shape}.")
+        if x.shape[0] != n:
+            raise ValueError(f"features[{name!r}] has {x.shape[0]} rows but metadata has {n} "
+                             "windows; features and metadata must describe the same windows in "
+                             "the same order.")
+        if np.isinf(x).any():
+            raise ValueError(f"features[{name!r}] contains infinite values.")
+        out[str(name)] = x
+    return out, meta
+
+
+def _comparison_pairs(reference, feature_names, classifier_names, extra_names,
+                      methods) -> list[tuple[str, str]]:
+    if reference is None:
+        return []
+    if reference in feature_names:
+        pairs = []
+        for c in classifier_names:
+            ref = f"{reference}/{c}"
+            pairs += [(ref, f"{f}/{c}") for f in feature_names if f != reference]
+            pairs += [(ref, e) for e in extra_names]
+        return pairs
+    if reference in methods:
+        return [(reference, m) for m in methods if m != reference]
+    raise ValueError(f"Invalid value for 'reference': {reference!r} is neither a feature set "
+                     f"{list(feature_names)} nor a method {list(methods)}; pass one of them or "
+                     "None (no comparison).")
+
+
+def run_study(features, metadata, *, task: str = "migraine-vs-HC",
+              classifiers: Sequence | Mapping = CLASSIFIERS, level: str = "subject",
+              n_splits: int = 5, n_repeats: int = 1, balanced_test: bool = False,
+              extra_methods: Mapping[str, Callable] | None = None, reference: str | None = "megfm",
+              preprocessors: Mapping[str, BaseEstimator] | None = None,
+              n_permutations: int = 1000, n_chance_permutations: int = 0,
+              n_bootstrap: int = 1000, ci: float = 0.95,
+              seed: int = 0, out=None, progress: bool = True,
+              blas_threads: int | None = 1) -> StudyResult:
+    """Classify groups from window features with subject-level cross-validation.
+
+    Parameters
+    ----------
+    features : dict of str to array, shape (n_windows, n_features)
+        Feature sets to compare, e.g. ``{"megfm": embeddings, "raw": raw, "spectral": spec}``,
+        all over the same windows in the order of ``metadata``. NaN values are allowed
+        (they are filled with the training subjects' means inside each fold).
+    metadata : dict of str to array, shape (n_windows,)
+        Window metadata with at least ``subject`` and ``label`` (and ``state`` for
+        per-state aggregation), e.g. ``Windows.metadata`` or what ``embed`` returns.
+    task : str
+        ``"<G>-vs-<B>"`` (``"migraine-vs-HC"``, ``"PPTH-vs-HC"``, ...) or ``"multiclass"``.
+        Windows of other groups, and of unknown label ``""``, are left out.
+    classifiers : sequence of str or estimators | dict of str to estimator
+        Built-ins ``"logreg"``, ``"svm"``, ``"rf"`` (see :func:`make_classifier`) or any
+        scikit-learn classifiers (cloned for each fold; an unset ``random_state`` is set
+        to ``seed``).
+    level : ``"subject"`` | ``"window"``
+        ``"subject"``: each subject's windows are averaged per state and the states
+        concatenated, one row per subject. ``"window"``: classifiers are trained on windows
+        and a subject's score is the mean of its windows' scores.
+    n_splits, n_repeats : int
+        Subject-level stratified folds and their repetitions (see
+        :func:`~megfm.evaluate.splits.subject_folds`).
+    balanced_test : bool
+        Equal numbers of subjects of each class in every test fold.
+    extra_methods : dict of str to callable | None
+        Further methods evaluated on the same folds, such as fine-tuning
+        (:func:`~megfm.evaluate.make_finetune_method`): ``method(train_idx, test_idx)``
+        receives indices into ``metadata`` (the store's window index) of the training and
+        test windows and returns one score per test window: the probability of the
+        positive class (shape ``(n_test,)``) or of each class in :attr:`StudyResult.classes`
+        order (shape ``(n_test, n_classes)``). A subject's score is the mean over its
+        windows.
+    reference : str | None
+        The method compared with the others: a feature set name (then ``<ref>/<clf>`` is
+        compared with ``<other>/<clf>`` for each classifier, and with each extra method),
+        a full method name, or None for no comparison.
+    preprocessors : dict of str to transformer | None
+        A transformer fitted on the training rows of each fold before the classifier,
+        per feature set. Default: :class:`~megfm.evaluate.baselines.RawPCA` for a feature
+        set named ``"raw"``; pass ``{}`` for none.
+    n_permutations : int
+        Permutations of each paired test (0 skips the tests).
+    n_chance_permutations : int
+        If > 0, test each classifier method against chance by refitting it on the same
+        folds with the subjects' labels permuted this many times (one-sided p-value of the
+        AUROC; costs that many times the fits). Unlike the bootstrap CI, this accounts for
+        how the models change with the training data, so it stays valid on small cohorts
+        with many features. Extra methods are not refitted.
+    n_bootstrap : int
+        Bootstrap resamples of the confidence intervals.
+    ci : float
+        Coverage of the confidence intervals.
+    seed : int
+        Seed of folds, classifiers, bootstrap and permutations.
+    out : path-like | None
+        Folder to write ``report.json``, ``report.md``, ``roc.png`` and ``scores.csv``.
+    progress : bool
+        Show a progress bar over the model fits.
+    blas_threads : int | None
+        BLAS threads during the fits (None leaves the setting alone). Study-sized
+        problems (tens of subjects) run several times faster single-threaded than with
+        threads competing for the cores.
+
+    Returns
+    -------
+    result : StudyResult
+
+    Raises
+    ------
+    ValueError
+        Single class, a subject with two labels, fewer subjects than folds, features and
+        metadata of different lengths, a task naming an absent group, or bad parameters.
+        Splits are always over subjects; there is no fallback to window-level splits.
+    """
+    feats, meta = _check_inputs(features, metadata)
+    if level not in _LEVELS:
+        raise ValueError(f"Invalid value for 'level': expected one of {_LEVELS}; got {level!r}.")
+    subjects_all = meta["subject"].astype(str)
+    labels_all = meta["label"].astype(str)
+    subject_labels(subjects_all, labels_all)  # a subject with two labels is an error
+    classes = parse_task(task, labels_all)
+    sel = np.flatnonzero(np.isin(labels_all, classes))
+    subj_w, lab_w = subjects_all[sel], labels_all[sel]
+    states_w = meta["state"].astype(str)[sel] if "state" in meta else np.zeros(len(sel), str)
+    folds = subject_folds(subj_w, lab_w, n_splits=n_splits, n_repeats=n_repeats,
+                          balanced_test=balanced_test, seed=seed)
+    subjects, subj_label = subject_labels(subj_w, lab_w)
+    y = np.array([classes.index(lab) for lab in subj_label], dtype=np.int64)
+    n_sub, n_classes = len(subjects), len(classes)
+    pos_of = {s: i for i, s in enumerate(subjects.tolist())}
+    row_subject = np.array([pos_of[s] for s in subj_w.tolist()])  # window -> subject row
+    state_order = np.unique(states_w)
+
+    clfs = _resolve_classifiers(classifiers, seed)
+    extra = dict(extra_methods or {})
+    for name, fn in extra.items():
+        if not callable(fn):
+            raise TypeError(f"extra_methods[{name!r}] must be callable(train_idx, test_idx).")
+    if preprocessors is None:
+        from .baselines import RawPCA
+
+        preprocessors = {"raw": RawPCA()} if "raw" in feats else {}
+    methods = [f"{f}/{c}" for f in feats for c in clfs] + list(extra)
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"Method names collide: {methods}; rename the extra methods.")
+    pairs = _comparison_pairs(reference, list(feats), list(clfs), list(extra), methods)
+    if n_classes == 2:
+        acc = {m: np.full((n_repeats, n_sub), np.nan) for m in methods}
+    else:
+        acc = {m: np.full((n_repeats, n_sub, n_classes), np.nan) for m in methods}
+
+    # design matrices
+    designs = {}
+    for name, x in feats.items():
+        if level == "subject":
+            designs[name] = aggregate_by_subject(x[sel], subj_w, states_w,
+                                                 subject_order=subjects, state_order=state_order)
+        else:
+            designs[name] = x[sel]
+    missing = {n: int(np.isnan(d).all(axis=1).sum()) for n, d in designs.items()}
+
+    n_fits = len(folds) * (len(feats) * len(clfs) + len(extra))
+    bar = tqdm(total=n_fits, desc=f"study {task}", disable=not progress, leave=False)
+    _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, pos_of,
+               row_subject, level, n_sub, n_classes, bar, blas_threads)
+    bar.close()
+
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # untested subjects stay NaN
+        for m, a in acc.items():
+            scores[m] = np.nanmean(a, axis=0)
+    tested = np.isfinite(scores[methods[0]]) if n_classes == 2 else \
+        np.isfinite(scores[methods[0]]).all(axis=1)
+    yt = y[tested]
+    metrics = {}
+    for i, m in enumerate(methods):
+        s = scores[m][tested]
+        pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
+        metrics[m] = bootstrap_metrics(yt, s, pred, n_bootstrap=n_bootstrap, ci=ci,
+                                       seed=seed + i)
+    comparisons = []
+    for ref, other in pairs:
+        if n_permutations > 0:
+            res = paired_permutation_test(yt, scores[ref][tested], scores[other][tested],
+                                          n_permutations=n_permutations, seed=seed)
+            p = res["p_value"]
+        else:
+            p = None
+        a, b = metrics[ref]["auroc"]["value"], metrics[other]["auroc"]["value"]
+        comparisons.append({"reference": ref, "other": other, "auroc_reference": a,
+                            "auroc_other": b, "difference": a - b, "p_value": p})
+    chance = {}
+    if n_chance_permutations and int(n_chance_permutations) > 0:
+        chance = _chance_p_values(int(n_chance_permutations), seed, folds, designs, clfs,
+                                  preprocessors, sel, subj_w, y, pos_of, row_subject, level,
+                                  n_sub, n_classes, blas_threads, tested, metrics, progress,
+                                  balanced_test)
+    config = {"n_splits": int(n_splits), "n_repeats": int(n_repeats),
+              "balanced_test": bool(balanced_test), "seed": int(seed),
+              "n_permutations": int(n_permutations), "n_bootstrap": int(n_bootstrap),
+              "n_chance_permutations": int(n_chance_permutations),
+              "ci": float(ci), "classifiers": {k: repr(v) for k, v in clfs.items()},
+              "feature_sets": {k: int(v.shape[1]) for k, v in feats.items()},
+              "preprocessors": {k: repr(v) for k, v in preprocessors.items()},
+              "extra_methods": list(extra), "reference": reference,
+              "states": state_order.tolist() if level == "subject" else None,
+              "subjects_without_features": missing}
+    result = StudyResult(task=task, classes=classes, level=level, subjects=subjects, y=y,
+                         tested=tested, scores=scores, metrics=metrics, comparisons=comparisons,
+                         folds=folds, config=config, chance=chance)
+    for m in methods:
+        v = metrics[m]["auroc"]
+        logger.info("%s: AUROC %.3f [%.3f, %.3f]", m, v["value"], v["ci_low"], v["ci_high"])
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, pos_of,
+               row_subject, level, n_sub, n_classes, bar, blas_threads) -> None:
+    """Fit every method on every fold; write out-of-fold subject scores into ``acc``."""
+    for fold in folds:
+        train_w, test_w = window_indices(fold, subj_w)  # positions within `sel`
+        check_no_leak([(train_w, test_w)], subj_w)
+        train_s = np.array([pos_of[s] for s in fold.train.tolist()])
+        test_s = np.array([pos_of[s] for s in fold.test.tolist()])
+        limits = (threadpool_limits(limits=int(blas_threads), user_api="blas")
+                  if blas_threads is not None else contextlib.nullcontext())
+        with limits:  # the extra methods (torch) keep their own threads
+            for fname, X in designs.items():
+                if level == "subject":
+                    tr_rows, te_rows, y_tr = train_s, test_s, y[train_s]
+                else:
+                    tr_rows, te_rows, y_tr = train_w, test_w, y[row_subject[train_w]]
+                X_tr, X_te = _impute(X[tr_rows], X[te_rows])
+                for cname, clf in clfs.items():
+                    steps = [clone(preprocessors[fname])] if fname in preprocessors else []
+                    est = make_pipeline(*steps, clone(clf)) if steps else clone(clf)
+                    est.fit(X_tr, y_tr)
+                    s = _scores(est, X_te, n_classes)
+                    _store(acc[f"{fname}/{cname}"], fold.repeat, s, te_rows if level == "subject"
+                           else row_subject[te_rows], n_sub)
+                    bar.update()
+        for ename, fn in extra.items():
+            s = np.asarray(fn(sel[train_w], sel[test_w]), dtype=np.float64)
+            s = _check_extra_scores(ename, s, len(test_w), n_classes)
+            _store(acc[ename], fold.repeat, s, row_subject[test_w], n_sub)
+            bar.update()
+
+
+def _chance_p_values(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, y, pos_of,
+                     row_subject, level, n_sub, n_classes, blas_threads, tested, metrics,
+                     progress, cfg_balanced) -> dict[str, float]:
+    """Label-permutation test of each classifier method's AUROC against chance."""
+    from .stats import compute_metrics
+
+    rng = np.random.default_rng([int(seed), 1])
+    n_repeats = max(f.repeat for f in folds) + 1
+    n_splits = max(f.fold for f in folds) + 1
+    balanced = bool(cfg_balanced)
+    subjects = np.array(sorted(pos_of, key=pos_of.get))
+    names = [f"{f}/{c}" for f in designs for c in clfs]
+    exceed = dict.fromkeys(names, 0)
+    shape = (n_repeats, n_sub) if n_classes == 2 else (n_repeats, n_sub, n_classes)
+    bar = tqdm(total=n_perm * len(folds) * len(names), desc="chance permutations",
+               disable=not progress, leave=False)
+    for _ in range(n_perm):
+        y_perm = rng.permutation(y)
+        # folds stratified on the permuted labels, as the real ones are on the true labels
+        perm_folds = subject_folds(subjects, y_perm.astype(str), n_splits=n_splits,
+                                   n_repeats=n_repeats, balanced_test=balanced, seed=seed)
+        acc = {m: np.full(shape, np.nan) for m in names}
+        _fit_folds(perm_folds, designs, clfs, {}, preprocessors, acc, sel, subj_w, y_perm, pos_of,
+                   row_subject, level, n_sub, n_classes, bar, blas_threads)
+        for m in names:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                s = np.nanmean(acc[m], axis=0)
+            ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(axis=1)
+            s = s[ok]
+            pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
+            auc = compute_metrics(y_perm[ok], s, pred)["auroc"]
+            exceed[m] += int(auc >= metrics[m]["auroc"]["value"] - 1e-12)
+    bar.close()
+    return {m: (1 + exceed[m]) / (1 + n_perm) for m in names}
+
+
+def _check_extra_scores(name: str, s: np.ndarray, n_test: int, n_classes: int) -> np.ndarray:
+    if n_classes == 2 and s.ndim == 2 and s.shape[1] == 2:
+        s = s[:, 1]
+    expected = (n_test,) if n_classes == 2 else (n_test, n_classes)
+    if s.shape != expected:
+        raise ValueError(f"extra_methods[{name!r}] returned scores of shape {s.shape}; expected "
+                         f"{expected} (one per test window).")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"extra_methods[{name!r}] returned NaN or infinite scores.")
+    if n_classes == 2 and (s.min() < 0 or s.max() > 1):
+        s = expit(s)  # decision values: map to (0, 1) keeping the order
+    return s
+
+
+def _store(acc: np.ndarray, repeat: int, s: np.ndarray, subject_rows: np.ndarray,
+           n_sub: int) -> None:
+    """Average scores per subject and write them into the accumulator of one repeat."""
+    counts = np.bincount(subject_rows, minlength=n_sub).astype(np.float64)
+    rows = np.flatnonzero(counts)
+    if s.ndim == 1:
+        sums = np.bincount(subject_rows, weights=s, minlength=n_sub)
+        acc[repeat, rows] = sums[rows] / counts[rows]
+    else:
+        for k in range(s.shape[1]):
+            sums = np.bincount(subject_rows, weights=s[:, k], minlength=n_sub)
+            acc[repeat, rows, k] = sums[rows] / counts[rows]
+

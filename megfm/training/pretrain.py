@@ -1,0 +1,383 @@
+"""`pretrain()`: masked-signal pretraining of a megfm model on a store, through Lightning.
+
+A run lives in one output folder::
+
+    OUT/
+      run.json                  every setting of the run (model config, data, optimiser, seed)
+      checkpoints/last.ckpt     latest full training state (resume from here)
+      checkpoints/best-*.ckpt   lowest validation loss
+      logs/version_N/metrics.csv  one CSV per (re)start; :func:`load_metrics` joins them
+      model/                    the exported pretrained model (``save_pretrained``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+
+__all__ = ["load_metrics", "pretrain"]
+
+logger = logging.getLogger(__name__)
+
+_PRESETS = ("tiny", "small", "base")
+_RUN_FILE = "run.json"
+
+
+@contextlib.contextmanager
+def _verbose_level(verbose: bool | str | int | None):
+    """Temporarily set the level of the ``megfm`` logger (MNE-style ``verbose``)."""
+    if verbose is None:
+        yield
+        return
+    log = logging.getLogger("megfm")
+    old = log.level
+    if isinstance(verbose, bool):
+        level = logging.INFO if verbose else logging.WARNING
+    elif isinstance(verbose, str):
+        level = getattr(logging, verbose.upper())
+    else:
+        level = int(verbose)
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
+def _read_manifest(store: Path) -> dict:
+    manifest = store / "store.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{store} is not a megfm store (no store.json inside). Create one with "
+            "`megfm prepare RECORDINGS --out STORE` or megfm.write_store()."
+        )
+    with open(manifest, encoding="utf-8") as fid:
+        return json.load(fid)
+
+
+def _resolve_config(model: Any):
+    from ..models import ModelConfig
+
+    if isinstance(model, str):
+        if model not in _PRESETS:
+            raise ValueError(
+                f"Invalid value for 'model': expected one of {_PRESETS} or a ModelConfig; "
+                f"got {model!r}."
+            )
+        return ModelConfig.preset(model)
+    if isinstance(model, dict):
+        from .module import config_from_dict
+
+        return config_from_dict(model)
+    if dataclasses.is_dataclass(model) and not isinstance(model, type):
+        return model
+    raise TypeError(
+        f"Invalid value for 'model': expected a preset name {_PRESETS} or a ModelConfig; "
+        f"got {type(model).__name__}."
+    )
+
+
+def _adapt_config(config, manifest: dict):
+    """Copy the store's sampling rate (and window length) into the config when it has them."""
+    if not dataclasses.is_dataclass(config):
+        return config
+    names = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for key in ("sfreq", "n_times"):
+        if key in names and key in manifest and manifest[key] is not None:
+            value = type(getattr(config, key))(manifest[key]) if getattr(config, key) is not None \
+                else manifest[key]
+            if getattr(config, key) != value:
+                changes[key] = value
+    if changes:
+        logger.info("Model config adapted to the store: %s", changes)
+        config = dataclasses.replace(config, **changes)
+    return config
+
+
+def _filter_kwargs(func, kwargs: dict) -> dict:
+    """Keep the keyword arguments that ``func`` accepts (warn about the others)."""
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    kept = {k: v for k, v in kwargs.items() if k in params}
+    dropped = sorted(set(kwargs) - set(kept))
+    if dropped:
+        logger.warning("%s does not take %s; ignored.", getattr(func, "__qualname__", func), dropped)
+    return kept
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fid:
+        json.dump(obj, fid, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Check the output folder; return the checkpoint to resume from (or None)."""
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and overwrite:
+        raise ValueError("Pass either resume=True (--resume) or overwrite=True (--overwrite), not both.")
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"Cannot resume: {last} does not exist. Start a new run without --resume "
+                "(resume=False), or point --out at the folder of the run to continue."
+            )
+        return last
+    existing = [p for p in ("checkpoints", "model", "logs", _RUN_FILE) if (out / p).exists()]
+    if existing:
+        if not overwrite:
+            raise ValueError(
+                f"{out} already holds a pretraining run ({', '.join(existing)}). Use --resume "
+                "(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or "
+                "another --out folder."
+            )
+        for name in existing:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return None
+
+
+def pretrain(
+    store: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    model: Any = "tiny",
+    max_steps: int = 1000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_steps: int | None = None,
+    mask_mode: str | None = None,
+    mask_ratio: float | None = None,
+    devices: int | str = 1,
+    accelerator: str = "auto",
+    strategy: str = "auto",
+    precision: str = "32-true",
+    accumulate: int = 1,
+    gradient_clip_val: float | None = 1.0,
+    num_workers: int = 0,
+    states: list[str] | tuple[str, ...] | None = None,
+    balance_states: bool = False,
+    val_fraction: float = 0.2,
+    checkpoint_every: int | None = None,
+    log_every_n_steps: int = 10,
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    datamodule=None,
+    callbacks: list | None = None,
+    progress: bool = True,
+    verbose: bool | str | int | None = None,
+) -> Path:
+    """Pretrain a masked-signal model on a store and export it.
+
+    Parameters
+    ----------
+    store : path-like | None
+        Store folder written by ``megfm prepare`` / :func:`megfm.write_store`.
+    out : path-like
+        Run folder (created). Holds ``run.json``, ``checkpoints/``, ``logs/`` and ``model/``.
+    model : ``"tiny"`` | ``"small"`` | ``"base"`` | ModelConfig
+        Model preset or configuration. The store's sampling rate is copied into it. When
+        resuming, the configuration recorded in ``run.json`` is used.
+    max_steps : int
+        Total optimiser steps (including those done before a resume).
+    batch_size : int
+        Windows per device and step.
+    lr, weight_decay : float
+        AdamW peak learning rate and weight decay (linear warm-up, cosine decay).
+    warmup_steps : int | None
+        Warm-up steps (default 5 % of ``max_steps``).
+    mask_mode, mask_ratio : str | None, float | None
+        Masking of the pretraining task; ``None`` keeps the model config's default.
+    devices, accelerator, strategy, precision : see :class:`lightning.pytorch.Trainer`
+        For example ``devices=4, precision="bf16-mixed"`` on GPUs; ``strategy="ddp"`` for
+        several processes.
+    accumulate : int
+        Gradient accumulation (batches per optimiser step).
+    gradient_clip_val : float | None
+        Clip the gradient norm at this value (``None``: no clipping).
+    num_workers : int
+        Data-loading worker processes per device.
+    states : list of str | None
+        Keep only windows of these states (``None``: all).
+    balance_states : bool
+        Sample the states equally often.
+    val_fraction : float
+        Fraction of subjects held out for validation (split by subject).
+    checkpoint_every : int | None
+        Save ``last.ckpt`` every this many steps (default ``max(1, max_steps // 10)``).
+    log_every_n_steps : int
+        Logging interval of the training loss.
+    resume : bool
+        Continue the run in ``out`` from ``checkpoints/last.ckpt``: optimiser, schedule, step
+        counter and mask seeds continue where they stopped.
+    overwrite : bool
+        Delete an existing run in ``out`` first. Without ``resume`` or ``overwrite`` an
+        existing run is never touched.
+    seed : int
+        Seed of the data split, initialisation, masks and sampling.
+    datamodule : lightning.pytorch.LightningDataModule | None
+        Use this data module instead of building :class:`megfm.MEGDataModule` from ``store``.
+    callbacks : list of lightning.pytorch.Callback | None
+        Extra callbacks for the trainer.
+    progress : bool
+        Show a progress bar.
+    verbose : bool | str | int | None
+        Logging level of megfm during the call.
+
+    Returns
+    -------
+    model_dir : Path
+        ``out / "model"``, loadable with :func:`megfm.load_pretrained`.
+    """
+    with _verbose_level(verbose):
+        return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
+
+
+def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
+              mask_mode, mask_ratio, devices, accelerator, strategy, precision, accumulate,
+              gradient_clip_val, num_workers, states, balance_states, val_fraction,
+              checkpoint_every, log_every_n_steps, resume, overwrite, seed, datamodule,
+              callbacks, progress) -> Path:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .module import PretrainModule, config_from_dict, config_to_dict
+
+    for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
+                        ("accumulate", accumulate), ("log_every_n_steps", log_every_n_steps)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"Invalid value for '{name}': expected an integer >= 1; got {value!r}.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"Invalid value for 'val_fraction': expected a number in [0, 1); got {val_fraction!r}.")
+    store = None if store is None else Path(store)
+    out = Path(out)
+    if store is None and datamodule is None:
+        raise ValueError("Give a store folder (or a datamodule) to pretrain on.")
+    manifest = _read_manifest(store) if datamodule is None else {}
+    ckpt_path = _prepare_out(out, resume=resume, overwrite=overwrite)
+
+    if ckpt_path is not None and (out / _RUN_FILE).is_file():
+        with open(out / _RUN_FILE, encoding="utf-8") as fid:
+            config = config_from_dict(json.load(fid)["model_config"])
+        logger.info("Resuming %s with the model configuration recorded in run.json.", out)
+    else:
+        config = _adapt_config(_resolve_config(model), manifest)
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    if datamodule is None:
+        from .datamodule import MEGDataModule
+
+        dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
+                         balance_states=balance_states, val_fraction=val_fraction, seed=seed)
+        datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
+
+    module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                            max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,
+                            seed=seed)
+    ckpt_dir = out / "checkpoints"
+    if checkpoint_every is None:
+        checkpoint_every = max(1, max_steps // 10)
+    callbacks = list(callbacks or [])
+    callbacks += [ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_top_k=0,
+                                 save_last=True, every_n_train_steps=checkpoint_every)]
+    if val_fraction > 0:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}",
+                                         monitor="val/loss", mode="min", save_top_k=1))
+    loggers = [CSVLogger(save_dir=out, name="logs")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=out, name="tensorboard"))
+
+    trainer = pl.Trainer(
+        max_steps=max_steps, devices=devices, accelerator=accelerator, strategy=strategy,
+        precision=precision, accumulate_grad_batches=accumulate,
+        gradient_clip_val=gradient_clip_val, callbacks=callbacks, logger=loggers,
+        log_every_n_steps=log_every_n_steps, enable_progress_bar=progress,
+        enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=out,
+        limit_val_batches=1.0 if val_fraction > 0 else 0,
+    )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        run = {
+            "megfm_version": __version__, "store": None if store is None else str(store.resolve()),
+            "model_config": config_to_dict(config),
+            "settings": {"max_steps": max_steps, "batch_size": batch_size, "lr": lr,
+                         "weight_decay": weight_decay, "warmup_steps": module.hparams.warmup_steps,
+                         "mask_mode": mask_mode, "mask_ratio": mask_ratio, "devices": devices,
+                         "world_size": trainer.world_size, "precision": precision,
+                         "accumulate": accumulate, "gradient_clip_val": gradient_clip_val,
+                         "num_workers": num_workers,
+                         "states": None if states is None else list(states),
+                         "balance_states": balance_states, "val_fraction": val_fraction,
+                         "seed": seed},
+        }
+        if ckpt_path is None:
+            _write_json(out / _RUN_FILE, run)
+    logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__, max_steps, out)
+    trainer.fit(module, datamodule=datamodule,
+                ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
+    # The last state, whatever max_steps % checkpoint_every is (all ranks take part).
+    trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+    model_dir = out / "model"
+    if trainer.is_global_zero:
+        module.model.save_pretrained(model_dir)
+        logger.info("Pretrained model saved to %s", model_dir)
+    trainer.strategy.barrier("megfm-pretrain-export")
+    return model_dir
+
+
+def load_metrics(out: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the CSV logs of a run, joining the pieces written before and after resumes.
+
+    Parameters
+    ----------
+    out : path-like
+        Run folder of :func:`pretrain`.
+
+    Returns
+    -------
+    metrics : dict of str to array
+        One column per logged quantity plus ``"step"``, sorted by step; missing values are
+        NaN. When a run was resumed, rows of an earlier piece at or after the step where the
+        next piece starts are dropped (they were redone after the resume).
+    """
+    log_root = Path(out) / "logs"
+    versions = sorted(log_root.glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[1]))
+    if not versions:
+        raise FileNotFoundError(f"No metrics.csv under {log_root}; has the run logged anything?")
+    rows: list[dict] = []
+    for path in versions:
+        with open(path, newline="", encoding="utf-8") as fid:
+            new = [r for r in csv.DictReader(fid)]
+        if not new:
+            continue
+        first = min(int(r["step"]) for r in new)
+        rows = [r for r in rows if int(r["step"]) < first] + new
+    keys = sorted({k for r in rows for k in r})
+    metrics = {}
+    for key in keys:
+        metrics[key] = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan
+                                 for r in rows], dtype=np.float64)
+    order = np.argsort(metrics["step"], kind="stable")
+    return {k: v[order] for k, v in metrics.items()}

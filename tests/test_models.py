@@ -1,0 +1,380 @@
+"""Tests of megfm.models: shapes, masking, gradients, sensor-index independence, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from megfm import MaskedSignalModel, ModelConfig, load_pretrained
+from megfm.models.layers import Attention
+from megfm.tokenize import denormalize, unpatchify
+
+TINY = ModelConfig.preset("tiny")
+
+
+def make_batch(b=2, s=10, n_times=200, *, seed=0, n_pad=(0, 3), types=None):
+    """Seeded batch following the contract of docs/design.md (signals in fT)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n_times) / 200.0
+    freq = 5 + 10 * torch.rand(b, s, 1, generator=g)
+    x = 100 * torch.sin(2 * torch.pi * freq * t) + 20 * torch.randn(b, s, n_times, generator=g)
+    pos = torch.randn(b, s, 3, generator=g) * 0.08
+    ori = torch.nn.functional.normalize(torch.randn(b, s, 3, generator=g), dim=-1)
+    if types is None:
+        types = torch.randint(0, 4, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.bool)
+    for i, n in enumerate(n_pad[:b]):
+        if n:
+            mask[i, -n:] = False
+            x[i, -n:] = 0.0
+    return {"x": x, "pos": pos, "ori": ori, "sensor_type": types, "sensor_mask": mask}
+
+
+def _args(batch):
+    return batch["x"], batch["pos"], batch["ori"], batch["sensor_type"], batch["sensor_mask"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MaskedSignalModel(TINY).eval()
+
+
+def test_forward_shapes_and_contract(model):
+    batch = make_batch()
+    out = model(*_args(batch), generator=torch.Generator().manual_seed(0), return_attention=True)
+    b, s, p, length = 2, 10, 200 // TINY.patch_samples, TINY.patch_samples
+    assert out["pred"].shape == out["target"].shape == (b, s, p, length)
+    assert out["mask"].shape == (b, s, p) and out["mask"].dtype == torch.bool
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert not out["mask"][~batch["sensor_mask"]].any()
+    # visible patches are copied from the target, hidden ones are predicted
+    vis = ~out["mask"]
+    assert torch.equal(out["pred"][vis], out["target"][vis])
+    # back to physical units
+    phys = denormalize(unpatchify(out["target"]), out["stats"])
+    valid = batch["sensor_mask"]
+    torch.testing.assert_close(phys[valid], batch["x"][valid], rtol=1e-4, atol=1e-3)
+    att = out["attention"]
+    assert att["spatial"].shape == (b, p, TINY.n_latents, s)
+    assert len(att["temporal"]) == TINY.depth
+    n = p * TINY.n_latents
+    assert att["temporal"][0].shape == (b, TINY.n_heads, n, n)
+
+
+def test_spatial_attention_over_visible_sensors_only(model):
+    batch = make_batch()
+    out = model(*_args(batch), mask_mode="random", generator=torch.Generator().manual_seed(1),
+                return_attention=True)
+    w = out["attention"]["spatial"]  # (B, P, K, S)
+    visible = (batch["sensor_mask"][..., None] & ~out["mask"]).transpose(1, 2)  # (B, P, S)
+    assert torch.all(w.masked_select(~visible[:, :, None, :].expand_as(w)) == 0)
+    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    # without masking: rows sum to 1 over valid sensors
+    _, att = model.forward_features(*_args(batch), return_attention=True)
+    torch.testing.assert_close(att["spatial"].sum(-1), torch.ones(att["spatial"].shape[:-1]))
+    assert torch.all(att["spatial"][1, ..., -3:] == 0)
+
+
+@pytest.mark.parametrize("mode", ["random", "sensor", "time", "mixed"])
+@pytest.mark.parametrize("ratio", [0.3, 0.7])
+def test_mask_ratio_through_forward(model, mode, ratio):
+    batch = make_batch(b=4, s=16, n_times=400, n_pad=(0, 4, 0, 0))
+    out = model(*_args(batch), mask_mode=mode, mask_ratio=ratio,
+                generator=torch.Generator().manual_seed(2))
+    valid_tokens = batch["sensor_mask"].sum(1) * out["mask"].shape[-1]
+    frac = out["mask"].sum((1, 2)) / valid_tokens
+    # time masking hides whole blocks of `time_block` patches: 1 block of slack
+    assert torch.all((frac - ratio).abs() <= 0.1 + 1e-6), frac
+    assert torch.isfinite(out["loss"])
+
+
+def test_mask_is_deterministic_with_generator(model):
+    batch = make_batch()
+    a = model(*_args(batch), generator=torch.Generator().manual_seed(3))
+    b = model(*_args(batch), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["loss"], b["loss"])
+
+
+def test_hidden_patches_never_reach_the_predictions(model):
+    """Gradient of every prediction w.r.t. the (normalised) hidden input patches is zero."""
+    batch = make_batch()
+    valid = batch["sensor_mask"]
+    patches, _ = model.tokenize(batch["x"], valid)
+    patches = patches.detach().requires_grad_(True)
+    mask = model.random_masking(valid, patches.shape[2], mode="mixed",
+                                generator=torch.Generator().manual_seed(4))
+    visible = valid[..., None] & ~mask
+    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
+    latents, _ = model.forward_encoder(patches, geo, visible)
+    pred = model.forward_decoder(latents, geo, mask)
+    (grad,) = torch.autograd.grad((pred * torch.randn_like(pred)).sum(), patches)
+    g = grad.abs().sum(-1)  # (B, S, P)
+    assert torch.all(g[mask] == 0)  # nothing flows from hidden patches
+    assert torch.all(g[visible] > 0)  # every visible patch is used
+
+
+def test_loss_comes_from_hidden_patches_only(model):
+    batch = make_batch()
+    valid = batch["sensor_mask"]
+    target, _ = model.tokenize(batch["x"], valid)
+    mask = model.random_masking(valid, target.shape[2], generator=torch.Generator().manual_seed(5))
+    pred = torch.randn_like(target, requires_grad=True)
+    loss = model.forward_loss(pred, target, mask)
+    (grad,) = torch.autograd.grad(loss, pred)
+    assert torch.all(grad[~mask] == 0) and torch.all(grad[mask].abs().sum(-1) > 0)
+    expected = ((pred - target) ** 2).mean(-1)[mask].mean()
+    torch.testing.assert_close(loss, expected)
+    # changing predictions on visible patches leaves the loss unchanged
+    moved = pred.detach() + 5.0 * (~mask)[..., None]
+    torch.testing.assert_close(model.forward_loss(moved, target, mask), loss.detach())
+
+
+def test_permuting_sensors_permutes_outputs(model):
+    batch = make_batch(n_pad=(0, 2))
+    mask = model.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(6))
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(7))
+    pb = {k: v[:, perm] for k, v in batch.items()}
+    a = model(*_args(batch), mask=mask, return_attention=True)
+    b = model(*_args(pb), mask=mask[:, perm], return_attention=True)
+    torch.testing.assert_close(b["pred"], a["pred"][:, perm], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        b["attention"]["spatial"], a["attention"]["spatial"][..., perm], rtol=1e-4, atol=1e-6
+    )
+    fa = model.forward_features(*_args(batch))
+    fb = model.forward_features(*_args(pb))
+    torch.testing.assert_close(fa, fb, rtol=1e-4, atol=1e-5)
+
+
+def test_model_runs_on_another_array(model):
+    """Built on one array, runs unchanged on others (sensor count, types, bad channels)."""
+    vectorview_like = make_batch(b=2, s=12, types=torch.tensor([[0, 1, 1] * 4] * 2))
+    opm_like = make_batch(b=3, s=7, n_times=400, n_pad=(0, 0, 2),
+                          types=torch.full((3, 7), 3))
+    ctf_like = make_batch(b=1, s=19, n_times=120, n_pad=(5,), types=torch.full((1, 19), 2))
+    for batch in (vectorview_like, opm_like, ctf_like):
+        out = model(*_args(batch), generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out["loss"])
+        feats = model.forward_features(*_args(batch))
+        assert feats.shape[2:] == (TINY.n_latents, TINY.dim)
+        assert model.forward_head(feats).shape == (batch["x"].shape[0], TINY.dim)
+    # the same recording with extra padded sensors gives the same features
+    b = make_batch(b=1, s=8, n_pad=(0,))
+    padded = {k: torch.cat([v, torch.zeros_like(v[:, :3])], 1) for k, v in b.items()}
+    torch.testing.assert_close(
+        model.forward_features(*_args(b)), model.forward_features(*_args(padded)),
+        rtol=1e-4, atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_presets_forward_backward(name):
+    torch.manual_seed(0)
+    config = ModelConfig.preset(name)
+    m = MaskedSignalModel(config).train()
+    batch = make_batch(b=2, s=6, n_times=160)
+    mask = m.random_masking(batch["sensor_mask"], 4, mode="random",
+                            generator=torch.Generator().manual_seed(0))
+    mask[0, :, 0] = batch["sensor_mask"][0]  # one time patch fully hidden: empty latents used
+    out = m(*_args(batch), mask=mask)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(out["pred"]).all()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+def test_preset_sizes():
+    n = {k: MaskedSignalModel(ModelConfig.preset(k)).num_parameters() for k in ("tiny", "small")}
+    assert n["tiny"] < 1_000_000 < n["small"] < 5_000_000
+    with torch.device("meta"):
+        base = MaskedSignalModel(ModelConfig.preset("base"))
+    assert 10_000_000 < base.num_parameters() < 100_000_000
+
+
+def test_fused_and_manual_attention_agree():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=8).eval()
+    x, ctx = torch.randn(3, 5, 16), torch.randn(3, 7, 8)
+    km = torch.rand(3, 7) > 0.4
+    km[:, 0] = True
+    fused, none = attn(x, ctx, key_mask=km)
+    manual, w = attn(x, ctx, key_mask=km, need_weights=True)
+    assert none is None and w.shape == (3, 4, 5, 7)
+    torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-6)
+    assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
+
+
+def test_fused_and_manual_paths_agree_in_the_model():
+    torch.manual_seed(0)
+    m = MaskedSignalModel(TINY).eval()
+    batch = make_batch()
+    mask = m.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(0))
+    fused = m(*_args(batch), mask=mask)
+    with_weights = m(*_args(batch), mask=mask, return_attention=True)
+    m.set_fused_attention(False)
+    manual = m(*_args(batch), mask=mask)
+    for out in (with_weights, manual):
+        torch.testing.assert_close(out["pred"], fused["pred"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out["loss"], fused["loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_forward_intermediates(model):
+    batch = make_batch()
+    final, inter = model.forward_intermediates(*_args(batch), indices=1)
+    assert len(inter) == 1 and inter[0].shape == final.shape
+    torch.testing.assert_close(final, model.forward_features(*_args(batch)))
+    torch.testing.assert_close(model.norm(inter[-1]), final)
+    _, every = model.forward_intermediates(*_args(batch))
+    assert len(every) == TINY.depth
+    with pytest.raises(ValueError, match="block indices"):
+        model.forward_intermediates(*_args(batch), indices=[5])
+    model.reset_head(3)
+    assert model.forward_head(final, pre_logits=False).shape == (2, 3)
+    model.reset_head(0)
+
+
+def field_batch(b=2, s=12, n_times=120, *, seed=0, n_sources=3):
+    """Spatially smooth fields of a few sources, as MEG sensors see them."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n_times) / 200.0
+    pos = torch.nn.functional.normalize(torch.randn(b, s, 3, generator=g), dim=-1) * 0.1
+    src_pos = torch.nn.functional.normalize(torch.randn(b, n_sources, 3, generator=g), dim=-1)
+    freq = 4 + 20 * torch.rand(b, n_sources, 1, generator=g)
+    src = torch.sin(2 * torch.pi * freq * t + 6.3 * torch.rand(b, n_sources, 1, generator=g))
+    dist2 = ((pos[:, :, None] - 0.07 * src_pos[:, None]) ** 2).sum(-1)  # (B, S, n_sources)
+    x = 100 * torch.exp(-dist2 / (2 * 0.06**2)) @ src + 5 * torch.randn(b, s, n_times, generator=g)
+    return {"x": x, "pos": pos, "ori": torch.nn.functional.normalize(pos, dim=-1),
+            "sensor_type": torch.zeros(b, s, dtype=torch.long),
+            "sensor_mask": torch.ones(b, s, dtype=torch.bool)}
+
+
+def test_a_few_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    m = MaskedSignalModel(TINY).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    batch = field_batch()
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(30):
+        out = m(*_args(batch), mask_mode="random", generator=gen)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+# --- bad input
+def test_bad_input_is_refused(model):
+    batch = make_batch()
+    with pytest.raises(ValueError, match="shorter than one patch"):
+        model(*_args(make_batch(n_times=20)))
+    with pytest.raises(ValueError, match="not a multiple of patch_samples.*crop"):
+        model(*_args(make_batch(n_times=210)))
+    with pytest.raises(ValueError, match="250 Hz.*200 Hz.*resample"):
+        model(*_args(batch), sfreq=250.0)
+    dead = dict(batch, sensor_mask=batch["sensor_mask"].clone())
+    dead["sensor_mask"][1] = False
+    with pytest.raises(ValueError, match=r"Window\(s\) \[1\].*no valid sensor"):
+        model(*_args(dead))
+    nan = dict(batch, x=batch["x"].clone())
+    nan["x"][0, 2, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or Inf.*\[0\]"):
+        model(*_args(nan))
+    nan_pad = dict(batch, x=batch["x"].clone())
+    nan_pad["x"][1, -1] = float("nan")  # NaN on a padded sensor is fine
+    assert torch.isfinite(model(*_args(nan_pad))["loss"])
+    with pytest.raises(ValueError, match="'pos' of shape"):
+        model(batch["x"], batch["pos"][:, :4], *_args(batch)[2:])
+    with pytest.raises(ValueError, match="'mask' of shape"):
+        model(*_args(batch), mask=torch.ones(2, 10, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="hides no valid sensor-patch"):
+        model(*_args(batch), mask=torch.zeros(2, 10, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model(batch["x"].numpy(), *_args(batch)[1:])
+    with pytest.raises(TypeError, match="ModelConfig"):
+        MaskedSignalModel({"dim": 8})
+
+
+# --- config
+def test_config_json_roundtrip_and_presets(tmp_path):
+    cfg = ModelConfig.preset("small", sfreq=250.0, patch_samples=50)
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    cfg.to_json(tmp_path / "c.json")
+    assert ModelConfig.from_json(tmp_path / "c.json") == cfg
+    assert cfg.patch_seconds == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="'name'.*tiny"):
+        ModelConfig.preset("huge")
+    with pytest.raises(ValueError, match="Unknown ModelConfig field.*newer megfm"):
+        ModelConfig.from_dict({**cfg.to_dict(), "flux": 1})
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        ModelConfig(dim=30, n_heads=4)
+    with pytest.raises(ValueError, match="mask_mode"):
+        ModelConfig(mask_mode="blocks")
+
+
+# --- checkpoints
+class _NotATensor:
+    """An arbitrary Python object: weights_only loading must refuse to unpickle it."""
+
+
+def test_save_load_roundtrip(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.pt"]
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["megfm_version"] and meta["model"] == TINY.to_dict()
+    loaded = load_pretrained(path, expected_config=TINY)
+    assert not loaded.training
+    batch = make_batch()
+    a = model(*_args(batch), generator=torch.Generator().manual_seed(0))
+    b = loaded(*_args(batch), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a["pred"], b["pred"], rtol=0, atol=0)
+    assert isinstance(MaskedSignalModel.from_pretrained(path), MaskedSignalModel)
+
+
+def test_checkpoint_refusals(model, tmp_path):
+    with pytest.raises(ValueError, match="not a megfm checkpoint"):
+        load_pretrained(tmp_path / "nowhere")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_pretrained(tmp_path / "junk")
+    (tmp_path / "junk" / "config.json").write_text('{"dim": 8}')
+    with pytest.raises(ValueError, match="not a megfm checkpoint config"):
+        load_pretrained(tmp_path / "junk")
+
+    path = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"does not match the expected config.*dim"):
+        load_pretrained(path, expected_config=ModelConfig.preset("small"))
+    with pytest.raises(ValueError, match="sfreq: checkpoint 200.0 vs expected 250.0"):
+        load_pretrained(path, expected_config=TINY.replace(sfreq=250.0))
+
+    meta = json.loads((path / "config.json").read_text())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "weights.pt").write_bytes((path / "weights.pt").read_bytes())
+    (bad / "config.json").write_text(json.dumps({**meta, "model": {**meta["model"], "dim": 64}}))
+    with pytest.raises(ValueError, match="do not fit the config"):
+        load_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ValueError, match="format version 99.*Upgrade megfm"):
+        load_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**meta, "megfm_version": "7.0.0"}))
+    with pytest.raises(ValueError, match="incompatible"):
+        load_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps(meta))
+    (bad / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="Cannot read the weights"):
+        load_pretrained(bad)
+    (bad / "weights.pt").unlink()
+    with pytest.raises(ValueError, match="weights.pt is missing"):
+        load_pretrained(bad)
+    # a pickled object (not a plain state dict) is refused by weights_only loading
+    torch.save({"x": _NotATensor()}, bad / "weights.pt")
+    with pytest.raises(ValueError, match="Cannot read the weights"):
+        load_pretrained(bad)

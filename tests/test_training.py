@@ -1,0 +1,151 @@
+"""Pretraining: loss drops, exact resume, NaN guard, refusals, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import training_helpers as helpers
+
+pl = pytest.importorskip("lightning.pytorch")
+
+from megfm.training import PretrainModule, load_metrics, pretrain  # noqa: E402
+from megfm.training.module import cosine_with_warmup  # noqa: E402
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, windows):
+        self.windows = windows
+
+    def __len__(self):
+        return self.windows.n_windows
+
+    def __getitem__(self, i):
+        return {k: v[0] for k, v in helpers.windows_batch(self.windows, [i]).items()}
+
+
+class _DataModule(pl.LightningDataModule):
+    """Deterministic (unshuffled) data module over in-memory windows."""
+
+    def __init__(self, windows, batch_size=4):
+        super().__init__()
+        self.windows, self.batch_size = windows, batch_size
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_Batches(self.windows[:16]), batch_size=self.batch_size)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(_Batches(self.windows[16:]), batch_size=self.batch_size)
+
+
+@pytest.fixture
+def datamodule():
+    return _DataModule(helpers.tiny_windows(n_windows=24))
+
+
+def _run(out, dm, **kw):
+    kw.setdefault("max_steps", 8)
+    return pretrain(None if "store" not in kw else kw.pop("store"), out, datamodule=dm,
+                    progress=False, lr=3e-3, warmup_steps=1, log_every_n_steps=1, **kw)
+
+
+def test_schedule_warmup_then_cosine():
+    f = [cosine_with_warmup(s, warmup_steps=4, max_steps=20, min_lr_ratio=0.1) for s in range(25)]
+    assert f[0] == pytest.approx(0.25) and f[3] == pytest.approx(1.0)
+    assert np.all(np.diff(f[3:21]) <= 1e-12)  # decreasing after warm-up
+    assert f[20] == pytest.approx(0.1) and f[24] == pytest.approx(0.1)
+
+
+def test_pretrain_runs_loss_drops_and_exports(tmp_path, datamodule):
+    model_dir = _run(tmp_path / "run", datamodule, max_steps=40, checkpoint_every=10)
+    assert (model_dir / "config.json").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    metrics = load_metrics(tmp_path / "run")
+    loss = metrics["train/loss_step"][np.isfinite(metrics["train/loss_step"])]
+    assert len(loss) == 40
+    assert loss[-5:].mean() < 0.8 * loss[:5].mean()
+    # the exported model loads and gives the trained weights
+    from megfm.models import load_pretrained
+
+    model = load_pretrained(model_dir)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, ckpt["state_dict"][f"model.{name}"]), name
+
+
+class _Kill(pl.Callback):
+    """Simulate a crash in the middle of step ``at`` (after the checkpoint of step ``at``)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.at + 1:
+            raise RuntimeError("killed")
+
+
+def test_resume_continues_the_curve_exactly(tmp_path, datamodule):
+    _run(tmp_path / "full", datamodule, max_steps=8, checkpoint_every=2)
+    full = load_metrics(tmp_path / "full")
+    # an interrupted run: dies during step 6, its last checkpoint is from step 4 ...
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path / "cut", datamodule, max_steps=8, checkpoint_every=4, callbacks=[_Kill(5)])
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    with pytest.raises(ValueError, match="already holds a pretraining run"):
+        _run(tmp_path / "cut", datamodule, max_steps=8)
+    assert (tmp_path / "cut" / "checkpoints" / "last.ckpt").is_file()  # untouched
+    # ... then resumed up to step 8
+    _run(tmp_path / "cut", datamodule, max_steps=8, checkpoint_every=4, resume=True)
+    cut = load_metrics(tmp_path / "cut")
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 8
+    key = "train/loss_step"
+    a, b = full[key][np.isfinite(full[key])], cut[key][np.isfinite(cut[key])]
+    assert len(a) == len(b) == 8
+    np.testing.assert_array_equal(cut["step"][np.isfinite(cut[key])], np.arange(8))
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_refusals(tmp_path, datamodule):
+    with pytest.raises(FileNotFoundError, match="Cannot resume"):
+        _run(tmp_path / "none", datamodule, resume=True)
+    with pytest.raises(FileNotFoundError, match="not a megfm store"):
+        pretrain(tmp_path, tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="'max_steps'"):
+        _run(tmp_path / "y", datamodule, max_steps=0)
+    with pytest.raises(ValueError, match="'model'"):
+        _run(tmp_path / "z", datamodule, model="huge")
+    with pytest.raises(ValueError, match="not both"):
+        _run(tmp_path / "w", datamodule, resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="'mask_ratio'"):
+        PretrainModule("tiny", mask_ratio=1.5)
+
+
+def test_overwrite_replaces_run(tmp_path, datamodule):
+    _run(tmp_path / "run", datamodule, max_steps=2)
+    _run(tmp_path / "run", datamodule, max_steps=3, overwrite=True)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert len(list((tmp_path / "run" / "logs").glob("version_*"))) == 1
+
+
+def test_nan_loss_names_step_and_windows(tmp_path):
+    windows = helpers.tiny_windows(n_windows=24)
+    windows.data[5, 2, 10] = np.nan  # window 5 is in the second batch (step 1)
+    dm = _DataModule(windows)
+    with pytest.raises(FloatingPointError, match=r"global step 1 .*window indices \[4, 5, 6, 7\]"):
+        _run(tmp_path / "nan", dm, max_steps=4)
+
+
+def test_masks_are_seeded(datamodule):
+    batch = helpers.windows_batch(helpers.tiny_windows(n_windows=4))
+    m1 = PretrainModule("tiny", seed=3)
+    m2 = PretrainModule("tiny", seed=3)
+    m2.load_state_dict(m1.state_dict())
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    o1, o2 = m1(batch, generator=g1), m2(batch, generator=g2)
+    assert torch.equal(o1["mask"], o2["mask"])
+    assert o1["loss"].item() == pytest.approx(o2["loss"].item())
+    assert m1._step_seed("train", 0) != PretrainModule("tiny", seed=4)._step_seed("train", 0)

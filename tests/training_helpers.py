@@ -1,0 +1,62 @@
+"""Helpers of the training, embedding, fine-tuning and reconstruction tests: tiny seeded
+windows, batch dicts and stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def tiny_windows(n_windows: int = 24, n_sensors: int = 6, n_times: int = 160, *,
+                 sfreq: float = 200.0, n_subjects: int = 6, states=("rest", "auditory"),
+                 seed: int = 0):
+    """Seeded Windows: alpha-like sinusoids + noise on a small sensor layout (fT)."""
+    from megfm.data import SensorGeometry, Windows
+
+    rng = np.random.default_rng(seed)
+    theta = np.linspace(0, 2 * np.pi, n_sensors, endpoint=False)
+    pos = np.c_[0.1 * np.cos(theta), 0.1 * np.sin(theta), np.full(n_sensors, 0.05)]
+    ori = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    geom = SensorGeometry(names=[f"MEG{i:03d}" for i in range(n_sensors)], positions=pos,
+                          orientations=ori, types=np.zeros(n_sensors, int))
+    t = np.arange(n_times) / sfreq
+    phase = rng.uniform(0, 2 * np.pi, (n_windows, 1, 1))
+    gain = np.cos(theta)[None, :, None] + 1.5
+    data = 100 * gain * np.sin(2 * np.pi * 10 * t + phase) + 10 * rng.standard_normal(
+        (n_windows, n_sensors, n_times))
+    subjects = np.array([f"{i % n_subjects:02d}" for i in range(n_windows)])
+    labels = np.array(["HC" if int(s) % 2 == 0 else "migraine" for s in subjects])
+    state = np.array([states[(i // n_subjects) % len(states)] for i in range(n_windows)])
+    return Windows(data=data.astype(np.float32), sfreq=sfreq, geometries=[geom],
+                   metadata={"subject": subjects, "label": labels, "state": state})
+
+
+def windows_batch(windows, idx=None) -> dict:
+    """Batch dict (docs/design.md) of some windows of a single-recording Windows."""
+    idx = np.arange(windows.n_windows) if idx is None else np.asarray(idx)
+    g = windows.geometry
+    b = len(idx)
+    return {
+        "x": torch.from_numpy(windows.data[idx]),
+        "pos": torch.from_numpy(np.broadcast_to(g.positions, (b, *g.positions.shape)).copy()),
+        "ori": torch.from_numpy(np.broadcast_to(g.orientations, (b, *g.positions.shape)).copy()),
+        "sensor_type": torch.from_numpy(np.broadcast_to(g.types, (b, g.n_sensors)).copy()),
+        "sensor_mask": torch.from_numpy(np.broadcast_to(~g.bads, (b, g.n_sensors)).copy()),
+        "index": torch.as_tensor(idx, dtype=torch.int64),
+    }
+
+
+def tiny_model(seed: int = 0, **changes):
+    """An untrained tiny MaskedSignalModel for 200 Hz windows, seeded."""
+    from megfm.models import MaskedSignalModel, ModelConfig
+
+    torch.manual_seed(seed)
+    return MaskedSignalModel(ModelConfig.preset("tiny", **changes))
+
+
+def tiny_store(path, windows=None, **kwargs):
+    """Write tiny windows to a store at ``path`` and return the path."""
+    from megfm.data.store import write_store
+
+    write_store(tiny_windows(**kwargs) if windows is None else windows, path)
+    return path
