@@ -198,11 +198,18 @@ def main() -> int:
     parser.add_argument("--figures", default=None, help="folder for the topomap PNGs")
     parser.add_argument("--out", default="benchmarks/results/explain.json",
                         help="JSON results file")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="pretraining steps (default 30 quick, 300 full)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds of the attribution part; 0 skips it (default 2 quick, 5 full)")
     args = parser.parse_args()
+    steps, seeds = args.steps, args.seeds
     args.subjects = 4 if args.quick else 8
     args.duration = 24.0 if args.quick else 40.0
     args.steps = 30 if args.quick else 300
     args.seeds = 2 if args.quick else 5
+    args.steps = args.steps if steps is None else steps
+    args.seeds = args.seeds if seeds is None else seeds
     args.ig_windows = 4 if args.quick else 20
     args.ig_steps = 4 if args.quick else 16
     torch.set_num_threads(min(4, os.cpu_count() or 1))
@@ -232,7 +239,8 @@ def main() -> int:
                   f"{r['top']} | {r['top_score']:.2f} | {r['top_over_median']:.2f} | "
                   f"{r['cv_accuracy']:.2f} |")
         hits = sum(r["rank"] <= 3 for r in b if r["effect_scale"] == 1.0)
-        print(f"planted region in the top 3: {hits} of {args.seeds} seeds (effect scale 1)")
+        if b:
+            print(f"planted region in the top 3: {hits} of {args.seeds} seeds (effect scale 1)")
         if b:
             print("\nRegion table, seed 0, effect scale 1:")
             print(format_region_table(b[0]["table"], top=5))
