@@ -58,17 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     feats, meta = megfm.embed(model, store, pooling="mean", progress=False)
 
     # Fine-tuning methods: called once per fold with global window indices of the store.
-    steps = 10 if args.quick else 200
-    common = {"task": "migraine-vs-HC", "max_steps": steps, "batch_size": 16, "seed": 0,
+    steps = 5 if args.quick else 200
+    common = {"task": "migraine-vs-HC", "max_steps": steps,
+              "batch_size": 8 if args.quick else 32, "seed": 0,
               "accelerator": "cpu" if args.quick else "auto"}
     extra = {
         "finetune": make_finetune_method(data["model"], store, layer_decay=0.75, **common),
         "linear_probe": make_finetune_method(data["model"], store, linear_probe=True,
                                              lr=1e-2, **common),
     }
-    n_subjects = len(np.unique(meta["subject"]))
+    n_subjects = len(np.unique(meta["subject"]))  # half HC, half migraine
     study = run_study({"megfm": feats}, meta, task="migraine-vs-HC", classifiers=("logreg",),
-                      n_splits=3 if n_subjects < 10 else 5, extra_methods=extra,
+                      n_splits=2 if args.quick else min(5, n_subjects // 2), extra_methods=extra,
                       reference="finetune", n_permutations=100 if args.quick else 1000,
                       n_bootstrap=100 if args.quick else 1000, seed=0,
                       out=out / "finetune_study", progress=False)
