@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     # one window of each state: the magnetometer with the largest variance, in fT
     times = np.arange(windows.n_times) / windows.sfreq
     fig, axes = plt.subplots(len(states), 1, figsize=(6, 1.8 * len(states)), sharex=True)
-    for ax, state in zip(np.atleast_1d(axes), states):
+    for ax, state in zip(np.atleast_1d(axes), states, strict=True):
         i = int(np.flatnonzero(meta["state"] == state)[0])
         x = windows.data[i]
         ch = int(np.argmax(x.var(axis=1)))

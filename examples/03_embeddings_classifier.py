@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import (StratifiedGroupKFold, StratifiedKFold,
-                                         cross_val_predict, cross_val_score)
+    from sklearn.model_selection import (
+        StratifiedGroupKFold,
+        StratifiedKFold,
+        cross_val_predict,
+        cross_val_score,
+    )
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -55,9 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.preprocessing import StandardScaler
 
     import megfm
-    from megfm.explain import (EncoderClassifier, LinearHead, attention_maps, attribute,
-                               format_region_table, plot_sensor_map, plot_state_topomaps,
-                               rank_regions)
+    from megfm.explain import (
+        EncoderClassifier,
+        LinearHead,
+        attention_maps,
+        attribute,
+        format_region_table,
+        plot_sensor_map,
+        plot_state_topomaps,
+        rank_regions,
+    )
     from megfm.simulate import sensor_array
 
     data = get_quick_data(out, quick=args.quick)

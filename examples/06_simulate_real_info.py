@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     # participants.tsv records each subject's planted parameters, alpha peak included
     with open(sim["participants"], encoding="utf-8") as fid:
         header, first = (line.rstrip("\n").split("\t") for line in list(fid)[:2])
-    row = dict(zip(header, first))
+    row = dict(zip(header, first, strict=True))
     if "alpha_peak_hz" in row:
         print(f"  planted alpha peak of {row['participant_id']}: "
               f"{float(row['alpha_peak_hz']):.2f} Hz")
