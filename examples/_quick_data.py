@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def get_quick_data(out, *, quick: bool = True, pretrain_model: bool = True,
 
     cohort = out / "cohort"
     if not record.get("cohort_done"):
+        if cohort.exists():  # left over from other sizes or an interrupted run
+            shutil.rmtree(cohort)
         simulate_cohort(cohort, n_subjects=sizes["n_subjects"], groups=("HC", "migraine"),
                         states=sizes["states"], array=sizes["array"],
                         duration=sizes["duration"], sfreq=sizes["sfreq"],
@@ -80,9 +83,7 @@ def get_quick_data(out, *, quick: bool = True, pretrain_model: bool = True,
 
     store = out / "store"
     if not record.get("store_done"):
-        if store.exists():  # a half-written store from an interrupted run
-            import shutil
-
+        if store.exists():  # from other sizes or an interrupted run
             shutil.rmtree(store)
         megfm.prepare([cohort], store, window_seconds=sizes["window_seconds"],
                       progress=progress, verbose=False)
