@@ -24,6 +24,9 @@ def _run(name: str, out: Path, *extra: str, env: dict | None = None) -> str:
     """Run ``examples/<name>`` with ``--quick --out out``; return its stdout."""
     env = dict(os.environ if env is None else env)
     env["MPLBACKEND"] = "Agg"
+    # One BLAS/torch thread: on a few shared CPU cores, more threads oversubscribe them and
+    # the tiny models run ~4x slower (measured on the 2-core CI machine).
+    env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in
                                                        [env.get("PYTHONPATH")] if p])
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out),
