@@ -496,7 +496,7 @@ def print_table(result: dict[str, Any]) -> None:
         params = f"{r['params'] / 1e6:.2f}M" if r["params"] else "-"
         print(f"{r['input']:<12} {r['n_sensors']:>4} {r['model']:<24} {params:>8} "
               f"{_fmt(r['windows_per_s']):>7} {_fmt(r['ratio_to_megfm_small']):>7} "
-              f"{_fmt(r['cpu_s_per_window']):>7} {_fmt(r['cpu_ratio_to_megfm_small']):>7} "
+              f"{_fmt(r['cpu_s_per_window'], 3):>7} {_fmt(r['cpu_ratio_to_megfm_small']):>7} "
               f"{_fmt(r['peak_mem_mb'], 0):>7}  {r['note']}")
     t = result["target"]
     if t["passed"] is None:
