@@ -75,6 +75,17 @@ def test_planted_effect_detected_against_null_baseline(tmp_path):
     assert scores[0].startswith("subject,label,tested,megfm/logreg") and len(scores) == 41
 
 
+def test_label_permutation_test_against_chance(tmp_path):
+    meta, rng = _cohort({"HC": 15, "migraine": 15}, windows_per_subject=2, seed=2)
+    feats = {"megfm": _planted(meta, rng, d=6), "noise": rng.normal(size=(60, 6))}
+    res = run_study(feats, meta, classifiers=("logreg",), n_splits=3, n_chance_permutations=19,
+                    out=tmp_path, **FAST)
+    assert res.chance["megfm/logreg"] == pytest.approx(1 / 20)  # no permutation reaches it
+    assert res.chance["noise/logreg"] > 0.2
+    assert json.loads((tmp_path / "report.json").read_text())["chance"] == res.chance
+    assert "p vs chance" in (tmp_path / "report.md").read_text()
+
+
 def test_splits_never_leak_into_extra_methods():
     meta, rng = _cohort({"HC": 10, "migraine": 15, "PPTH": 5}, windows_per_subject=3)
     calls = []
@@ -234,11 +245,15 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
     import sys
     import types
 
-    calls = []
+    calls, seen = [], []
+
+    def method(tr, te):
+        seen.append((np.asarray(tr), np.asarray(te)))
+        return (meta["label"][te] == "migraine").astype(float)  # perfect, if indices are right
 
     def make_finetune_method(checkpoint, store_path, **kw):
         calls.append(kw)
-        return lambda tr, te: np.full(len(te), 0.5)
+        return method
 
     fake = types.ModuleType("megfm.evaluate.finetune")
     fake.make_finetune_method = make_finetune_method
@@ -247,6 +262,19 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
                  "--linear-probe", "--finetune-steps", "7"]) == 0
     assert "| finetune |" in capsys.readouterr().out
     assert calls[0]["max_steps"] == 7 and calls[1]["linear_probe"] is True
+    # `megfm embed` layout: "meta_" columns and the store index of each row (here reversed);
+    # extra methods get store indices, baselines are computed on the same rows
+    order = np.arange(n)[::-1]
+    np.savez(npz, features=_planted(meta, rng, d=4, size=3)[order], store=str(store),
+             meta_index=order, **{f"meta_{k}": v[order] for k, v in meta.items()})
+    seen.clear()
+    assert main(["evaluate", *args, "--finetune", str(tmp_path)]) == 0
+    assert "| spectral/logreg |" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["methods"]["finetune"]["auroc"]["value"] == 1.0
+    for tr, te in seen:
+        assert not set(meta["subject"][tr]) & set(meta["subject"][te])
+        assert sorted(np.r_[tr, te].tolist()) == list(range(n))
     assert main(["evaluate", *args, "--linear-probe"]) == 1
     assert "--linear-probe needs --finetune" in capsys.readouterr().err
 
@@ -259,3 +287,15 @@ def test_cli_evaluate_with_baselines(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", *args]) == 1
     assert "do not match" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope.npz"), "--out", str(tmp_path)]) == 1
+
+
+def test_evaluate_namespace_is_lazy_and_complete():
+    import megfm.evaluate as ev
+
+    for name in ("run_study", "StudyResult", "raw_features", "spectral_features", "RawPCA",
+                 "subject_folds", "check_no_leak", "bootstrap_metrics",
+                 "paired_permutation_test"):
+        assert callable(getattr(ev, name))
+    assert {"finetune", "make_finetune_method", "evaluate_reconstruction"} <= set(dir(ev))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = ev.nope

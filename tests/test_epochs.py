@@ -122,6 +122,19 @@ def test_named_annotations_and_multiple_ids():
     np.testing.assert_allclose(w.metadata["onset"], [1.0, 2.0, 3.0, 4.0])
 
 
+def test_duplicate_annotations_counted_once():
+    # BIDS: events.tsv gives "tone" annotations, preprocess adds "1" for the same stim events
+    events = _blocked_events(code=1)
+    raw = _raw(seconds=30.0, events=events)
+    onsets = [s / SFREQ for s, _ in events]
+    raw.set_annotations(mne.Annotations(onsets, [0] * len(onsets), ["tone"] * len(onsets)))
+    prep = preprocess(raw, PreprocessConfig(line_freq=None, sfreq=200.0, h_freq=40.0))
+    assert list(prep.annotations.description).count("1") == 15
+    w = make_windows(prep, state="auditory", window_seconds=0.5, tmin=-0.1)
+    assert len(w) == 15
+    assert w.metadata["block"].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+
+
 def test_event_windows_outside_recording_or_over_bad_dropped():
     raw = _raw(seconds=10.0, events=[(5, 1), (300, 1), (500, 1), (990, 1)])
     raw.set_annotations(mne.Annotations([5.0], [0.2], ["BAD_amplitude"]))

@@ -56,7 +56,7 @@ def test_cli_writes_pngs_and_json(cohort, capsys):
     out = root / "figs"
     assert find_ground_truth(root / "store") == root / "cohort" / "ground_truth.json"
     code = main(["explain", str(root / "ckpt"), str(root / "store"), "--out", str(out),
-                 "--batch-size", "8"])
+                 "--batch-size", "8", "--no-rollout"])
     assert code == 0
     result = json.loads((out / "explain.json").read_text())
     assert set(result["groups"]) == {"auditory", "somatosensory"}
@@ -65,13 +65,13 @@ def test_cli_writes_pngs_and_json(cohort, capsys):
     for state, entry in result["groups"].items():
         assert len(entry["weights"]) == len(names)
         assert sum(w for w in entry["weights"] if w is not None) == pytest.approx(1.0)
-        assert set(entry["alignment"]) == {"spatial", "rollout"}
+        assert set(entry["alignment"]) == {"spatial"} and "rollout" not in entry
         assert entry["n_expected_sensors"] == len(truth["expected_sensors"][state])
         assert {r["region"] for r in entry["regions"]} == set(truth["regions"])
         assert [r["rank"] for r in entry["regions"]][:3] == [1, 2, 3]
-    for name in ("attention_auditory.png", "attention_somatosensory.png",
-                 "rollout_auditory.png"):
+    for name in ("attention_auditory.png", "attention_somatosensory.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "rollout_auditory.png").exists()
     assert "alignment spatial=" in capsys.readouterr().out
 
 

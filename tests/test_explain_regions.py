@@ -53,7 +53,7 @@ def planted_map(geometry: SensorGeometry, position, seed: int = 0) -> np.ndarray
 @pytest.mark.parametrize("planted", ["auditory_left", "postcentral_left", "occipital"])
 def test_planted_source_ranks_first(geometry, planted):
     sensor_map = planted_map(geometry, REGIONS[planted]["position"])
-    table = rank_regions(sensor_map, geometry, REGIONS, radius=0.025)
+    table = rank_regions(sensor_map, geometry, REGIONS)
     assert [r["rank"] for r in table] == [1, 2, 3, 4, 5]
     assert table[0]["region"] == planted
     assert table[0]["score"] > 1.5  # well above a uniform map
@@ -90,7 +90,7 @@ def test_label_regions_on_a_surface_source_space():
     table = region_scores(sm, labels)
     assert [r["region"] for r in table] == ["superiortemporal-lh", "precuneus-lh",
                                             "postcentral-rh"]
-    assert table[0]["score"] == pytest.approx(0.8 / (2 / 6))
+    assert table[0]["score"] == pytest.approx(0.8 / (2 / 6))  # no baseline: point share
     assert table[2]["power"] == pytest.approx(0.1)
 
 
@@ -110,3 +110,16 @@ def test_errors(geometry):
         project_to_sources(np.zeros(n), geometry)
     with pytest.raises(FileNotFoundError, match="ground-truth"):
         rank_regions(np.ones(n), geometry, "/nonexistent/ground_truth.json")
+
+
+def test_uniform_map_scores_one_everywhere(geometry):
+    table = rank_regions(np.ones(geometry.n_sensors), geometry, REGIONS)
+    np.testing.assert_allclose([r["score"] for r in table], 1.0, rtol=1e-6)
+
+
+def test_point_reference_and_bad_reference(geometry):
+    sensor_map = planted_map(geometry, REGIONS["frontal"]["position"])
+    table = rank_regions(sensor_map, geometry, REGIONS, reference="points")
+    assert table[0]["region"] == "frontal"
+    with pytest.raises(ValueError, match="'reference'"):
+        rank_regions(sensor_map, geometry, REGIONS, reference="mean")

@@ -225,3 +225,27 @@ def test_cli_prepare(cohort, tmp_path, capsys):
                  str(tmp_path / "j"), "--json", "--no-progress", "--state", "rest"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["windows_per_state"] == {"rest": 4}
+    code = main(["prepare", str(cohort / "sub-002_task-rest_raw.fif"), "--out",
+                 str(tmp_path / "k"), "--line-freq", "60", "--no-progress"])
+    assert code == 0
+    assert store.read_store(tmp_path / "k").info["preprocess"]["line_freq"] == 60.0
+
+
+def test_simulated_bids_cohort(tmp_path):
+    """The simulator's BIDS output goes through prepare with states, labels and blocks."""
+    simulate = pytest.importorskip("megfm.simulate")
+    root = tmp_path / "cohort"
+    simulate.simulate_cohort(root, 2, states=["auditory"], duration=20.0, sfreq=200.0,
+                             block_size=4, bids=True, seed=0)
+    summary = prepare([root], tmp_path / "store", window_seconds=1.0, progress=False)
+    assert summary["recordings"] == 2 and summary["sensors"] == {306: 2}
+    meta = store.read_store(tmp_path / "store").metadata
+    assert set(meta["state"]) == {"auditory"}  # from the BIDS task entity
+    groups = read_participants(root / "participants.tsv")
+    for subject, label in zip(meta["subject"], meta["label"], strict=True):
+        assert groups[subject] == label != ""
+    aud = (meta["state"] == "auditory") & (meta["subject"] == "sub-001")
+    # each tone once (stim channel and events.tsv describe the same events)
+    assert np.all(np.diff(meta["onset"][aud]) > 0)
+    assert set(meta["event"][aud]) == {1}
+    assert meta["block"][aud].max() >= 1 and np.all(np.diff(meta["block"][aud]) >= 0)

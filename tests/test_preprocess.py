@@ -133,6 +133,16 @@ def test_stim_events_become_annotations():
     np.testing.assert_allclose(onsets, 1.0 + np.arange(8) * 1.0)
 
 
+def test_not_preloaded_raw_keeps_events(tmp_path):
+    path = tmp_path / "rec_raw.fif"
+    _raw(seconds=4.0).save(path, verbose=False)
+    raw = mne.io.read_raw_fif(path, preload=False, verbose=False)
+    out = preprocess(raw)
+    assert len(out.ch_names) == 12 and out.n_times == 800
+    assert list(out.annotations.description).count("1") == 2
+    assert not raw.preload and "EEG0" in raw.ch_names  # input untouched
+
+
 def test_config_json_roundtrip(tmp_path):
     cfg = PreprocessConfig(line_freq=60.0, h_freq=45.0, bad_amplitude={"mag": 4000.0})
     assert PreprocessConfig.from_json(cfg.to_json()) == cfg

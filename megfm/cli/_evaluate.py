@@ -47,6 +47,10 @@ def add_parser(subparsers) -> None:
                    help="equal numbers of subjects of each class in every test fold")
     p.add_argument("--permutations", type=int, default=1000,
                    help="permutations of each paired test; 0 skips them (default: %(default)s)")
+    p.add_argument("--chance-permutations", type=int, default=0,
+                   help="also test each classifier against chance by refitting it this many "
+                   "times with permuted subject labels (slow: that many times the fits; "
+                   "default: %(default)s = off)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the confidence intervals (default: %(default)s)")
     p.add_argument("--raw-sfreq", type=float, default=50.0,
@@ -75,7 +79,11 @@ def _load_features(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], str |
             raise ValueError(f"{path} has no array 'features' (found {sorted(npz.files)}); "
                              "write it with `megfm embed`.")
         features = np.asarray(npz["features"])
-        meta = {k: np.asarray(npz[k]) for k in npz.files if k in METADATA_COLUMNS or k == "index"}
+        meta = {}
+        for key in npz.files:  # metadata columns, plain or prefixed "meta_" (megfm embed)
+            name = key[5:] if key.startswith("meta_") else key
+            if name in METADATA_COLUMNS or name == "index":
+                meta[name] = np.asarray(npz[key])
         store = str(npz["store"]) if "store" in npz else None
     return features, meta, store
 
@@ -110,9 +118,6 @@ def _finetune_methods(args: argparse.Namespace, store_path: Path | None) -> dict
     if store_path is None or not store_path.exists():
         raise FileNotFoundError(f"--finetune needs the store of the windows; {store_path} was "
                                 "not found. Pass --store STORE.")
-    if "index" in np.load(args.features, allow_pickle=False).files:
-        raise ValueError("--finetune needs features of every window of the store (the "
-                         "features file holds a subset, column 'index').")
     from ..evaluate.finetune import make_finetune_method
 
     common = {"task": args.task, "max_steps": args.finetune_steps, "seed": args.seed,
@@ -122,6 +127,13 @@ def _finetune_methods(args: argparse.Namespace, store_path: Path | None) -> dict
         methods["linear_probe"] = make_finetune_method(args.finetune, store_path,
                                                        linear_probe=True, **common)
     return methods
+
+
+def _on_store_index(method, index: np.ndarray):
+    def wrapped(train_rows, test_rows):
+        return method(index[np.asarray(train_rows)], index[np.asarray(test_rows)])
+
+    return wrapped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,14 +159,23 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"Baselines {names} need the store of the windows; "
                                     f"{store_path} was not found. Pass --store STORE.")
     feats = {"megfm": features}
+    if names and choice == "auto" and "subject" in meta and "state" not in meta:
+        logger.warning("The features are per subject (no 'state' column, e.g. pooling "
+                       "'state_concat'): running without baselines; embed with window "
+                       "pooling to compare with them.")
+        names = []
     if names:
         feats.update(_baseline_features(names, store_path, meta, len(features), args.raw_sfreq))
     classifiers = [c.strip() for c in args.classifiers.split(",") if c.strip()]
     extra = _finetune_methods(args, store_path)
-    meta.pop("index", None)
+    index = meta.pop("index", None)
+    if index is not None:  # rows of the features file -> window indices of the store
+        index = np.asarray(index, dtype=np.int64)
+        extra = {k: _on_store_index(fn, index) for k, fn in extra.items()}
     result = run_study(feats, meta, task=args.task, classifiers=classifiers, level=args.level,
                        n_splits=args.folds, n_repeats=args.repeats,
                        balanced_test=args.balanced_test, n_permutations=args.permutations,
+                       n_chance_permutations=args.chance_permutations,
                        n_bootstrap=args.bootstrap, seed=args.seed, out=args.out,
                        extra_methods=extra or None,
                        progress=not args.no_progress)

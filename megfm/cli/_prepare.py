@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 
@@ -31,6 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None, metavar="PREP_JSON",
                         help="JSON file of PreprocessConfig parameters (default: built-in "
                         "defaults: 50 Hz notch, 0.5-80 Hz band-pass, 200 Hz)")
+    parser.add_argument("--line-freq", type=float, default=None, metavar="HZ",
+                        help="power-line frequency to notch (50 or 60 Hz); overrides --config")
     parser.add_argument("--participants", default=None, metavar="TSV",
                         help="participants.tsv with participant_id and group columns "
                         "(default: found in or above each recording's folder)")
@@ -77,9 +80,14 @@ def format_summary(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``megfm prepare`` and print its summary."""
     from ..data.prepare import prepare
+    from ..data.preprocess import PreprocessConfig
 
+    config = args.config
+    if args.line_freq is not None:
+        base = PreprocessConfig.from_json(config) if config else PreprocessConfig()
+        config = dataclasses.replace(base, line_freq=args.line_freq)
     summary = prepare(args.inputs, args.out, state=args.state, window_seconds=args.window,
-                      overlap=args.overlap, config=args.config, participants=args.participants,
+                      overlap=args.overlap, config=config, participants=args.participants,
                       dtype=args.dtype, compression=args.compression,
                       skip_errors=args.skip_errors, progress=not args.no_progress)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))

@@ -120,6 +120,10 @@ def _find_events(raw: mne.io.BaseRaw, event_id: dict[str, int],
             f"{present or 'none'}. Pass event_id= with one of them (names or codes), or "
             "state='rest' for fixed-length windows."
         )
+    # the same event may be listed twice (a stim channel turned into annotations by
+    # preprocess, plus the events.tsv annotations of a BIDS dataset): keep one
+    events = np.unique(events[:, [0, 2]], axis=0)
+    events = np.c_[events[:, 0], np.zeros(len(events), np.int64), events[:, 1]]
     return events[np.argsort(events[:, 0], kind="stable")]
 
 

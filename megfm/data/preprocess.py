@@ -330,7 +330,9 @@ def preprocess(raw: mne.io.BaseRaw, config: PreprocessConfig | None = None, *,
             "models MEG sensors only."
         )
     if not raw.preload:
-        raw = raw.copy().pick(picks) if copy else raw.pick(picks)
+        # load only the MEG sensors, and the stim channels for the events
+        keep = np.union1d(picks, mne.pick_types(raw.info, meg=False, stim=True, exclude=[]))
+        raw = raw.copy().pick(keep) if copy else raw.pick(keep)
         raw.load_data(verbose=mne_verbose)
         copy = False
     if copy:

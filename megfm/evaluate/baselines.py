@@ -125,6 +125,9 @@ class RawPCA(TransformerMixin, BaseEstimator):
         Number of components kept; clipped to ``min(n_samples, n_features)`` at fit time.
     whiten : bool
         Scale the components to unit variance.
+    random_state : int | None
+        Seed of the randomised SVD that large inputs use (see
+        :class:`sklearn.decomposition.PCA`, ``svd_solver="auto"``).
 
     Attributes
     ----------
@@ -136,9 +139,10 @@ class RawPCA(TransformerMixin, BaseEstimator):
         Number of input features.
     """
 
-    def __init__(self, n_components: int = 20, whiten: bool = False):
+    def __init__(self, n_components: int = 20, whiten: bool = False, random_state=0):
         self.n_components = n_components
         self.whiten = whiten
+        self.random_state = random_state
 
     def fit(self, X, y=None):
         """Learn the scaling and the principal components of ``X``."""
@@ -151,7 +155,8 @@ class RawPCA(TransformerMixin, BaseEstimator):
         scale = X.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         k = int(min(self.n_components, X.shape[0], X.shape[1]))
-        self.pca_ = PCA(n_components=k, whiten=self.whiten, svd_solver="full")
+        self.pca_ = PCA(n_components=k, whiten=self.whiten, svd_solver="auto",
+                        random_state=self.random_state)
         self.pca_.fit((X - self.mean_) / self.scale_)
         return self
 

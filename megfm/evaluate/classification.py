@@ -235,6 +235,9 @@ class StudyResult:
         The subject-level folds used by every method.
     config : dict
         The study parameters.
+    chance : dict of str to float
+        Per classifier method, the p-value of its AUROC against chance from refitting with
+        permuted subject labels (empty unless ``n_chance_permutations > 0``).
     paths : dict of str to Path
         Files written (when ``out`` was given).
     """
@@ -250,6 +253,7 @@ class StudyResult:
     comparisons: list[dict]
     folds: list[Fold]
     config: dict
+    chance: dict[str, float] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -272,6 +276,7 @@ class StudyResult:
             "config": self.config,
             "methods": self.metrics,
             "comparisons": self.comparisons,
+            "chance": self.chance,
         }
 
     def to_markdown(self) -> str:
@@ -287,9 +292,15 @@ class StudyResult:
             "| method | AUROC | balanced accuracy | sensitivity | specificity |",
             "|---|---|---|---|---|",
         ]
+        if self.chance:
+            lines[-2] = lines[-2] + " p vs chance |"
+            lines[-1] = lines[-1] + "---|"
         for name, m in self.metrics.items():
             cells = [f"{m[k]['value']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]"
                      for k in METRICS]
+            if self.chance:
+                p = self.chance.get(name)
+                cells.append("n/a" if p is None else f"{p:.4f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if self.comparisons:
             lines += ["", f"Paired permutation tests of the AUROC difference "
@@ -393,7 +404,9 @@ def _check_inputs(features, metadata) -> tuple[dict[str, np.ndarray], dict[str, 
     for name, x in features.items():
         if "/" in str(name):
             raise ValueError(f"Feature set name {name!r} must not contain '/'.")
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):  # float32 stays: raw features are big
+            x = x.astype(np.float64)
         if x.ndim != 2:
             raise ValueError(f"features[{name!r}] must have shape (n_windows, n_features); got "
                              f"{x.shape}.")
@@ -430,7 +443,8 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               n_splits: int = 5, n_repeats: int = 1, balanced_test: bool = False,
               extra_methods: Mapping[str, Callable] | None = None, reference: str | None = "megfm",
               preprocessors: Mapping[str, BaseEstimator] | None = None,
-              n_permutations: int = 1000, n_bootstrap: int = 1000, ci: float = 0.95,
+              n_permutations: int = 1000, n_chance_permutations: int = 0,
+              n_bootstrap: int = 1000, ci: float = 0.95,
               seed: int = 0, out=None, progress: bool = True,
               blas_threads: int | None = 1) -> StudyResult:
     """Classify groups from window features with subject-level cross-validation.
@@ -478,6 +492,12 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         set named ``"raw"``; pass ``{}`` for none.
     n_permutations : int
         Permutations of each paired test (0 skips the tests).
+    n_chance_permutations : int
+        If > 0, test each classifier method against chance by refitting it on the same
+        folds with the subjects' labels permuted this many times (one-sided p-value of the
+        AUROC; costs that many times the fits). Unlike the bootstrap CI, this accounts for
+        how the models change with the training data, so it stays valid on small cohorts
+        with many features. Extra methods are not refitted.
     n_bootstrap : int
         Bootstrap resamples of the confidence intervals.
     ci : float
@@ -582,9 +602,16 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         a, b = metrics[ref]["auroc"]["value"], metrics[other]["auroc"]["value"]
         comparisons.append({"reference": ref, "other": other, "auroc_reference": a,
                             "auroc_other": b, "difference": a - b, "p_value": p})
+    chance = {}
+    if n_chance_permutations and int(n_chance_permutations) > 0:
+        chance = _chance_p_values(int(n_chance_permutations), seed, folds, designs, clfs,
+                                  preprocessors, sel, subj_w, y, pos_of, row_subject, level,
+                                  n_sub, n_classes, blas_threads, tested, metrics, progress,
+                                  balanced_test)
     config = {"n_splits": int(n_splits), "n_repeats": int(n_repeats),
               "balanced_test": bool(balanced_test), "seed": int(seed),
               "n_permutations": int(n_permutations), "n_bootstrap": int(n_bootstrap),
+              "n_chance_permutations": int(n_chance_permutations),
               "ci": float(ci), "classifiers": {k: repr(v) for k, v in clfs.items()},
               "feature_sets": {k: int(v.shape[1]) for k, v in feats.items()},
               "preprocessors": {k: repr(v) for k, v in preprocessors.items()},
@@ -593,7 +620,7 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               "subjects_without_features": missing}
     result = StudyResult(task=task, classes=classes, level=level, subjects=subjects, y=y,
                          tested=tested, scores=scores, metrics=metrics, comparisons=comparisons,
-                         folds=folds, config=config)
+                         folds=folds, config=config, chance=chance)
     for m in methods:
         v = metrics[m]["auroc"]
         logger.info("%s: AUROC %.3f [%.3f, %.3f]", m, v["value"], v["ci_low"], v["ci_high"])
@@ -632,6 +659,43 @@ def _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, 
             s = _check_extra_scores(ename, s, len(test_w), n_classes)
             _store(acc[ename], fold.repeat, s, row_subject[test_w], n_sub)
             bar.update()
+
+
+def _chance_p_values(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, y, pos_of,
+                     row_subject, level, n_sub, n_classes, blas_threads, tested, metrics,
+                     progress, cfg_balanced) -> dict[str, float]:
+    """Label-permutation test of each classifier method's AUROC against chance."""
+    from .stats import compute_metrics
+
+    rng = np.random.default_rng([int(seed), 1])
+    n_repeats = max(f.repeat for f in folds) + 1
+    n_splits = max(f.fold for f in folds) + 1
+    balanced = bool(cfg_balanced)
+    subjects = np.array(sorted(pos_of, key=pos_of.get))
+    names = [f"{f}/{c}" for f in designs for c in clfs]
+    exceed = dict.fromkeys(names, 0)
+    shape = (n_repeats, n_sub) if n_classes == 2 else (n_repeats, n_sub, n_classes)
+    bar = tqdm(total=n_perm * len(folds) * len(names), desc="chance permutations",
+               disable=not progress, leave=False)
+    for _ in range(n_perm):
+        y_perm = rng.permutation(y)
+        # folds stratified on the permuted labels, as the real ones are on the true labels
+        perm_folds = subject_folds(subjects, y_perm.astype(str), n_splits=n_splits,
+                                   n_repeats=n_repeats, balanced_test=balanced, seed=seed)
+        acc = {m: np.full(shape, np.nan) for m in names}
+        _fit_folds(perm_folds, designs, clfs, {}, preprocessors, acc, sel, subj_w, y_perm, pos_of,
+                   row_subject, level, n_sub, n_classes, bar, blas_threads)
+        for m in names:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                s = np.nanmean(acc[m], axis=0)
+            ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(axis=1)
+            s = s[ok]
+            pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
+            auc = compute_metrics(y_perm[ok], s, pred)["auroc"]
+            exceed[m] += int(auc >= metrics[m]["auroc"]["value"] - 1e-12)
+    bar.close()
+    return {m: (1 + exceed[m]) / (1 + n_perm) for m in names}
 
 
 def _check_extra_scores(name: str, s: np.ndarray, n_test: int, n_classes: int) -> np.ndarray:

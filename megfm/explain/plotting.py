@@ -110,7 +110,7 @@ def plot_sensor_map(values, geometry: SensorGeometry, *, sensor_type: str | None
         fig = axes.figure
     info = geometry_to_info(geom)
     im, _ = mne.viz.plot_topomap(vals, info, axes=axes, show=False, cmap=cmap,
-                                 vlim=(0.0, float(np.max(vals)) or 1.0),
+                                 vlim=(float(np.min(vals)), float(np.max(vals))),
                                  sphere=_sphere(geom.positions.astype(np.float64)),
                                  contours=4, sensors=True)
     fig.colorbar(im, ax=axes, shrink=0.7, label="weight")
