@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         n_timed = 2
     states = ("rest", "auditory", "somatosensory")
     n_rec = cfg["n_subjects"] * len(states)
+    load_start = list(os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="megfm-bench-sim-"))
     try:
         t0 = time.perf_counter()
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
                            quick=args.quick),
                rows=rows, gigabytes_written=round(size_gb, 3),
                machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                            load_avg=list(os.getloadavg())),
+                            load_avg_start=load_start, load_avg_end=list(os.getloadavg())),
                target_seconds=None if args.quick else target)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

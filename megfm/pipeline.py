@@ -29,6 +29,7 @@ class DemoConfig:
     duration: float = 40.0  # seconds per state and subject
     sim_sfreq: float = 400.0  # simulation rate; prepare resamples to 200 Hz
     states: tuple[str, ...] = ("rest", "auditory", "somatosensory")
+    block_size: int = 10  # stimuli per block (several blocks -> habituation)
     window_seconds: float = 1.0  # one window = 10 patches of 0.1 s at 200 Hz
     preset: str = "tiny"  # model size
     max_steps: int = 150  # pretraining steps
@@ -80,10 +81,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, progress: boo
     t = time.perf_counter()
 
     cohort_dir = out / "cohort"
-    half = cfg.n_subjects // 2
-    simulate_cohort(cohort_dir, n_subjects=cfg.n_subjects, groups={"HC": half, "migraine": cfg.n_subjects - half},
+    # groups are assigned in turn: half HC, half migraine
+    simulate_cohort(cohort_dir, n_subjects=cfg.n_subjects, groups=("HC", "migraine"),
                     states=list(cfg.states), array=cfg.array, duration=cfg.duration,
-                    sfreq=cfg.sim_sfreq, seed=cfg.seed, progress=progress)
+                    sfreq=cfg.sim_sfreq, block_size=cfg.block_size, seed=cfg.seed)
     t = _stage("simulate", timings, t)
 
     store = out / "store"

@@ -15,6 +15,11 @@ from megfm.data import SensorGeometry  # noqa: E402
 from megfm.embedding import Embedder, aggregate_by_subject, embed  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from helpers.one_thread()
+
+
 def _model(**changes):
     return helpers.tiny_model(0, **changes)
 

@@ -17,6 +17,11 @@ from megfm.evaluate.finetune import (  # noqa: E402
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from helpers.one_thread()
+
+
 @pytest.fixture(scope="module")
 def windows():
     """8 subjects; migraine subjects carry a strong 25 Hz rhythm."""

@@ -54,3 +54,19 @@ def test_prepare_finds_state_and_label(cohort, tmp_path):
     # subject ids may be written with or without the "sub-" prefix
     pairs = {(s if s.startswith("sub-") else f"sub-{s}", st, lab) for s, st, lab in pairs}
     assert pairs == expected
+
+
+def test_prepare_reads_bids_layout(tmp_path):
+    pytest.importorskip("megfm.data.prepare", reason="megfm.prepare is not merged yet")
+    pytest.importorskip("mne_bids")
+    root = tmp_path / "bids"
+    simulate_cohort(root, n_subjects=2, groups=["HC", "PPTH"], states=["rest", "auditory"],
+                    bids=True, **SMALL)
+    summary = megfm.prepare(root, tmp_path / "store", window_seconds=0.5, progress=False)
+    assert summary["recordings"] == 4 and summary["skipped"] == []
+    meta = megfm.read_store(tmp_path / "store").metadata
+    found = {(str(s), str(st), str(lab))
+             for s, st, lab in zip(meta["subject"], meta["state"], meta["label"], strict=True)}
+    found = {(s if s.startswith("sub-") else f"sub-{s}", st, lab) for s, st, lab in found}
+    assert found == {("sub-001", "rest", "HC"), ("sub-001", "auditory", "HC"),
+                     ("sub-002", "rest", "PPTH"), ("sub-002", "auditory", "PPTH")}

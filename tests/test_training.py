@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,11 @@ pl = pytest.importorskip("lightning.pytorch")
 
 from megfm.training import PretrainModule, load_metrics, pretrain  # noqa: E402
 from megfm.training.module import cosine_with_warmup  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from helpers.one_thread()
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -149,3 +156,36 @@ def test_masks_are_seeded(datamodule):
     assert torch.equal(o1["mask"], o2["mask"])
     assert o1["loss"].item() == pytest.approx(o2["loss"].item())
     assert m1._step_seed("train", 0) != PretrainModule("tiny", seed=4)._step_seed("train", 0)
+
+
+def test_cli_pretrain_and_embed_on_a_store(tmp_path, capsys):
+    from megfm.cli.main import main
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    out = tmp_path / "run"
+    args = ["pretrain", str(store), "--out", str(out), "--max-steps", "4", "--batch-size", "4",
+            "--accelerator", "cpu", "--no-progress", "--seed", "1"]
+    assert main(args) == 0
+    assert "Pretrained model" in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert run["model_config"]["sfreq"] == 200.0 and run["settings"]["seed"] == 1
+    # refusals go through the CLI as one clear line, exit code 1, nothing overwritten
+    mtime = (out / "checkpoints" / "last.ckpt").stat().st_mtime
+    assert main(args) == 1
+    assert "already holds a pretraining run" in capsys.readouterr().err
+    assert main(["pretrain", str(store), "--out", str(tmp_path / "new"), "--resume"]) == 1
+    assert "Cannot resume" in capsys.readouterr().err
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime == mtime
+    # resume extends the run to 6 steps from the store-backed checkpoint
+    assert main(args[:5] + ["6"] + args[6:] + ["--resume"]) == 0
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    # embed the store with the run folder as checkpoint
+    npz = tmp_path / "features.npz"
+    assert main(["embed", str(out), str(store), "--out", str(npz), "--no-progress"]) == 0
+    with np.load(npz) as f:
+        assert f["features"].shape == (24, 32) and f["features"].dtype == np.float32
+        assert f["meta_subject"].shape == (24,) and str(f["store"]) == str(store.resolve())
+        np.testing.assert_array_equal(f["meta_index"], np.arange(24))
+    assert main(["embed", str(out), str(store), "--out", str(npz)]) == 1
+    assert "exists" in capsys.readouterr().err

@@ -60,3 +60,17 @@ def tiny_store(path, windows=None, **kwargs):
 
     write_store(tiny_windows(**kwargs) if windows is None else windows, path)
     return path
+
+
+def one_thread():
+    """Generator for an autouse fixture: run a test with one torch thread, then restore.
+
+    Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two
+    contending threads make them many times slower.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -86,7 +86,7 @@ def main() -> None:
             values[rec["group"]].append(
                 float(np.log(p[:, (f >= 4) & (f <= 8)].mean(1) / p.mean(1)).mean()))
         fig, ax = plt.subplots(figsize=(4, 3.5))
-        for i, (group, vals) in enumerate(values.items()):
+        for i, vals in enumerate(values.values()):
             ax.scatter(np.full(len(vals), i), vals, color=["tab:blue", "tab:red"][i])
             ax.hlines(np.mean(vals), i - 0.2, i + 0.2, color="k")
         ax.set_xticks([0, 1], list(values))

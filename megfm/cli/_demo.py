@@ -26,6 +26,7 @@ def add_parser(subparsers) -> None:
         "duration": "seconds recorded per state and subject",
         "sim_sfreq": "sampling rate of the simulation in Hz (prepare resamples to 200 Hz)",
         "window_seconds": "window length in seconds",
+        "block_size": "stimuli per block in the task states",
         "preset": "model preset (tiny, small, base)",
         "max_steps": "pretraining steps",
         "batch_size": "pretraining batch size",

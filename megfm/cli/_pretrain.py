@@ -44,6 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="data-loading worker processes per device (default 0)")
     p.add_argument("--states", type=_states, default=None,
                    help="comma-separated states to train on, e.g. rest,auditory (default all)")
+    p.add_argument("--subjects", type=_states, default=None,
+                   help="comma-separated subjects to pretrain on (default all), e.g. to hold "
+                   "others out for evaluation")
     p.add_argument("--balance-states", action="store_true",
                    help="sample the states equally often")
     p.add_argument("--val-fraction", type=float, default=0.2,
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, mask_mode=args.mask_mode,
         mask_ratio=args.mask_ratio, devices=devices, accelerator=args.accelerator,
         strategy=args.strategy, precision=args.precision, accumulate=args.accumulate,
-        num_workers=args.num_workers, states=args.states, balance_states=args.balance_states,
+        num_workers=args.num_workers, states=args.states, subjects=args.subjects, balance_states=args.balance_states,
         val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
         resume=args.resume, overwrite=args.overwrite, seed=args.seed,
         progress=not args.no_progress,

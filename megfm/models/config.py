@@ -34,7 +34,7 @@ class ModelConfig:
     position_scale: float = 0.1  # metres mapped to 1 before the Fourier features (~helmet radius)
     # --- encoder -------------------------------------------------------------------------
     dim: int = 128  # width D of tokens and latents
-    n_latents: int = 8  # K learned latent queries per time patch (spatial compression)
+    n_latents: int = 16  # K learned latent queries per time patch (spatial compression)
     depth: int = 4  # temporal transformer blocks over the P * K latent tokens
     n_heads: int = 4  # attention heads (encoder cross- and self-attention)
     mlp_ratio: float = 4.0  # hidden width of the MLPs, as a multiple of the block width
@@ -142,7 +142,7 @@ class ModelConfig:
 #: Named presets (fields that differ from the defaults).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=32, n_latents=4, depth=2, n_heads=2, decoder_dim=32, decoder_heads=2),
-    "small": dict(dim=128, n_latents=8, depth=4, n_heads=4, decoder_dim=64, decoder_heads=2),
+    "small": dict(dim=128, n_latents=16, depth=4, n_heads=4, decoder_dim=64, decoder_heads=2),
     "base": dict(dim=512, n_latents=16, depth=8, n_heads=8, decoder_dim=256, decoder_depth=2,
                  decoder_heads=4),
 }

@@ -173,6 +173,7 @@ def pretrain(
     gradient_clip_val: float | None = 1.0,
     num_workers: int = 0,
     states: list[str] | tuple[str, ...] | None = None,
+    subjects: list[str] | tuple[str, ...] | None = None,
     balance_states: bool = False,
     val_fraction: float = 0.2,
     checkpoint_every: int | None = None,
@@ -217,6 +218,9 @@ def pretrain(
         Data-loading worker processes per device.
     states : list of str | None
         Keep only windows of these states (``None``: all).
+    subjects : list of str | None
+        Pretrain on these subjects only (``None``: all), e.g. to hold others out for
+        :func:`megfm.evaluate.reconstruction.evaluate_reconstruction`.
     balance_states : bool
         Sample the states equally often.
     val_fraction : float
@@ -253,7 +257,7 @@ def pretrain(
 
 def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
               mask_mode, mask_ratio, devices, accelerator, strategy, precision, accumulate,
-              gradient_clip_val, num_workers, states, balance_states, val_fraction,
+              gradient_clip_val, num_workers, states, subjects, balance_states, val_fraction,
               checkpoint_every, log_every_n_steps, resume, overwrite, seed, datamodule,
               callbacks, progress) -> Path:
     import lightning.pytorch as pl
@@ -273,26 +277,6 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     if store is None and datamodule is None:
         raise ValueError("Give a store folder (or a datamodule) to pretrain on.")
     manifest = _read_manifest(store) if datamodule is None else {}
-    ckpt_path = _prepare_out(out, resume=resume, overwrite=overwrite)
-
-    if ckpt_path is not None and (out / _RUN_FILE).is_file():
-        with open(out / _RUN_FILE, encoding="utf-8") as fid:
-            config = config_from_dict(json.load(fid)["model_config"])
-        logger.info("Resuming %s with the model configuration recorded in run.json.", out)
-    else:
-        config = _adapt_config(_resolve_config(model), manifest)
-
-    pl.seed_everything(seed, workers=True, verbose=False)
-    if datamodule is None:
-        from .datamodule import MEGDataModule
-
-        dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
-                         balance_states=balance_states, val_fraction=val_fraction, seed=seed)
-        datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
-
-    module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                            max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,
-                            seed=seed)
     ckpt_dir = out / "checkpoints"
     if checkpoint_every is None:
         checkpoint_every = max(1, max_steps // 10)
@@ -316,6 +300,31 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=out,
         limit_val_batches=1.0 if val_fraction > 0 else 0,
     )
+    # Only global rank 0 checks (and, with overwrite, clears) the output folder: the other
+    # ranks of a DDP run start later (or simultaneously) and must not refuse its files.
+    if trainer.is_global_zero:
+        ckpt_path = _prepare_out(out, resume=resume, overwrite=overwrite)
+    else:
+        ckpt_path = out / "checkpoints" / "last.ckpt" if resume else None
+
+    if ckpt_path is not None and (out / _RUN_FILE).is_file():
+        with open(out / _RUN_FILE, encoding="utf-8") as fid:
+            config = config_from_dict(json.load(fid)["model_config"])
+        logger.info("Resuming %s with the model configuration recorded in run.json.", out)
+    else:
+        config = _adapt_config(_resolve_config(model), manifest)
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    if datamodule is None:
+        from .datamodule import MEGDataModule
+
+        dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
+                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed)
+        datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
+
+    module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                            max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,
+                            seed=seed)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         run = {
@@ -328,6 +337,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
                          "accumulate": accumulate, "gradient_clip_val": gradient_clip_val,
                          "num_workers": num_workers,
                          "states": None if states is None else list(states),
+                         "subjects": None if subjects is None else list(subjects),
                          "balance_states": balance_states, "val_fraction": val_fraction,
                          "seed": seed},
         }
