@@ -7,13 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.megfm-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,bids]"
+	$(BIN)/python -m pip install -q -e ".[dev,bids,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,8 +26,11 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(BIN)/megfm demo $(DEMO_OUT)
 
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -q -d site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) site .pytest_cache .ruff_cache

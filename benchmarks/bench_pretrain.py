@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sensor counts; 306 is the headline comparison")
     parser.add_argument("--seconds", type=float, default=None, help="window length (s), default 4")
     parser.add_argument("--sfreq", type=float, default=200.0, help="sampling rate (Hz)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads per run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per run (default 2; 1 with --quick, which is far less "
+                             "disturbed by other processes on a shared machine)")
     parser.add_argument("--models", nargs="+", default=["megfm", "reference"],
                         choices=("megfm", "reference"), help="models to run")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = args.batch_size or (32 if cuda else 2)
     steps = args.steps or (10 if cuda else 3)
     seconds = args.seconds or (2.0 if args.quick else 4.0)
+    args.threads = args.threads or (1 if args.quick else 2)
     out_path = args.out or RESULTS / ("pretrain_quick.json" if args.quick else "pretrain.json")
     peak = _peak_flops(args.device, args.peak_tflops)
 

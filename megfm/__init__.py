@@ -38,10 +38,16 @@ _LAZY_ATTRS: dict[str, str] = {
     # downstream
     "embed": "megfm.embedding",
     "Embedder": "megfm.embedding",
+    "run_study": "megfm.evaluate",
+    "raw_features": "megfm.evaluate",
+    "spectral_features": "megfm.evaluate",
     "finetune": "megfm.evaluate",
+    "evaluate_reconstruction": "megfm.evaluate",
+    "open_store": "megfm.data.store",
+    "attention_maps": "megfm.explain",
 }
 _SUBMODULES = ("data", "simulate", "tokenize", "masking", "models", "training",
-               "embedding", "evaluate", "explain", "cli")
+               "embedding", "evaluate", "explain", "pipeline", "cli")
 
 __all__ = ["__version__", *_LAZY_ATTRS, *_SUBMODULES]
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -144,9 +146,5 @@ def _write_report(out: Path, summary: dict) -> None:
         lines.append(f"- {name}: alignment with the expected sensors = {score:.2f}x uniform")
     lines.append("")
     lines += [f"![{Path(f).stem}]({f})" for f in summary["figures"]]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "report.md")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(out / "summary.json")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))

@@ -8,9 +8,6 @@ import mne
 import numpy as np
 import pytest
 
-pytest.importorskip("megfm.models")
-pytest.importorskip("megfm.simulate")
-
 from megfm.cli.main import main  # noqa: E402
 from megfm.data.epochs import make_windows  # noqa: E402
 from megfm.data.preprocess import PreprocessConfig, preprocess  # noqa: E402

@@ -40,11 +40,11 @@ def model():
 def test_parse_task():
     assert parse_task("migraine-vs-HC", ["HC", "migraine", "PPTH"]) == ["HC", "migraine"]
     assert parse_task("multiclass", ["b", "a", "a"]) == ["a", "b"]
-    with pytest.raises(ValueError, match="absent from the data"):
+    with pytest.raises(ValueError, match="absent from the labels"):
         parse_task("APTH-vs-HC", ["HC", "migraine"])
     with pytest.raises(ValueError, match="'task'"):
         parse_task("migraine", ["HC", "migraine"])
-    with pytest.raises(ValueError, match="at least two classes"):
+    with pytest.raises(ValueError, match="at least two groups"):
         parse_task("multiclass", ["HC"])
 
 

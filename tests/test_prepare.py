@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mne
 import numpy as np
 import pytest
 
+from megfm.data import store  # noqa: E402
 from megfm.data.epochs import make_windows
 from megfm.data.prepare import find_recordings, parse_entities, prepare, read_participants
 from megfm.data.preprocess import PreprocessConfig, preprocess
 from megfm.data.read import read_raw
-
-store = pytest.importorskip("megfm.data.store", reason="the HDF5 store is not merged yet")
 
 SFREQ = 400.0
 
@@ -87,6 +87,9 @@ def test_prepare_cohort_roundtrip(cohort, tmp_path):
     direct = make_windows(preprocess(raw), state="auditory", window_seconds=1.0)
     rows = (meta["subject"] == "sub-002") & aud
     np.testing.assert_array_equal(windows.data[rows][:, :8], direct.data)
+    # every shard remembers the recording it came from
+    sources = {Path(info["source"]).name for info in store.open_store(out).shard_infos}
+    assert sources == {p.name for p in cohort.glob("*_raw.fif")}
 
 
 def test_state_override_participants_arg_and_float16(cohort, tmp_path):

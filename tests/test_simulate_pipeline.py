@@ -42,7 +42,6 @@ def test_read_preprocess_windows(cohort):
 
 
 def test_prepare_finds_state_and_label(cohort, tmp_path):
-    pytest.importorskip("megfm.data.prepare", reason="megfm.prepare is not merged yet")
     out, result = cohort
     summary = megfm.prepare(out, tmp_path / "store", window_seconds=0.5, progress=False)
     assert summary["recordings"] == len(result["recordings"]) == 6
@@ -57,7 +56,6 @@ def test_prepare_finds_state_and_label(cohort, tmp_path):
 
 
 def test_prepare_reads_bids_layout(tmp_path):
-    pytest.importorskip("megfm.data.prepare", reason="megfm.prepare is not merged yet")
     pytest.importorskip("mne_bids")
     root = tmp_path / "bids"
     simulate_cohort(root, n_subjects=2, groups=["HC", "PPTH"], states=["rest", "auditory"],

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 import training_helpers as helpers
-
-pl = pytest.importorskip("lightning.pytorch")
 
 from megfm.training import PretrainModule, load_metrics, pretrain  # noqa: E402
 from megfm.training.module import cosine_with_warmup  # noqa: E402

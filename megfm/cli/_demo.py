@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 
 
@@ -53,6 +52,13 @@ def _run(args: argparse.Namespace) -> int:
     print("\nmegfm demo finished")
     for row in summary["timings"]:
         print(f"  {row['stage']:<10} {row['seconds']:>7.1f} s")
-    print(json.dumps(summary["study"], indent=1, default=str)[:2000])
+    study = summary["study"]
+    print(f"\n{study['task']}, {study['n_subjects']} subjects, subject-level CV: AUROC [95% CI]")
+    for method, metrics in study["methods"].items():
+        auroc = metrics["auroc"]
+        print(f"  {method:<18} {auroc['value']:.3f} [{auroc['ci_low']:.3f}, {auroc['ci_high']:.3f}]")
+    print("attention alignment with the expected sensors (x uniform):")
+    for state, score in summary["attention_alignment"].items():
+        print(f"  {state:<18} {score:.2f}")
     print(f"report: {args.out}/report.md")
     return 0

@@ -47,11 +47,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``megfm explain`` with parsed arguments; returns the exit code."""
     import json
-    import os
     from pathlib import Path
 
     import numpy as np
 
+    from .._io import atomic_write_text
     from ..data.store import read_store
     from ..explain.alignment import find_ground_truth
     from ..explain.attention import attention_maps
@@ -118,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
         result["groups"][label] = entry
     out.mkdir(parents=True, exist_ok=True)
     path = out / "explain.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(result, indent=1))
 
     print(f"explained {windows.n_windows if states is None else sum(maps.n_windows.values())} "
           f"windows in {len(maps.keys)} group(s); wrote {len(figures)} PNG(s) and {path}")

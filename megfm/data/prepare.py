@@ -292,6 +292,8 @@ def prepare(
             if windows.n_windows == 0:
                 raise ValueError("no windows left after rejection; relax 'reject' or check "
                                  "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
+            # the shard remembers its recording (e.g. to find a simulator's ground truth)
+            windows.info["source"] = str(Path(path).resolve())
             write_store(windows, out, dtype=dtype, compression=compression)
         except (ValueError, OSError) as exc:
             if not skip_errors:

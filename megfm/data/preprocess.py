@@ -31,6 +31,8 @@ from pathlib import Path
 import mne
 import numpy as np
 
+from .._io import atomic_write_text
+
 __all__ = ["SCALINGS", "PreprocessConfig", "is_scaled", "preprocess"]
 
 logger = logging.getLogger(__name__)
@@ -148,10 +150,7 @@ class PreprocessConfig:
         """Return the config as JSON, and write it to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text + "\n")
-            tmp.replace(path)
+            atomic_write_text(path, text + "\n")
         return text
 
     @classmethod

@@ -29,6 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .._io import atomic_write_text
 from .geometry import SensorGeometry
 from .windows import METADATA_COLUMNS, Windows
 
@@ -71,16 +72,7 @@ def _shard_name(k: int) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, text, fsync=True)
 
 
 def _load_manifest(path: Path) -> dict:

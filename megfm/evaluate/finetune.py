@@ -25,6 +25,7 @@ from torch import nn
 
 from ..data.windows import Windows
 from ..embedding import iter_batches, load_model, store_metadata
+from .classification import parse_task  # one definition of a task's classes
 
 __all__ = ["FinetuneModule", "FinetunedClassifier", "finetune", "layer_ids",
            "make_finetune_method", "parse_task"]
@@ -33,44 +34,6 @@ logger = logging.getLogger(__name__)
 
 _BLOCK = re.compile(r"(?:blocks|layers|layer|h)\.(\d+)\.")
 _DECODER = re.compile(r"(^|\.)(decoder|dec|decoder_\w+|mask_token)(\.|$)")
-
-
-def parse_task(task: str, labels: Sequence[str]) -> list[str]:
-    """Classes of a task, positive class last for binary tasks.
-
-    Parameters
-    ----------
-    task : str
-        ``"A-vs-B"`` (binary: B = 0, A = 1, e.g. ``"migraine-vs-HC"``) or ``"multiclass"``
-        (every label present, sorted).
-    labels : sequence of str
-        Labels present in the data.
-
-    Returns
-    -------
-    classes : list of str
-        ``classes[k]`` is the label of class ``k``.
-    """
-    present = sorted({str(lab) for lab in labels if str(lab)})
-    if task == "multiclass":
-        classes = present
-    else:
-        parts = task.split("-vs-")
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(
-                f"Invalid value for 'task': expected 'GROUP-vs-GROUP' (e.g. 'migraine-vs-HC') or "
-                f"'multiclass'; got {task!r}."
-            )
-        classes = [parts[1], parts[0]]
-        missing = [c for c in classes if c not in present]
-        if missing:
-            raise ValueError(
-                f"Task {task!r} names group(s) {missing} absent from the data; groups present: "
-                f"{present}."
-            )
-    if len(classes) < 2:
-        raise ValueError(f"Task {task!r} needs at least two classes; the data has {present}.")
-    return classes
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:

@@ -18,6 +18,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .._io import atomic_path, atomic_write_text
 from .arrays import ARRAY_KINDS, sensor_array
 from .effects import SUBJECT_SD, GroupEffects, effect_list, resolve_groups
 from .sources import REGIONS, make_subject_anatomy, region_field
@@ -144,20 +145,12 @@ def _check_states(states) -> list[str]:
     return list(dict.fromkeys(states))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_participants(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fid:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fid:
         writer = csv.DictWriter(fid, fieldnames=list(rows[0]), delimiter="\t",
                                 lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_bids(tmp_fif: str, out_dir: Path, sub: str, state: str) -> Path:
@@ -304,11 +297,11 @@ def simulate_cohort(
     participants = out_dir / "participants.tsv"
     _write_participants(participants, rows)
     if bids:
-        _atomic_write_text(out_dir / "participants.json", json.dumps(_PARTICIPANT_COLUMNS,
+        atomic_write_text(out_dir / "participants.json", json.dumps(_PARTICIPANT_COLUMNS,
                                                                      indent=2))
     truth = _ground_truth(info, array_name, sfreq, seed, effect_scale, resolved, states)
     truth_path = out_dir / "ground_truth.json"
-    _atomic_write_text(truth_path, json.dumps(truth, indent=2))
+    atomic_write_text(truth_path, json.dumps(truth, indent=2))
     logger.info("simulated %d subjects x %d states into %s", n_subjects, len(states), out_dir)
     return dict(out_dir=str(out_dir), recordings=recordings, participants=str(participants),
                 ground_truth_path=str(truth_path), ground_truth=truth)

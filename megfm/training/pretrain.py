@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import atomic_write_text
 from .._version import __version__
 
 __all__ = ["load_metrics", "pretrain"]
@@ -121,10 +122,7 @@ def _filter_kwargs(func, kwargs: dict) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fid:
-        json.dump(obj, fid, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
