@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         names = [raw.ch_names[i] for i in picks]
         power = psd.get_data(picks=names).mean(axis=0) * scale ** 2
-        ax.semilogy(freqs, power, label=f"{kind} ({unit}²/Hz), n={picks.size}")
+        ax.semilogy(freqs, power, label=f"{kind} (({unit})²/Hz), n={picks.size}")
         alpha = (freqs >= 7) & (freqs <= 13)
         peak = freqs[alpha][np.argmax(power[alpha])]
         print(f"  {kind:<5} mean PSD peak in 7-13 Hz at {peak:.1f} Hz")
