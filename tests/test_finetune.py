@@ -112,7 +112,7 @@ def test_finetune_errors(windows, model):
         finetune(model, windows, train_subjects=["00"], val_subjects=["00"])
     with pytest.raises(ValueError, match="no windows in the store"):
         finetune(model, windows, train_subjects=["99"])
-    with pytest.raises(ValueError, match="needs at least two classes|absent from the data"):
+    with pytest.raises(ValueError, match="absent from the labels"):
         finetune(model, windows, train_subjects=["00", "02"], max_steps=1)
     with pytest.raises(ValueError, match="'layer_decay'"):
         finetune(model, windows, train_subjects=["00", "01"], layer_decay=0)
