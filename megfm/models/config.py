@@ -173,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=32, n_latents=4, depth=2, n_heads=2, decoder_dim=32, decoder_heads=2,
                  **_LEARNING),
     "small": dict(dim=128, n_latents=16, depth=4, n_heads=4, decoder_dim=64, decoder_heads=2,
-                  token_dim=64, token_mlp_ratio=2.0, **_LEARNING),
+                  token_dim=32, token_mlp_ratio=2.0, **_LEARNING),
     "base": dict(dim=512, n_latents=16, depth=8, n_heads=8, decoder_dim=256, decoder_depth=2,
                  decoder_heads=4, token_dim=128, token_mlp_ratio=2.0, **_LEARNING),
 }
