@@ -16,7 +16,7 @@ init), rebuilt from the same code with the new options switched off.
 
 Usage::
 
-    python benchmarks/bench_learning.py --quick     # ~2-3 minutes on one core
+    python benchmarks/bench_learning.py --quick     # ~2 min on one core (~4 with --ablations)
     python benchmarks/bench_learning.py --steps 300
 
 Writes ``benchmarks/results/learning.json``.
