@@ -27,6 +27,7 @@ __all__ = [
     "NormStats",
     "denormalize",
     "patchify",
+    "relative_log_scale",
     "robust_normalize",
     "unpatchify",
 ]
@@ -159,6 +160,47 @@ def robust_normalize(
     else:
         x_norm = (xf - center) / scale
     return x_norm, NormStats(center, scale)
+
+
+def relative_log_scale(
+    scale: torch.Tensor,
+    sensor_type: torch.Tensor,
+    sensor_mask: torch.Tensor | None = None,
+    *,
+    clip: float = 5.0,
+) -> torch.Tensor:
+    """Log robust scale of each sensor relative to the median of its sensor type.
+
+    ``r = log(scale) - median(log(scale) over the valid sensors of the same type in the
+    window)``, so ``r > 0`` marks sensors with larger signals than is typical for their type
+    (evoked fields, alpha) whatever the unit (fT, fT/cm) of the type.
+
+    Parameters
+    ----------
+    scale : Tensor, shape (B, S, 1) or (B, S)
+        Robust scales (``NormStats.scale`` of :func:`robust_normalize`).
+    sensor_type : Tensor of int, shape (B, S)
+        Sensor type codes.
+    sensor_mask : Tensor of bool, shape (B, S) | None
+        True for valid sensors; invalid ones get 0 and are left out of the medians.
+    clip : float
+        ``r`` is clipped to ``[-clip, clip]`` (flat sensors have a tiny scale).
+
+    Returns
+    -------
+    r : Tensor, shape (B, S)
+    """
+    log_s = scale.reshape(sensor_type.shape).float().clamp_min(1e-30).log()
+    valid = (torch.ones_like(sensor_type, dtype=torch.bool) if sensor_mask is None
+             else sensor_mask.to(torch.bool))
+    types = sensor_type.long()
+    ref = torch.zeros_like(log_s)
+    for t in torch.unique(types[valid]).tolist():
+        sel = valid & (types == t)
+        med = torch.where(sel, log_s, torch.full_like(log_s, float("nan"))).nanmedian(1).values
+        ref = torch.where(types == t, torch.nan_to_num(med)[:, None], ref)
+    r = (log_s - ref).clamp(-clip, clip)
+    return torch.where(valid, r, torch.zeros_like(r))
 
 
 def denormalize(x_norm: torch.Tensor, stats: NormStats) -> torch.Tensor:

@@ -209,6 +209,82 @@ def test_fused_and_manual_attention_agree():
     assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
 
 
+def test_fused_and_manual_attention_agree_with_a_bias():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=8).eval()
+    x, ctx = torch.randn(3, 5, 16), torch.randn(3, 7, 8)
+    km = torch.rand(3, 7) > 0.4
+    km[:, 0] = True
+    bias = torch.randn(3, 4, 1, 7)
+    fused, _ = attn(x, ctx, key_mask=km, bias=bias)
+    manual, w = attn(x, ctx, key_mask=km, bias=bias, need_weights=True)
+    torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-6)
+    assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
+    # a large bias on one key sends all the attention there
+    big = torch.zeros(3, 1, 1, 7)
+    big[..., 0] = 50.0
+    _, w = attn(x, ctx, key_mask=km, bias=big, need_weights=True)
+    torch.testing.assert_close(w[..., 0], torch.ones_like(w[..., 0]))
+
+
+def test_scale_feature_lets_the_model_see_sensor_amplitudes():
+    """Robust normalisation removes each sensor's amplitude; the scale feature restores it."""
+    batch = make_batch(b=1, s=8, n_times=200, n_pad=(0,))
+    louder = {**batch, "x": batch["x"].clone()}
+    louder["x"][:, 2] *= 10.0
+    for flag in (False, True):
+        torch.manual_seed(0)
+        m = MaskedSignalModel(TINY.replace(scale_feature=flag)).eval()
+        with torch.no_grad():
+            a = m.forward_features(*_args(batch))
+            b = m.forward_features(*_args(louder))
+        if flag:
+            assert (a - b).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_scale_attention_bias_favours_large_sensors():
+    batch = make_batch(b=1, s=8, n_times=200, n_pad=(0,), types=torch.zeros(1, 8, dtype=torch.long))
+    batch["x"][:, 5] *= 20.0
+    torch.manual_seed(0)
+    m = MaskedSignalModel(TINY.replace(scale_attention_bias=10.0)).eval()
+    with torch.no_grad():
+        _, att = m.forward_features(*_args(batch), return_attention=True)
+    w = att["spatial"].mean((0, 1, 2))  # (S,)
+    assert int(w.argmax()) == 5 and w[5] > 0.9
+    assert m.scale_bias.shape == (TINY.n_heads,)
+    # without the bias the map is far from that peaked
+    m0 = MaskedSignalModel(TINY.replace(scale_attention_bias=None)).eval()
+    with torch.no_grad():
+        _, att0 = m0.forward_features(*_args(batch), return_attention=True)
+    assert att0["spatial"].mean((0, 1, 2))[5] < 0.5
+
+
+def test_token_dim_narrows_the_per_sensor_path():
+    c = ModelConfig.preset("small")
+    assert c.token_width == c.token_dim < c.dim
+    m = MaskedSignalModel(c)
+    assert m.patch_embed.out_features == c.token_dim
+    assert m.spatial.attn.kv.weight.shape == (2 * c.dim, c.token_dim)  # projected up to dim
+    assert m.decoder_geometry.in_features == c.token_dim
+    assert ModelConfig(dim=64, n_heads=4).token_width == 64  # 0 = dim
+    # no token MLP at all is allowed
+    m0 = MaskedSignalModel(TINY.replace(token_mlp_ratio=0.0))
+    assert m0.token_mlp is None
+    out = m0(*_args(make_batch()), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"])
+
+
+def test_new_options_are_validated():
+    with pytest.raises(ValueError, match="token_dim must be >= 0"):
+        ModelConfig(token_dim=-1)
+    with pytest.raises(ValueError, match="qk_init must be one of"):
+        ModelConfig(qk_init="orthogonal")
+    with pytest.raises(ValueError, match="token_mlp_ratio must be >= 0"):
+        ModelConfig(token_mlp_ratio=-1.0)
+
+
 def test_fused_and_manual_paths_agree_in_the_model():
     torch.manual_seed(0)
     m = MaskedSignalModel(TINY).eval()

@@ -9,6 +9,7 @@ from megfm.tokenize import (
     GeometryEmbedding,
     denormalize,
     patchify,
+    relative_log_scale,
     robust_normalize,
     unpatchify,
 )
@@ -122,3 +123,22 @@ def test_geometry_embedding_refuses_bad_types_and_shapes():
     types = types.clone()
     types[0, 0] = -1
     assert torch.isfinite(emb(pos, ori, types, valid)).all()
+
+
+def test_relative_log_scale_known_values():
+    # two types with different units: each sensor is compared with the median of its type
+    scale = torch.tensor([[1.0, 2.0, 4.0, 100.0, 100.0, 1e-30, 7.0]])
+    types = torch.tensor([[0, 0, 0, 1, 1, 1, 1]])
+    valid = torch.tensor([[True, True, True, True, True, True, False]])
+    r = relative_log_scale(scale[..., None], types, valid, clip=5.0)
+    assert r.shape == (1, 7)
+    log2 = torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(r[0, :3], torch.stack([-log2, 0 * log2, log2]))
+    # type 1: valid log scales (log 100, log 100, log 1e-30), median log 100
+    torch.testing.assert_close(r[0, 3:5], torch.zeros(2))
+    assert r[0, 5] == -5.0  # flat sensor clipped
+    assert r[0, 6] == 0.0  # invalid sensor: 0, and left out of the median
+    # invariant to a global change of units of one type
+    r2 = relative_log_scale((scale * torch.tensor([1, 1, 1, 1e3, 1e3, 1e3, 1.0]))[..., None],
+                            types, valid)
+    torch.testing.assert_close(r2[0, :5], r[0, :5])

@@ -14,7 +14,10 @@ from typing import Any
 from ..masking import MASK_MODES
 from ..tokenize import NORM_METHODS
 
-__all__ = ["PRESETS", "ModelConfig"]
+__all__ = ["PRESETS", "QK_INITS", "ModelConfig"]
+
+#: Initialisations of the attention projections accepted by ``ModelConfig.qk_init``.
+QK_INITS: tuple[str, ...] = ("trunc_normal", "xavier")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,21 @@ class ModelConfig:
     n_frequencies: int = 6  # octaves of Fourier features per position coordinate
     position_scale: float = 0.1  # metres mapped to 1 before the Fourier features (~helmet radius)
     # --- encoder -------------------------------------------------------------------------
-    dim: int = 128  # width D of tokens and latents
+    dim: int = 128  # width D of latents (and of sensor-patch tokens when token_dim is 0)
+    token_dim: int = 0  # width of the per-sensor-patch tokens; 0 = dim. Keys/values of the
+    #   spatial cross-attention are projected from token_dim up to dim, so the per-token cost
+    #   (the part that grows with sensors) scales with token_dim, not dim
+    token_mlp_ratio: float = 4.0  # hidden width of the per-token MLP / token_dim; 0 = no MLP
+    scale_feature: bool = False  # feed each sensor's log robust scale (relative to the median
+    #   of valid sensors of its type in the window) to the token embedding, so the model sees
+    #   which sensors carry large signals despite per-sensor normalisation
+    scale_attention_bias: float | None = None  # per-head bias beta * log relative scale on
+    #   the spatial cross-attention logits, beta learned from this initial value; None = off
+    geometry_gain: bool = False  # multiply each token (encoder) and each decoder output
+    #   feature by a gain computed from the sensor's geometry embedding: pooling over sensors
+    #   then forms learned signed spatial filters (beamformer-like) from the first steps
+    qk_init: str = "trunc_normal"  # init of attention q/k/v projections: "trunc_normal"
+    #   (std 0.02) or "xavier" (larger, so attention is not uniform at the start)
     n_latents: int = 16  # K learned latent queries per time patch (spatial compression)
     depth: int = 4  # temporal transformer blocks over the P * K latent tokens
     n_heads: int = 4  # attention heads (encoder cross- and self-attention)
@@ -58,6 +75,9 @@ class ModelConfig:
             (self.decoder_dim % self.decoder_heads == 0,
              "decoder_dim must be a multiple of decoder_heads"),
             (self.n_latents >= 1, "n_latents must be >= 1"),
+            (self.token_dim >= 0, "token_dim must be >= 0 (0 = dim)"),
+            (self.token_mlp_ratio >= 0, "token_mlp_ratio must be >= 0"),
+            (self.qk_init in QK_INITS, f"qk_init must be one of {QK_INITS}"),
             (self.depth >= 0 and self.decoder_depth >= 1,
              "depth must be >= 0 and decoder_depth >= 1"),
             (self.norm_method in NORM_METHODS, f"norm_method must be one of {NORM_METHODS}"),
@@ -72,6 +92,11 @@ class ModelConfig:
                 raise ValueError(f"Invalid ModelConfig: {message}; got {self!r}.")
 
     # ------------------------------------------------------------------------------------
+    @property
+    def token_width(self) -> int:
+        """Width of the sensor-patch tokens (``token_dim``, or ``dim`` when it is 0)."""
+        return self.token_dim or self.dim
+
     @property
     def patch_seconds(self) -> float:
         """Duration of one patch in seconds."""
@@ -140,9 +165,15 @@ class ModelConfig:
 
 
 #: Named presets (fields that differ from the defaults).
+#: options shared by every preset that make the spatial attention learn (bench_learning.py)
+_LEARNING: dict[str, Any] = dict(scale_feature=True, qk_init="xavier",
+                                 geometry_gain=True)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(dim=32, n_latents=4, depth=2, n_heads=2, decoder_dim=32, decoder_heads=2),
-    "small": dict(dim=128, n_latents=16, depth=4, n_heads=4, decoder_dim=64, decoder_heads=2),
+    "tiny": dict(dim=32, n_latents=4, depth=2, n_heads=2, decoder_dim=32, decoder_heads=2,
+                 **_LEARNING),
+    "small": dict(dim=128, n_latents=16, depth=4, n_heads=4, decoder_dim=64, decoder_heads=2,
+                  token_dim=32, token_mlp_ratio=2.0, **_LEARNING),
     "base": dict(dim=512, n_latents=16, depth=8, n_heads=8, decoder_dim=256, decoder_depth=2,
-                 decoder_heads=4),
+                 decoder_heads=4, token_dim=128, token_mlp_ratio=2.0, **_LEARNING),
 }

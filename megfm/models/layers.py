@@ -75,6 +75,7 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         *,
         key_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``x`` to ``context`` (or to ``x`` itself).
@@ -87,6 +88,8 @@ class Attention(nn.Module):
             Keys/values; ``x`` when None (self-attention).
         key_mask : Tensor of bool, shape (B, Nk) | None
             True = this key takes part. Every row must have at least one True.
+        bias : Tensor, shape broadcastable to (B, H, Nq, Nk) | None
+            Added to the attention logits (after the ``1 / sqrt(head_dim)`` scaling).
         need_weights : bool
             Return the attention weights ``(B, H, Nq, Nk)`` (manual path).
 
@@ -106,9 +109,16 @@ class Attention(nn.Module):
         p_drop = self.attn_drop if self.training else 0.0
         weights = None
         if self.fused and not need_weights:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
+            attn_mask = mask
+            if bias is not None:
+                attn_mask = bias.to(q.dtype)
+                if mask is not None:
+                    attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p_drop)
         else:
             scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, Nq, Nk)
+            if bias is not None:
+                scores = scores + bias
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
@@ -173,10 +183,12 @@ class CrossBlock(nn.Module):
         context: torch.Tensor,
         *,
         key_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, w = self.attn(
-            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, need_weights=need_weights
+            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, bias=bias,
+            need_weights=need_weights,
         )
         x = x + a
         x = x + self.mlp(self.norm2(x))

@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from ..masking import make_mask
-from ..tokenize import GeometryEmbedding, NormStats, patchify, robust_normalize
+from ..tokenize import (
+    GeometryEmbedding,
+    NormStats,
+    patchify,
+    relative_log_scale,
+    robust_normalize,
+)
 from .config import ModelConfig
 from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
 
@@ -84,20 +90,27 @@ class MaskedSignalModel(nn.Module):
             )
         self.config = config
         c = config
-        dim, ddim, n_lat = c.dim, c.decoder_dim, c.n_latents
-        # --- encoder
+        dim, ddim, n_lat, tw = c.dim, c.decoder_dim, c.n_latents, c.token_width
+        # --- encoder: per-sensor-patch tokens at width tw (the part that grows with sensors)
         self.geometry = GeometryEmbedding(
-            dim, n_sensor_types=c.n_sensor_types, n_frequencies=c.n_frequencies,
+            tw, n_sensor_types=c.n_sensor_types, n_frequencies=c.n_frequencies,
             position_scale=c.position_scale,
         )
-        self.patch_embed = nn.Linear(c.patch_samples, dim)
-        self.token_norm = nn.LayerNorm(dim)
-        self.token_mlp = Mlp(dim, int(dim * c.mlp_ratio), c.dropout)
+        self.patch_embed = nn.Linear(c.patch_samples + int(c.scale_feature), tw)
+        hidden = int(tw * c.token_mlp_ratio)
+        self.token_gain = nn.Linear(tw, tw) if c.geometry_gain else None
+        self.token_norm = nn.LayerNorm(tw) if hidden else nn.Identity()
+        self.token_mlp = Mlp(tw, hidden, c.dropout) if hidden else None
         self.latent_queries = nn.Parameter(torch.zeros(n_lat, dim))
         # latents of a time patch in which no sensor is visible (time-block masking)
         self.empty_latents = nn.Parameter(torch.zeros(n_lat, dim))
+        # keys/values projected from tw up to dim inside the cross-attention
         self.spatial = CrossBlock(
-            dim, c.n_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, dropout=c.dropout
+            dim, c.n_heads, kv_dim=tw, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
+            dropout=c.dropout,
+        )
+        self.scale_bias = (
+            nn.Parameter(torch.zeros(c.n_heads)) if c.scale_attention_bias is not None else None
         )
         self.blocks = nn.ModuleList(
             SelfBlock(dim, c.n_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, dropout=c.dropout)
@@ -107,7 +120,8 @@ class MaskedSignalModel(nn.Module):
         self.head: nn.Module = nn.Identity()
         # --- light decoder
         self.decoder_embed = nn.Linear(dim, ddim)
-        self.decoder_geometry = nn.Linear(dim, ddim)
+        self.decoder_geometry = nn.Linear(tw, ddim)
+        self.decoder_gain = nn.Linear(tw, ddim) if c.geometry_gain else None
         self.mask_token = nn.Parameter(torch.zeros(ddim))
         self.decoder_blocks = nn.ModuleList(
             CrossBlock(ddim, c.decoder_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
@@ -124,6 +138,13 @@ class MaskedSignalModel(nn.Module):
         for p in (self.latent_queries, self.empty_latents, self.mask_token):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(self._init_weights)
+        if self.scale_bias is not None:
+            nn.init.constant_(self.scale_bias, float(self.config.scale_attention_bias))
+        if self.config.qk_init == "xavier":
+            for m in self.modules():
+                if isinstance(m, Attention):
+                    for lin in (m.q, m.kv):
+                        nn.init.xavier_uniform_(lin.weight)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -226,6 +247,18 @@ class MaskedSignalModel(nn.Module):
         x_norm, stats = robust_normalize(x, sensor_mask, method=self.config.norm_method)
         return patchify(x_norm, self.config.patch_samples), stats
 
+    def relative_scale(
+        self, stats: NormStats, sensor_type: torch.Tensor, sensor_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Log relative scale ``(B, S)`` of each sensor when the model uses it, else None.
+
+        See :func:`megfm.tokenize.relative_log_scale`.
+        """
+        c = self.config
+        if not (c.scale_feature or c.scale_attention_bias is not None):
+            return None
+        return relative_log_scale(stats.scale, sensor_type, sensor_mask)
+
     def random_masking(
         self,
         sensor_mask: torch.Tensor,
@@ -249,6 +282,7 @@ class MaskedSignalModel(nn.Module):
         geometry: torch.Tensor,
         visible: torch.Tensor,
         *,
+        rel_scale: torch.Tensor | None = None,
         need_weights: bool = False,
         return_blocks: bool = False,
     ) -> tuple[torch.Tensor, dict]:
@@ -258,10 +292,14 @@ class MaskedSignalModel(nn.Module):
         ----------
         patches : Tensor, shape (B, S, P, L)
             Normalised sensor-patches; hidden ones are never read.
-        geometry : Tensor, shape (B, S, D)
+        geometry : Tensor, shape (B, S, token_width)
             Sensor embeddings (:class:`megfm.tokenize.GeometryEmbedding`).
         visible : Tensor of bool, shape (B, S, P)
             True where the encoder may look (valid and not hidden).
+        rel_scale : Tensor, shape (B, S) | None
+            Log relative scale of each sensor (:meth:`relative_scale`), used when
+            ``config.scale_feature`` or ``config.scale_attention_bias`` is set; None counts
+            as 0 (every sensor at the median of its type).
         need_weights : bool
             Also return attention weights (manual attention path).
         return_blocks : bool
@@ -285,17 +323,34 @@ class MaskedSignalModel(nn.Module):
         tok = torch.gather(
             patches.transpose(1, 2), 2, order[..., None].expand(b, p, sv, length)
         )  # (B, P, Sv, L)
-        tokens = self.patch_embed(tok) + _gather_rows(geometry, order)  # (B, P, Sv, D)
-        tokens = tokens + self.token_mlp(self.token_norm(tokens))
+        tw = geometry.shape[-1]
+        r = None
+        if self.config.scale_feature or self.scale_bias is not None:
+            if rel_scale is None:
+                rel_scale = patches.new_zeros(b, s)
+            r = _gather_rows(rel_scale[..., None].to(patches.dtype), order)  # (B, P, Sv, 1)
+        if self.config.scale_feature:
+            tok = torch.cat([tok, r], dim=-1)
+        geo = _gather_rows(geometry, order)  # (B, P, Sv, tw)
+        emb = self.patch_embed(tok)
+        if self.token_gain is not None:  # geometry-dependent gain: signed spatial filters
+            emb = emb * (1.0 + self.token_gain(geo))
+        tokens = emb + geo  # (B, P, Sv, tw)
+        if self.token_mlp is not None:
+            tokens = tokens + self.token_mlp(self.token_norm(tokens))
         tokens = tokens * key_mask[..., None].to(tokens.dtype)  # padding slots carry nothing
+        bias = None
+        if self.scale_bias is not None:
+            bias = self.scale_bias[:, None, None] * r.reshape(b * p, 1, 1, sv)  # (BP, H, 1, Sv)
         time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
         queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
         # rows without any visible key attend to zeros; their output is replaced below
         key_mask_safe = key_mask | empty[..., None]
         lat, w_spatial = self.spatial(
             queries[None].expand(b, p, k, dim).reshape(b * p, k, dim),
-            tokens.reshape(b * p, sv, dim),
+            tokens.reshape(b * p, sv, tw),
             key_mask=key_mask_safe.reshape(b * p, sv),
+            bias=bias,
             need_weights=need_weights,
         )
         lat = lat.reshape(b, p, k, dim)
@@ -329,7 +384,7 @@ class MaskedSignalModel(nn.Module):
         Parameters
         ----------
         latents : Tensor, shape (B, P, K, D)
-        geometry : Tensor, shape (B, S, D)
+        geometry : Tensor, shape (B, S, token_width)
         hidden : Tensor of bool, shape (B, S, P)
             Sensor-patches to predict.
 
@@ -345,12 +400,18 @@ class MaskedSignalModel(nn.Module):
         m = order.shape[-1]
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
         q = _gather_rows(self.decoder_geometry(geometry), order)  # (B, P, M, Dd)
+        gain = None
+        if self.decoder_gain is not None:
+            gain = 1.0 + _gather_rows(self.decoder_gain(geometry), order)  # (B, P, M, Dd)
         q = q + self.mask_token + time[None, :, None]
         memory = self.decoder_embed(latents).reshape(b * p, k, ddim)  # (B * P, K, Dd)
         q = q.reshape(b * p, m, ddim)
         for blk in self.decoder_blocks:
             q, _ = blk(q, memory)
-        out = self.decoder_pred(self.decoder_norm(q)).reshape(b, p, m, length)
+        q = self.decoder_norm(q)
+        if gain is not None:  # per-sensor readout of the latent features
+            q = q * gain.reshape(b * p, m, ddim)
+        out = self.decoder_pred(q).reshape(b, p, m, length)
         out = out * keep[..., None].to(out.dtype)
         pred = out.new_zeros(b, p, s, length).scatter(
             2, order[..., None].expand(b, p, m, length), out
@@ -437,9 +498,10 @@ class MaskedSignalModel(nn.Module):
                     "hide at least one valid sensor-patch (True = hidden)."
                 )
         visible = valid[..., None] & ~mask  # (B, S, P)
-        geometry = self.geometry(pos, ori, sensor_type, valid)  # (B, S, D)
+        geometry = self.geometry(pos, ori, sensor_type, valid)  # (B, S, token_width)
         latents, extras = self.forward_encoder(
-            target, geometry, visible, need_weights=return_attention
+            target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
+            need_weights=return_attention,
         )
         pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
         loss = self.forward_loss(pred, target, mask)
@@ -474,11 +536,12 @@ class MaskedSignalModel(nn.Module):
             where ``attention`` holds ``"spatial"`` (B, P, K, S) and ``"temporal"``.
         """
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        patches, _ = self.tokenize(x, valid)
+        patches, stats = self.tokenize(x, valid)
         visible = valid[..., None].expand_as(patches[..., 0])
         geometry = self.geometry(pos, ori, sensor_type, valid)
         latents, extras = self.forward_encoder(
-            patches, geometry, visible, need_weights=return_attention
+            patches, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
+            need_weights=return_attention,
         )
         return (latents, extras) if return_attention else latents
 
@@ -527,8 +590,11 @@ class MaskedSignalModel(nn.Module):
                     f"Invalid block indices {list(indices)}: the model has {depth} blocks."
                 )
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        patches, _ = self.tokenize(x, valid)
+        patches, stats = self.tokenize(x, valid)
         visible = valid[..., None].expand_as(patches[..., 0])
         geometry = self.geometry(pos, ori, sensor_type, valid)
-        latents, extras = self.forward_encoder(patches, geometry, visible, return_blocks=True)
+        latents, extras = self.forward_encoder(
+            patches, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
+            return_blocks=True,
+        )
         return latents, [extras["blocks"][i] for i in sorted(set(chosen))]
