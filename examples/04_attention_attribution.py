@@ -30,7 +30,6 @@ store and model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -42,17 +41,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _quick_data import default_out, get_quick_data  # noqa: E402
+from _quick_data import get_quick_data, parse_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny cohort and model (shared with examples 02-05), fast check")
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: a new temporary folder)")
-    args = parser.parse_args(argv)
-    out = Path(args.out) if args.out else default_out("04")
+    args, out = parse_args(__doc__, "04", argv)
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

@@ -13,6 +13,7 @@ numbers to mean something (slower, still CPU-friendly).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -36,6 +37,17 @@ def quick_sizes(quick: bool) -> dict:
 def default_out(name: str) -> Path:
     """A fresh temporary folder for an example run (used when ``--out`` is not given)."""
     return Path(tempfile.mkdtemp(prefix=f"megfm-{name}-"))
+
+
+def parse_args(doc: str, name: str, argv: list[str] | None = None):
+    """The ``--quick`` / ``--out`` options shared by examples 03-04; returns (args, out)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny cohort and model (shared with examples 02-05), fast check")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: a new temporary folder)")
+    args = parser.parse_args(argv)
+    return args, (Path(args.out) if args.out else default_out(name))
 
 
 def get_quick_data(out, *, quick: bool = True, pretrain_model: bool = True,
