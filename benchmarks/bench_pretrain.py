@@ -267,15 +267,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def get(model, n, key):
         r = next((r for r in rows if r["model"] == model and r["sensors"] == n), None)
-        return None if r is None or "error" in r else r[key]
+        # rows reused from an older result may lack newer columns (e.g. CPU time)
+        return None if r is None or "error" in r else r.get(key)
 
     summary: dict = {}
     ref_n = 306 if 306 in args.sensors else args.sensors[len(args.sensors) // 2]
     m, r = get("megfm", ref_n, "windows_per_s"), get("reference", ref_n, "windows_per_s")
     if m and r:
         summary["speedup"] = m / r
-        summary["speedup_cpu_time"] = get("reference", ref_n, "cpu_step_s") / get(
-            "megfm", ref_n, "cpu_step_s")
+        ref_cpu, megfm_cpu = get("reference", ref_n, "cpu_step_s"), get("megfm", ref_n, "cpu_step_s")
+        if ref_cpu and megfm_cpu:
+            summary["speedup_cpu_time"] = ref_cpu / megfm_cpu
         summary["memory_ratio"] = get("megfm", ref_n, "peak_mem_mb") / max(
             get("reference", ref_n, "peak_mem_mb"), 1e-9)
     lo, hi = min(args.sensors), max(args.sensors)
