@@ -269,3 +269,22 @@ def test_flat_output_paths_are_strings(small_cohort):
     for rec in result["recordings"]:
         assert Path(rec["path"]).exists()
         assert rec["group"] in {"HC", "migraine"}
+
+
+def test_user_head_model_is_used(tmp_path):
+    """``bem=`` reaches the forward model: the default sphere given explicitly reproduces the
+    default files, a sphere with another origin changes the sensor data."""
+    def run(name, bem):
+        out = simulate_cohort(tmp_path / name, 1, states=["rest"], duration=4.0, sfreq=200.0,
+                              array="kit160", seed=3, bem=bem, verbose=False)
+        return mne.io.read_raw_fif(out["recordings"][0]["path"], verbose=False).get_data(
+            picks="meg")
+
+    default = run("default", None)
+    same = run("same", mne.make_sphere_model(r0=tuple(SPHERE_CENTRE), head_radius=None,
+                                             verbose=False))
+    shifted = run("shifted", mne.make_sphere_model(r0=(0.0, 0.01, 0.02), head_radius=None,
+                                                   verbose=False))
+    np.testing.assert_array_equal(default, same)
+    # data are in T (~1e-13): compare relative to their scale
+    assert np.abs(default - shifted).max() > 0.01 * np.abs(default).max()

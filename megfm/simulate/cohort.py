@@ -102,12 +102,12 @@ def _make_raw(info: mne.Info, data: np.ndarray, stim: np.ndarray, subject: str, 
 
 
 def _simulate_subject(index, group_name, group, info, states, duration, sfreq, block_size,
-                      paired_pulse, seed_seq, tmp_dir):
+                      paired_pulse, seed_seq, tmp_dir, bem=None, trans=None):
     """Worker: simulate every state of one subject, save FIFs into ``tmp_dir``."""
     subject_seq, *state_seqs = seed_seq.spawn(1 + len(STATES))
     rng = np.random.default_rng(subject_seq)
     subject = _draw_subject(group, rng)
-    anatomy = make_subject_anatomy(info, rng)
+    anatomy = make_subject_anatomy(info, rng, bem=bem, trans=trans)
     sex = int(rng.integers(1, 3))
     age = int(np.clip(round(rng.normal(35, 10)), 18, 65))
     sub = _subject_id(index)
@@ -188,6 +188,8 @@ def simulate_cohort(
     bids: bool = False,
     n_jobs: int = 1,
     seed: int = 0,
+    bem=None,
+    trans=None,
     verbose=None,
 ) -> dict:
     """Simulate a multi-state MEG cohort with planted group effects.
@@ -226,6 +228,13 @@ def simulate_cohort(
         Seed; the same seed gives identical files. Each subject (and state) draws from its own
         child of ``numpy.random.SeedSequence(seed)``, so a subject's data do not depend on
         ``n_jobs``, on the number of subjects or on which states are simulated.
+    bem : str | path-like | mne.bem.ConductorModel | None
+        Head model for the forward solution: None (default) is a sphere model; otherwise a
+        BEM solution (file or ``ConductorModel``) as :func:`mne.make_forward_solution` takes
+        it. The named regions are placed for an average adult head in head coordinates, so
+        the BEM must contain them.
+    trans : str | mne.transforms.Transform | None
+        Head <-> MRI transform of ``bem`` (None: identity).
     verbose : bool | str | int | None
         Log level (MNE convention); also shows the progress bar when not ``False``.
 
@@ -275,7 +284,7 @@ def simulate_cohort(
         jobs = (delayed(_simulate_subject)(
             i, group_names[i % len(group_names)], resolved[group_names[i % len(group_names)]],
             info, states, float(duration), float(sfreq), int(block_size), bool(paired_pulse),
-            seqs[i], tmp_dir) for i in range(n_subjects))
+            seqs[i], tmp_dir, bem, trans) for i in range(n_subjects))
         results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
         rows, recordings = [], []
         for row, written in tqdm(results, total=n_subjects, desc="simulate subjects",

@@ -115,11 +115,18 @@ def _random_tangential(rng: np.random.Generator, pos: np.ndarray) -> np.ndarray:
     return _tangential(pos, rng.standard_normal(3))
 
 
-def _gain(info: mne.Info, pos: np.ndarray, ori: np.ndarray) -> np.ndarray:
-    """Fixed-orientation gain (n_channels, n_dipoles) of dipoles in a sphere model."""
-    sphere = mne.make_sphere_model(r0=tuple(SPHERE_CENTRE), head_radius=None, verbose=False)
+def _gain(info: mne.Info, pos: np.ndarray, ori: np.ndarray, *, bem=None,
+          trans=None) -> np.ndarray:
+    """Fixed-orientation gain (n_channels, n_dipoles) of dipoles in a head model.
+
+    ``bem`` is None (a sphere model centred at :data:`SPHERE_CENTRE`), or anything
+    :func:`mne.make_forward_solution` takes as ``bem`` (a BEM solution file or
+    ``ConductorModel``, in MRI coordinates related to head coordinates by ``trans``).
+    """
+    if bem is None:
+        bem = mne.make_sphere_model(r0=tuple(SPHERE_CENTRE), head_radius=None, verbose=False)
     src = mne.setup_volume_source_space(pos=dict(rr=pos, nn=ori), verbose=False)
-    fwd = mne.make_forward_solution(info, trans=None, src=src, bem=sphere, meg=True, eeg=False,
+    fwd = mne.make_forward_solution(info, trans=trans, src=src, bem=bem, meg=True, eeg=False,
                                     mindist=0.0, verbose=False)
     free = fwd["sol"]["data"].reshape(len(info["ch_names"]), len(pos), 3)
     return np.einsum("cdk,dk->cd", free, ori)
@@ -132,6 +139,8 @@ def make_subject_anatomy(
     head_shift_mm: float = 5.0,
     location_jitter_mm: float = 3.0,
     orientation_jitter_deg: float = 10.0,
+    bem=None,
+    trans=None,
 ) -> SubjectAnatomy:
     """Place one subject's head in the array and compute the gain matrix once.
 
@@ -147,6 +156,11 @@ def make_subject_anatomy(
         Standard deviation of the jitter of each source location, per axis (mm).
     orientation_jitter_deg : float
         Approximate standard deviation of the jitter of region orientations (degrees).
+    bem : str | path-like | mne.bem.ConductorModel | None
+        Head model; None uses a sphere model. A BEM must contain the regions' head-frame
+        positions (they are placed for an average adult head).
+    trans : str | mne.transforms.Transform | None
+        Head <-> MRI transform of the BEM (None: identity).
 
     Returns
     -------
@@ -155,11 +169,11 @@ def make_subject_anatomy(
     info = info.copy()
     offset = rng.normal(0.0, head_shift_mm / 1000.0, 3)
     offset[2] = -abs(offset[2])  # the head does not go further up into the helmet
-    trans = info["dev_head_t"]["trans"].copy()
-    # head point = trans @ device point; moving the head by +offset moves sensors by -offset
-    trans[:3, 3] -= offset
+    dev_head = info["dev_head_t"]["trans"].copy()
+    # head point = dev_head @ device point; moving the head by +offset moves sensors by -offset
+    dev_head[:3, 3] -= offset
     with info._unlock():
-        info["dev_head_t"] = mne.transforms.Transform("meg", "head", trans)
+        info["dev_head_t"] = mne.transforms.Transform("meg", "head", dev_head)
     names = list(REGIONS)
     pos = np.array([REGIONS[n]["position"] for n in names])
     ori = np.array([REGIONS[n]["orientation"] for n in names])
@@ -170,7 +184,7 @@ def make_subject_anatomy(
     bg_ori = np.array([_random_tangential(rng, p) for p in bg_pos])
     all_pos = np.concatenate([pos, bg_pos])
     all_ori = np.concatenate([ori, bg_ori])
-    gain = _gain(info, all_pos, all_ori)
+    gain = _gain(info, all_pos, all_ori, bem=bem, trans=trans)
     return SubjectAnatomy(info=info, head_offset=offset, region_names=names, gain=gain,
                           positions=all_pos)
 
