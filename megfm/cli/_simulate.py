@@ -44,6 +44,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--bids", action="store_true",
                         help="write a BIDS layout (sub-001/meg/sub-001_task-rest_meg.fif) "
                         "with mne-bids")
+    parser.add_argument("--bem", default=None,
+                        help="BEM solution file (-bem-sol.fif) for the forward model "
+                        "(default: a sphere model)")
+    parser.add_argument("--trans", default=None,
+                        help="head <-> MRI transform of --bem (-trans.fif; default identity)")
     parser.add_argument("--n-jobs", type=int, default=1,
                         help="parallel workers over subjects (default 1)")
     parser.set_defaults(func=run)
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         array=array, duration=args.duration, sfreq=args.sfreq,
         effect_scale=args.effect_scale, block_size=args.block_size,
         paired_pulse=not args.no_paired_pulse, bids=args.bids, n_jobs=args.n_jobs,
-        seed=args.seed)
+        seed=args.seed, bem=args.bem, trans=args.trans)
     groups = {}
     for rec in result["recordings"]:
         groups.setdefault(rec["group"], set()).add(rec["subject"])
