@@ -86,7 +86,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, progress: boo
     # groups are assigned in turn: half HC, half migraine
     simulate_cohort(cohort_dir, n_subjects=cfg.n_subjects, groups=("HC", "migraine"),
                     states=list(cfg.states), array=cfg.array, duration=cfg.duration,
-                    sfreq=cfg.sim_sfreq, block_size=cfg.block_size, seed=cfg.seed)
+                    sfreq=cfg.sim_sfreq, block_size=cfg.block_size, seed=cfg.seed,
+                    verbose=None if progress else False)
     t = _stage("simulate", timings, t)
 
     store = out / "store"
@@ -112,10 +113,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, progress: boo
         "spectral": spectral_features(windows)[0],
     }
     study = run_study(methods, windows.metadata, task="migraine-vs-HC", n_splits=cfg.n_splits,
-                      n_permutations=cfg.n_permutations, seed=cfg.seed, out=out / "study")
+                      n_permutations=cfg.n_permutations, seed=cfg.seed, out=out / "study",
+                      progress=progress)
     t = _stage("evaluate", timings, t)
 
-    maps = attention_maps(model, store)
+    maps = attention_maps(model, store, verbose=None if progress else False)
     figures = plot_state_topomaps(maps, out / "figures")
     ground_truth = json.loads((cohort_dir / "ground_truth.json").read_text())
     alignment = maps.alignment(ground_truth.get("expected_sensors", {}))

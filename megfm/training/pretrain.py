@@ -39,23 +39,32 @@ _RUN_FILE = "run.json"
 
 @contextlib.contextmanager
 def _verbose_level(verbose: bool | str | int | None):
-    """Temporarily set the level of the ``megfm`` logger (MNE-style ``verbose``)."""
-    if verbose is None:
-        yield
-        return
+    """Temporarily set the level of the ``megfm`` logger (MNE-style ``verbose``).
+
+    Lightning's own logger (device summary, tips) follows: it prints at INFO only when
+    megfm does.
+    """
+    import lightning.pytorch  # noqa: F401  (it sets its logger's level on import)
+
     log = logging.getLogger("megfm")
-    old = log.level
-    if isinstance(verbose, bool):
+    lightning_log = logging.getLogger("lightning.pytorch")
+    old, old_lightning = log.level, lightning_log.level
+    if verbose is None:
+        level = None
+    elif isinstance(verbose, bool):
         level = logging.INFO if verbose else logging.WARNING
     elif isinstance(verbose, str):
         level = getattr(logging, verbose.upper())
     else:
         level = int(verbose)
-    log.setLevel(level)
+    if level is not None:
+        log.setLevel(level)
+    lightning_log.setLevel(logging.INFO if log.isEnabledFor(logging.INFO) else logging.WARNING)
     try:
         yield
     finally:
         log.setLevel(old)
+        lightning_log.setLevel(old_lightning)
 
 
 def _read_manifest(store: Path) -> dict:
