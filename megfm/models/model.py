@@ -535,15 +535,20 @@ class MaskedSignalModel(nn.Module):
             Latent tokens. With ``return_attention=True``, a tuple ``(latents, attention)``
             where ``attention`` holds ``"spatial"`` (B, P, K, S) and ``"temporal"``.
         """
+        latents, extras = self._encode_whole(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq,
+                                             need_weights=return_attention)
+        return (latents, extras) if return_attention else latents
+
+    def _encode_whole(self, x, pos, ori, sensor_type, sensor_mask, *, sfreq, **encoder_kwargs):
+        """Encode windows with every valid sensor-patch visible (no masking)."""
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
         patches, stats = self.tokenize(x, valid)
         visible = valid[..., None].expand_as(patches[..., 0])
         geometry = self.geometry(pos, ori, sensor_type, valid)
-        latents, extras = self.forward_encoder(
+        return self.forward_encoder(
             patches, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
-            need_weights=return_attention,
+            **encoder_kwargs,
         )
-        return (latents, extras) if return_attention else latents
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
         """Pool latents ``(B, P, K, D) -> (B, D)``; apply :attr:`head` unless ``pre_logits``."""
@@ -589,12 +594,6 @@ class MaskedSignalModel(nn.Module):
                 raise ValueError(
                     f"Invalid block indices {list(indices)}: the model has {depth} blocks."
                 )
-        valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        patches, stats = self.tokenize(x, valid)
-        visible = valid[..., None].expand_as(patches[..., 0])
-        geometry = self.geometry(pos, ori, sensor_type, valid)
-        latents, extras = self.forward_encoder(
-            patches, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
-            return_blocks=True,
-        )
+        latents, extras = self._encode_whole(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq,
+                                             return_blocks=True)
         return latents, [extras["blocks"][i] for i in sorted(set(chosen))]
