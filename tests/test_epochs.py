@@ -5,6 +5,7 @@ from __future__ import annotations
 import mne
 import numpy as np
 import pytest
+from synthetic_sensors import place_on_circle
 
 from megfm.data.epochs import DEFAULT_EVENT_IDS, make_windows
 from megfm.data.preprocess import PreprocessConfig, preprocess
@@ -21,12 +22,7 @@ def _raw(seconds=30.0, events=(), n_mag=3, n_grad=2, seed=0, stim=True):
     if stim:
         names, types = names + ["STI 014"], types + ["stim"]
     info = mne.create_info(names, SFREQ, types)
-    for i, ch in enumerate(info["chs"]):
-        pos = 0.1 * np.array([np.cos(i), np.sin(i), 0.5])
-        ch["loc"][:3] = pos
-        ch["loc"][3:6] = [-np.sin(i), np.cos(i), 0.0]
-        ch["loc"][6:9] = [0.0, 0.0, 1.0]
-        ch["loc"][9:12] = pos / np.linalg.norm(pos)
+    place_on_circle(info, np.arange(len(info["chs"])))
     n = int(seconds * SFREQ)
     data = rng.normal(size=(len(names), n))
     data[:n_mag] *= 1e-13

@@ -8,6 +8,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
+from synthetic_sensors import place_on_circle
 
 from megfm.data import store  # noqa: E402
 from megfm.data.epochs import make_windows
@@ -23,12 +24,7 @@ def _raw(seconds=8.0, sfreq=SFREQ, n_mag=4, n_grad=4, seed=0, events=()):
     names = [f"MAG{i}" for i in range(n_mag)] + [f"GRA{i}" for i in range(n_grad)] + ["STI 014"]
     types = ["mag"] * n_mag + ["grad"] * n_grad + ["stim"]
     info = mne.create_info(names, sfreq, types)
-    for i, ch in enumerate(info["chs"]):
-        pos = 0.1 * np.array([np.cos(i), np.sin(i), 0.5])
-        ch["loc"][:3] = pos
-        ch["loc"][3:6] = [-np.sin(i), np.cos(i), 0.0]
-        ch["loc"][6:9] = [0.0, 0.0, 1.0]
-        ch["loc"][9:12] = pos / np.linalg.norm(pos)
+    place_on_circle(info, np.arange(len(info["chs"])))
     data = rng.normal(size=(len(names), int(seconds * sfreq)))
     data[:n_mag] *= 1e-13
     data[n_mag:-1] *= 1e-11

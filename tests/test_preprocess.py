@@ -7,6 +7,7 @@ import json
 import mne
 import numpy as np
 import pytest
+from synthetic_sensors import place_on_circle
 
 from megfm.data.preprocess import PreprocessConfig, is_scaled, preprocess
 
@@ -24,13 +25,7 @@ def _raw(n_mag=6, n_grad=6, sfreq=1000.0, seconds=10.0, seed=0, line=50.0, stim=
         names, types = names + ["STI 014"], types + ["stim"]
     info = mne.create_info(names, sfreq, types)
     n_meg = n_mag + n_grad
-    for i, ch in enumerate(info["chs"]):
-        theta = 2 * np.pi * i / (n_meg + 1)
-        pos = 0.1 * np.array([np.cos(theta), np.sin(theta), 0.5])
-        ch["loc"][:3] = pos
-        ch["loc"][3:6] = [-np.sin(theta), np.cos(theta), 0.0]
-        ch["loc"][6:9] = [0.0, 0.0, 1.0]
-        ch["loc"][9:12] = pos / np.linalg.norm(pos)
+    place_on_circle(info, 2 * np.pi * np.arange(len(info["chs"])) / (n_meg + 1))
     n = int(sfreq * seconds)
     t = np.arange(n) / sfreq
     data = rng.normal(size=(len(names), n))
