@@ -87,7 +87,7 @@ def info_from_geometry(geometry: SensorGeometry, sfreq: float):
     info : mne.Info
         Magnetometers and OPM axes as point magnetometers, planar gradiometers as Vectorview
         planar coils (gradient along the stored orientation, normal pointing away from the
-        sphere centre), axial gradiometers as 5 cm axial gradiometers. Identity
+        sphere centre), axial gradiometers as CTF 5 cm axial gradiometers. Identity
         device-to-head transform. Bad sensors of the geometry are in ``info["bads"]``.
     """
     import mne
@@ -99,7 +99,9 @@ def info_from_geometry(geometry: SensorGeometry, sfreq: float):
     center = _sphere_center(geometry.positions.astype(np.float64))
     coils = {"mag": FIFF.FIFFV_COIL_POINT_MAGNETOMETER, "opm": FIFF.FIFFV_COIL_POINT_MAGNETOMETER,
              "planar_grad": FIFF.FIFFV_COIL_VV_PLANAR_T1,
-             "axial_grad": FIFF.FIFFV_COIL_AXIAL_GRAD_5CM}
+             # MNE has no coil definition for the generic 5 cm axial gradiometer (2001):
+             # CTF's (5 cm baseline) stands in for every axial system
+             "axial_grad": FIFF.FIFFV_COIL_CTF_GRAD}
     with info._unlock():
         for ch, kind, pos, ori in zip(info["chs"], kinds, geometry.positions.astype(np.float64),
                                       geometry.orientations.astype(np.float64), strict=True):

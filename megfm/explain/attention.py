@@ -197,6 +197,54 @@ class AttentionMaps:
                              "{state: sensors}.")
         return alignment_score(self.get(key, kind=kind), list(expected), names=self.names)
 
+    def event_related(self, key, *, tmin: float = -0.2, patch: int | None = None,
+                      ) -> np.ndarray:
+        """Event-related attention change of one group of event-locked windows.
+
+        The spatial attention of a post-event time patch relative to the mean of the
+        pre-event patches, ``max(0, w_post / w_pre - 1)``, normalised to sum to 1: the sensors
+        whose share of attention *grows* after the stimulus (like an event-related power
+        change in sensor space). The static part of the map, the sensors a model attends to
+        in every state, cancels out.
+
+        Parameters
+        ----------
+        key : str | tuple of str
+            The group, e.g. ``"auditory"``; its windows must be event-locked.
+        tmin : float
+            Start of the windows relative to the event (s), as given to
+            :func:`megfm.prepare` / :func:`megfm.data.make_windows` (default -0.2).
+        patch : int | None
+            The post-event patch (index from the window start); default the first patch that
+            starts at or after the event.
+
+        Returns
+        -------
+        change : array, shape (n_sensors,)
+            Sums to 1 over present sensors (all zeros when attention grows nowhere); NaN for
+            absent ones.
+        """
+        k = self._key(key)
+        pw = self.patch_weights[k]
+        n_pre = int(round(-float(tmin) / self.patch_seconds))
+        if n_pre < 1:
+            raise ValueError(
+                f"Invalid value for 'tmin' ({tmin}): the windows need at least one time patch "
+                f"({self.patch_seconds:g} s) before the event to serve as the baseline; use "
+                "tmin <= -patch length when preparing the windows."
+            )
+        post = n_pre if patch is None else int(patch)
+        if not n_pre <= post < pw.shape[0]:
+            raise ValueError(
+                f"Invalid value for 'patch' ({post}): expected a post-event patch index in "
+                f"[{n_pre}, {pw.shape[0] - 1}]."
+            )
+        base = np.nanmean(pw[:n_pre], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change = np.clip(pw[post] / base - 1.0, 0.0, None)
+        change[~np.isfinite(pw[post])] = np.nan
+        return _normalise_rows(change)
+
     # ------------------------------------------------------------------ MNE
     def to_evoked(self, key, *, kind: str = "spatial") -> mne.EvokedArray:
         """The map of one group as an :class:`mne.EvokedArray` (plots with ``plot_topomap``).

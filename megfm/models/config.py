@@ -44,8 +44,10 @@ class ModelConfig:
     scale_feature: bool = False  # feed each sensor's log robust scale (relative to the median
     #   of valid sensors of its type in the window) to the token embedding, so the model sees
     #   which sensors carry large signals despite per-sensor normalisation
-    scale_attention_bias: float | None = None  # per-head bias beta * log relative scale on
-    #   the spatial cross-attention logits, beta learned from this initial value; None = off
+    scale_attention_bias: float | None = None  # per-head bias beta * log relative amplitude
+    #   of each sensor-patch (the sensor's log scale relative to the median of its type in the
+    #   window, plus the log rms of the normalised patch) on the spatial cross-attention
+    #   logits, beta learned from this initial value; None = off
     geometry_gain: bool = False  # multiply each token (encoder) and each decoder output
     #   feature by a gain computed from the sensor's geometry embedding: pooling over sensors
     #   then forms learned signed spatial filters (beamformer-like) from the first steps
@@ -166,8 +168,10 @@ class ModelConfig:
 
 #: Named presets (fields that differ from the defaults).
 #: options shared by every preset that make the spatial attention learn (bench_learning.py)
+#: scale_attention_bias: attention follows the amplitude of each sensor-patch (event-related
+#: attention changes then point at the evoked field; bench_targets.py)
 _LEARNING: dict[str, Any] = dict(scale_feature=True, qk_init="xavier",
-                                 geometry_gain=True)
+                                 geometry_gain=True, scale_attention_bias=2.0)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=32, n_latents=4, depth=2, n_heads=2, decoder_dim=32, decoder_heads=2,

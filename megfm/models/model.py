@@ -329,6 +329,9 @@ class MaskedSignalModel(nn.Module):
             if rel_scale is None:
                 rel_scale = patches.new_zeros(b, s)
             r = _gather_rows(rel_scale[..., None].to(patches.dtype), order)  # (B, P, Sv, 1)
+        amp = None
+        if self.scale_bias is not None:  # log rms of each normalised sensor-patch
+            amp = 0.5 * torch.log(tok.float().square().mean(-1, keepdim=True) + 1e-3)
         if self.config.scale_feature:
             tok = torch.cat([tok, r], dim=-1)
         geo = _gather_rows(geometry, order)  # (B, P, Sv, tw)
@@ -341,7 +344,9 @@ class MaskedSignalModel(nn.Module):
         tokens = tokens * key_mask[..., None].to(tokens.dtype)  # padding slots carry nothing
         bias = None
         if self.scale_bias is not None:
-            bias = self.scale_bias[:, None, None] * r.reshape(b * p, 1, 1, sv)  # (BP, H, 1, Sv)
+            # log amplitude of each sensor-patch relative to the median sensor of its type
+            log_amp = (r + amp.to(r.dtype)).reshape(b * p, 1, 1, sv)
+            bias = self.scale_bias[:, None, None] * log_amp  # (BP, H, 1, Sv)
         time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
         queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
         # rows without any visible key attend to zeros; their output is replaced below

@@ -1,0 +1,298 @@
+"""One CPU-budget pretraining run, scored against the quality targets of issues 4-7.
+
+1. Simulate a pretraining cohort (HC and migraine, rest / auditory / somatosensory, no labels
+   used) and, with another seed, a separate labelled study cohort (default 60 subjects).
+2. Pretrain a preset (default ``small``) with :func:`megfm.pretrain` for a wall-clock budget
+   (default 20 minutes; Lightning's ``Timer`` callback stops it).
+3. Reconstruction on study subjects (never seen in pretraining):
+   :func:`megfm.evaluate_reconstruction` masked-sensor NMSE against MNE's field
+   interpolation, masked-time-block NMSE against cubic-spline interpolation (targets <= 0.8x).
+4. Attention: per-state maps on the study cohort; alignment with the simulator's expected
+   sensors as a whole, per sensor type, and for the event-related attention change
+   (:meth:`megfm.explain.AttentionMaps.event_related`), with the same scores for the
+   signal-power map as a reference.
+5. Downstream: :func:`megfm.embed` + :func:`megfm.run_study` migraine vs HC, megfm features
+   against raw and spectral baselines on the same subject-level folds; and the same on a
+   null cohort (effect scale 0).
+6. Cross-device: the model (trained on Vectorview) reconstructs simulated CTF-275, KIT-160
+   and OPM recordings without retraining; NMSE ratio to the same-device NMSE.
+
+Run::
+
+    python benchmarks/bench_targets.py                 # ~45 min on 2 CPU cores
+    python benchmarks/bench_targets.py --quick         # ~3 min, tiny model, small cohorts
+
+Writes ``benchmarks/results/targets.json`` (``targets_quick.json`` with ``--quick``) and
+prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import megfm
+from megfm.explain import alignment_score, attention_maps
+from megfm.models import ModelConfig
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+STATES = ["rest", "auditory", "somatosensory"]
+
+
+def simulate_and_prepare(work: Path, name: str, *, n_subjects: int, duration: float, seed: int,
+                         array: str = "vectorview", states=STATES, effect_scale: float = 1.0,
+                         ) -> tuple[Path, dict]:
+    cohort = work / f"{name}_cohort"
+    store = work / f"{name}_store"
+    sim = megfm.simulate_cohort(cohort, n_subjects=n_subjects, groups=("HC", "migraine"),
+                                states=list(states), array=array, duration=duration,
+                                sfreq=400.0, block_size=10, effect_scale=effect_scale,
+                                seed=seed, verbose=False)
+    if not store.exists():
+        megfm.prepare([cohort], store, window_seconds=1.0, progress=False, verbose=False)
+    return store, sim["ground_truth"]
+
+
+def per_type_alignment(sensor_map: np.ndarray, expected: list[str], names: list[str],
+                       types: np.ndarray) -> dict[str, float]:
+    """Alignment within each sensor type that has expected sensors (mass renormalised)."""
+    out = {}
+    wanted = set(expected)
+    for t in np.unique(types):
+        sel = types == t
+        sub = [n for n, s in zip(names, sel) if s and n in wanted]
+        if sub:
+            out[str(t)] = alignment_score(sensor_map[sel], sub,
+                                          names=[n for n, s in zip(names, sel) if s])
+    return out
+
+
+def signal_power_maps(windows, patch_samples: int) -> dict[str, np.ndarray]:
+    """Per state, mean power of each sensor-patch, (n_patches, n_sensors), scaled per type."""
+    types = np.asarray(windows.geometries[0].types)
+    out = {}
+    for state in STATES:
+        sel = np.flatnonzero(windows.metadata["state"] == state)
+        acc = None
+        for start in range(0, len(sel), 256):
+            x = np.asarray(windows.data[sel[start:start + 256]], np.float64)
+            n, s, t = x.shape
+            p = t // patch_samples
+            pw = (x[..., :p * patch_samples].reshape(n, s, p, patch_samples) ** 2).mean(-1)
+            acc = pw.sum(0) if acc is None else acc + pw.sum(0)
+        pw = (acc / len(sel)).T  # (P, S)
+        for tp in np.unique(types):  # units differ between types: scale each to sum 1
+            pw[:, types == tp] /= pw[:, types == tp].sum(1, keepdims=True)
+        out[state] = pw / pw.sum(1, keepdims=True)
+    return out
+
+
+def attention_scores(model, store, truth, *, tmin: float) -> dict:
+    windows = megfm.read_store(store)
+    maps = attention_maps(model, windows, rollout=False, batch_size=64, verbose=False)
+    names = maps.names
+    types = np.asarray(windows.geometries[0].types)
+    patch_samples = model.config.patch_samples
+    power = signal_power_maps(windows, patch_samples)
+    out = {}
+    for state in ("auditory", "somatosensory"):
+        expected = truth["expected_sensors"][state]
+        er = maps.event_related(state, tmin=tmin)
+        pw = power[state]
+        n_pre = int(round(-tmin / maps.patch_seconds))
+        p_er = np.clip(pw[n_pre] / pw[:n_pre].mean(0) - 1.0, 0.0, None)  # same formula
+        out[state] = {
+            "n_expected": len(expected), "n_sensors": len(names),
+            "attention": alignment_score(maps.get(state), expected, names=names),
+            "attention_per_type": per_type_alignment(maps.get(state), expected, names, types),
+            "attention_event_related": alignment_score(er, expected, names=names),
+            "power": alignment_score(pw.mean(0), expected, names=names),
+            "power_event_related": alignment_score(p_er, expected, names=names),
+        }
+    beta = getattr(model, "scale_bias", None)
+    out["scale_bias"] = None if beta is None else beta.detach().cpu().numpy().round(3).tolist()
+    return out
+
+
+def study(model, store, *, n_splits: int, n_permutations: int, seed: int) -> dict:
+    windows = megfm.read_store(store)
+    out = {}
+    # run_study averages each subject's windows per state and concatenates the states
+    features = {"megfm": megfm.embed(model, store, progress=False)[0]}
+    features["raw"] = megfm.raw_features(windows)[0]
+    features["spectral"] = megfm.spectral_features(windows)[0]
+    res = megfm.run_study(features, windows.metadata, task="migraine-vs-HC",
+                          classifiers=["logreg"], n_splits=n_splits,
+                          n_permutations=n_permutations, reference="megfm", seed=seed,
+                          progress=False)
+    summary = res.summary()
+    out["methods"] = summary["methods"]
+    out["comparisons"] = summary["comparisons"]
+    out["n_subjects"] = summary["n_subjects"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny model, small cohorts (~3 min)")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--minutes", type=float, default=20.0, help="pretraining wall-clock budget")
+    ap.add_argument("--max-steps", type=int, default=100_000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--pretrain-subjects", type=int, default=24)
+    ap.add_argument("--study-subjects", type=int, default=60)
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds per state, pretraining")
+    ap.add_argument("--study-duration", type=float, default=40.0)
+    ap.add_argument("--recon-windows", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: "
+                    "recon,attention,study,null,cross")
+    ap.add_argument("--work", default=None, help="folder kept for cohorts, stores and model")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.preset, args.minutes, args.max_steps = "tiny", 1.0, 60
+        args.pretrain_subjects, args.study_subjects = 4, 12
+        args.duration, args.study_duration, args.recon_windows = 20.0, 20.0, 60
+    out_path = Path(args.out or RESULTS / ("targets_quick.json" if args.quick else "targets.json"))
+    skip = set(filter(None, args.skip.split(",")))
+    torch.set_num_threads(args.threads)
+    tmp = None
+    if args.work is None:
+        tmp = tempfile.TemporaryDirectory()
+        work = Path(tmp.name)
+    else:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"args": vars(args), "device": "cpu", "torch_threads": args.threads,
+                    "timings": {}}
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        report["timings"][name] = round(time.perf_counter() - t0, 1)
+        print(f"[{report['timings'][name]:7.1f} s] {name}", flush=True)
+
+    pre_store, _ = simulate_and_prepare(work, "pretrain", n_subjects=args.pretrain_subjects,
+                                        duration=args.duration, seed=101)
+    study_store, truth = simulate_and_prepare(work, "study", n_subjects=args.study_subjects,
+                                              duration=args.study_duration, seed=202)
+    lap("simulate + prepare")
+
+    from lightning.pytorch.callbacks import Timer
+
+    run = work / "model"
+    exported = next(iter(sorted(run.glob("**/config.json"))), None)
+    if exported is not None:  # reuse the model of an earlier run in --work
+        exported = exported.parent
+    else:
+        exported = megfm.pretrain(pre_store, run, model=ModelConfig.preset(args.preset),
+                       max_steps=args.max_steps, batch_size=args.batch_size, seed=0,
+                       callbacks=[Timer(duration=timedelta(minutes=args.minutes))],
+                       progress=False, overwrite=True)
+    model = megfm.load_pretrained(exported)
+    model.eval()
+    lap("pretrain")
+    metrics = next(iter(sorted(run.glob("**/metrics.csv"))), run / "metrics.csv")
+    report["pretrain"] = {"preset": args.preset, "n_params": model.num_parameters(),
+                          "minutes_budget": args.minutes}
+    if metrics.exists():
+        import csv
+
+        rows = list(csv.DictReader(metrics.open()))
+        steps = [int(r["step"]) for r in rows if r.get("step")]
+        train = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
+        val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+        report["pretrain"].update(steps=max(steps) if steps else None,
+                                  train_loss_first=train[0] if train else None,
+                                  train_loss_last=train[-1] if train else None,
+                                  val_loss=val)
+    print("pretrain:", report["pretrain"], flush=True)
+
+    if "recon" not in skip:
+        rec = megfm.evaluate_reconstruction(model, study_store, max_windows=args.recon_windows,
+                                            evoked=False)
+        report["reconstruction"] = {m: {k: v for k, v in d.items() if k != "per_state"}
+                                    for m, d in rec["modes"].items()}
+        s, t = rec["modes"]["sensor"], rec["modes"]["time"]
+        print(f"recon: sensor NMSE model {s['model']['nmse']:.3f} vs MNE {s['mne']['nmse']:.3f} "
+              f"({s['model']['nmse'] / s['mne']['nmse']:.2f}x, target <= 0.8x); time NMSE model "
+              f"{t['model']['nmse']:.3f} vs cubic {t['spline']['nmse']:.3f} "
+              f"({t['model']['nmse'] / t['spline']['nmse']:.3g}x)", flush=True)
+        lap("reconstruction")
+
+    if "attention" not in skip:
+        report["attention"] = attention_scores(model, study_store, truth, tmin=-0.2)
+        for state in ("auditory", "somatosensory"):
+            a = report["attention"][state]
+            print(f"attention {state}: whole {a['attention']:.2f}x, per type "
+                  f"{ {k: round(v, 2) for k, v in a['attention_per_type'].items()} }, event-related "
+                  f"{a['attention_event_related']:.2f}x | power {a['power']:.2f}x, power "
+                  f"event-related {a['power_event_related']:.2f}x", flush=True)
+        lap("attention")
+
+    if "study" not in skip:
+        report["study"] = study(model, study_store, n_splits=5, n_permutations=1000, seed=0)
+        _print_study("study", report["study"])
+        lap("study")
+
+    if "null" not in skip:
+        null_store, _ = simulate_and_prepare(work, "null", n_subjects=args.study_subjects,
+                                             duration=args.study_duration, seed=303,
+                                             effect_scale=0.0)
+        report["null_study"] = study(model, null_store, n_splits=5, n_permutations=1000, seed=0)
+        _print_study("null", report["null_study"])
+        lap("null study")
+
+    if "cross" not in skip:
+        cross = {}
+        same = report.get("reconstruction") or {
+            m: d for m, d in megfm.evaluate_reconstruction(
+                model, study_store, max_windows=args.recon_windows, evoked=False,
+                modes=("random", "sensor"))["modes"].items()}
+        cross["vectorview"] = {m: same[m]["model"]["nmse"] for m in ("random", "sensor")}
+        for array in ("ctf275", "kit160", "opm"):
+            store, _ = simulate_and_prepare(work, f"cross_{array}", n_subjects=3,
+                                            duration=args.study_duration, seed=404,
+                                            array=array, states=["rest", "auditory"])
+            # no baselines: MNE interpolation of each window costs ~1 s
+            rec = megfm.evaluate_reconstruction(model, store, max_windows=args.recon_windows // 2,
+                                                evoked=False, modes=("random", "sensor"),
+                                                baselines=False)
+            cross[array] = {m: rec["modes"][m]["model"]["nmse"] for m in ("random", "sensor")}
+            print(f"cross-device {array}: NMSE random {cross[array]['random']:.3f} sensor "
+                  f"{cross[array]['sensor']:.3f} (vectorview {cross['vectorview']['random']:.3f}"
+                  f" / {cross['vectorview']['sensor']:.3f})", flush=True)
+        report["cross_device"] = cross
+        lap("cross-device")
+
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    part = out_path.with_suffix(".json.part")
+    part.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    part.replace(out_path)
+    print(f"wrote {out_path}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def _print_study(name: str, res: dict) -> None:
+    for method, m in res["methods"].items():
+        a = m["auroc"]
+        print(f"{name}: {method:20s} AUROC {a['value']:.3f} [{a['ci_low']:.3f}, "
+              f"{a['ci_high']:.3f}]", flush=True)
+    for c in res["comparisons"]:
+        print(f"{name}: {c['reference']} - {c['other']}: {c['difference']:+.3f}, "
+              f"p = {c['p_value']}", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
