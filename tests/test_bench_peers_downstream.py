@@ -78,7 +78,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     f = bpd._lr_lambda(20)
     values = [f(i) for i in range(20)]
     assert values[0] == pytest.approx(0.5) and values[1] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(values[1:], values[2:]))
+    assert all(a >= b for a, b in zip(values[1:], values[2:], strict=False))
     assert f(20) == pytest.approx(0.0, abs=1e-9)
 
 
