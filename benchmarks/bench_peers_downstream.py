@@ -29,10 +29,13 @@ The pretrained model is ``--checkpoint DIR`` or, by default, a ``tiny`` model pr
 :func:`megfm.pretrain` for ``--pretrain-steps`` steps on a separate simulated cohort (another
 seed, no labels used).
 
-braindecode is a benchmark-only dependency; run with the venv that has it::
+braindecode is a benchmark-only dependency; run with the venv that has it. That venv lacks
+lightning (needed by megfm.pretrain and megfm.finetune), so the project venv's site-packages
+(identical torch / numpy / scikit-learn / mne) follow the worktree on the path::
 
-    PYTHONPATH=$PWD /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py --quick
-    PYTHONPATH=$PWD /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py
+    export PYTHONPATH=$PWD:/work/main/.venv/lib/python3.11/site-packages
+    /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py --quick   # ~80 s, 1 core
+    /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py           # default size
 
 Without braindecode the peers get a ``skipped`` row. Writes
 ``benchmarks/results/peers_downstream.json`` (``--out``) and prints a Markdown table.
