@@ -68,10 +68,10 @@ def per_type_alignment(sensor_map: np.ndarray, expected: list[str], names: list[
     wanted = set(expected)
     for t in np.unique(types):
         sel = types == t
-        sub = [n for n, s in zip(names, sel) if s and n in wanted]
+        sub = [n for n, s in zip(names, sel, strict=True) if s and n in wanted]
         if sub:
             out[str(t)] = alignment_score(sensor_map[sel], sub,
-                                          names=[n for n, s in zip(names, sel) if s])
+                                          names=[n for n, s in zip(names, sel, strict=True) if s])
     return out
 
 

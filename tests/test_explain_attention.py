@@ -11,6 +11,7 @@ from torch import nn
 from megfm.data import SensorGeometry, Windows
 from megfm.explain import (
     AttentionMaps,
+    alignment_score,
     attention_maps,
     attention_rollout,
     geometry_to_info,
@@ -264,3 +265,39 @@ def test_state_topomap_pngs(model, tmp_path):
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
     with pytest.raises(ValueError, match="absent from the data"):
         plot_state_topomaps(maps, tmp_path, states=["somatosensory"])
+
+
+def _constructed_maps(patch_weights: np.ndarray, geometry: SensorGeometry) -> AttentionMaps:
+    return AttentionMaps(geometry=geometry, by=("state",),
+                         patch_weights={("auditory",): patch_weights},
+                         weights={("auditory",): patch_weights.mean(0)}, rollout=None,
+                         n_windows={("auditory",): 1}, patch_seconds=0.1)
+
+
+def test_event_related_known_answer(geometry):
+    s = geometry.n_sensors
+    pw = np.full((6, s), 1.0 / s)
+    pw[2, 5] *= 3.0  # sensor 5 triples its share in the first post-event patch
+    pw[2, 7] *= 2.0  # sensor 7 doubles it
+    pw[2] /= pw[2].sum()
+    maps = _constructed_maps(pw, geometry)
+    change = maps.event_related("auditory", tmin=-0.2)  # patches 0-1 are the baseline
+    np.testing.assert_allclose(change.sum(), 1.0)
+    assert np.count_nonzero(change) == 2  # sensors whose share shrank are 0, not negative
+    # relative increases 3 * c - 1 and 2 * c - 1 with c the renormalisation of row 2
+    c = 1.0 / pw[2].sum() * pw[2, 0] * s
+    np.testing.assert_allclose(change[5] / change[7], (3 * c - 1) / (2 * c - 1))
+    assert alignment_score(change, [geometry.names[5], geometry.names[7]],
+                           names=geometry.names) == pytest.approx(s / 2)
+    # a later patch; nothing changes there
+    np.testing.assert_allclose(maps.event_related("auditory", tmin=-0.2, patch=4), 0.0)
+
+
+def test_event_related_bad_arguments(geometry):
+    maps = _constructed_maps(np.full((6, geometry.n_sensors), 1.0 / geometry.n_sensors), geometry)
+    with pytest.raises(ValueError, match="before the event"):
+        maps.event_related("auditory", tmin=0.0)
+    with pytest.raises(ValueError, match="post-event patch"):
+        maps.event_related("auditory", tmin=-0.2, patch=1)
+    with pytest.raises(ValueError, match="absent from the data"):
+        maps.event_related("somatosensory")

@@ -234,7 +234,7 @@ def test_scale_feature_lets_the_model_see_sensor_amplitudes():
     louder["x"][:, 2] *= 10.0
     for flag in (False, True):
         torch.manual_seed(0)
-        m = MaskedSignalModel(TINY.replace(scale_feature=flag)).eval()
+        m = MaskedSignalModel(TINY.replace(scale_feature=flag, scale_attention_bias=None)).eval()
         with torch.no_grad():
             a = m.forward_features(*_args(batch))
             b = m.forward_features(*_args(louder))
@@ -259,6 +259,22 @@ def test_scale_attention_bias_favours_large_sensors():
     with torch.no_grad():
         _, att0 = m0.forward_features(*_args(batch), return_attention=True)
     assert att0["spatial"].mean((0, 1, 2))[5] < 0.5
+
+
+def test_scale_attention_bias_follows_each_patch_amplitude():
+    # a burst on sensor 2 in the third time patch only: the attention of that patch goes to
+    # sensor 2, the attention of the other patches does not
+    batch = make_batch(b=1, s=8, n_times=200, n_pad=(0,), types=torch.zeros(1, 8, dtype=torch.long))
+    length = TINY.patch_samples
+    batch["x"][:, 2, 2 * length:3 * length] *= 30.0
+    torch.manual_seed(0)
+    m = MaskedSignalModel(TINY.replace(scale_attention_bias=10.0)).eval()
+    with torch.no_grad():
+        _, att = m.forward_features(*_args(batch), return_attention=True)
+    w = att["spatial"][0].mean(1)  # (P, S)
+    assert int(w[2].argmax()) == 2 and w[2, 2] > 0.9
+    others = [p for p in range(w.shape[0]) if p != 2]
+    assert float(w[others, 2].max()) < 0.5
 
 
 def test_token_dim_narrows_the_per_sensor_path():
