@@ -202,6 +202,9 @@ def main() -> int:
                         help="pretraining steps (default 30 quick, 300 full)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds of the attribution part; 0 skips it (default 2 quick, 5 full)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a pretrained model folder (e.g. from bench_targets.py --work): "
+                        "part A is skipped and part B attributes this model's embeddings")
     args = parser.parse_args()
     steps, seeds = args.steps, args.seeds
     args.subjects = 4 if args.quick else 8
@@ -216,35 +219,23 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        a, model = part_a(args, work)
-        print(f"Part A: attention alignment with expected sensors (x uniform), "
-              f"{a['n_windows']} windows, {a['steps']} pretraining steps "
-              f"(loss {a['loss_first']:.3f} -> {a['loss_last']:.3f})")
-        print("| state | pretrained spatial | pretrained rollout | untrained spatial | "
-              "signal power (baseline) |")
-        print("|---|---:|---:|---:|---:|")
-        for state, r in a["alignment"].items():
-            print(f"| {state} | {r['pretrained_spatial']:.2f} | {r['pretrained_rollout']:.2f} | "
-                  f"{r['untrained_spatial']:.2f} | {r['signal_power_baseline']:.2f} |")
+        if args.checkpoint:
+            from megfm import load_pretrained
+
+            model = load_pretrained(args.checkpoint).eval()
+            a = {"skipped": f"model from {args.checkpoint}"}
+        else:
+            a, model = part_a(args, work)
+        if "alignment" in a:
+            print_part_a(a)
         b = []
         for scale in (1.0, 0.0):
             for seed in range(args.seeds):
                 b.append(part_b_seed(args, work, model, seed, scale))
-        print("\nPart B: rank of the planted region in the theta-band attribution table")
-        print("| effect scale | seed | planted region | rank | top region | top score | "
-              "top / median | CV accuracy |")
-        print("|---:|---:|---|---:|---|---:|---:|---:|")
-        for r in b:
-            print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank']} | "
-                  f"{r['top']} | {r['top_score']:.2f} | {r['top_over_median']:.2f} | "
-                  f"{r['cv_accuracy']:.2f} |")
+        print_part_b(b, args.seeds)
         hits = sum(r["rank"] <= 3 for r in b if r["effect_scale"] == 1.0)
-        if b:
-            print(f"planted region in the top 3: {hits} of {args.seeds} seeds (effect scale 1)")
-        if b:
-            print("\nRegion table, seed 0, effect scale 1:")
-            print(format_region_table(b[0]["table"], top=5))
-    result = {"quick": args.quick, "seconds": round(time.perf_counter() - t0, 1),
+    result = {"quick": args.quick, "checkpoint": args.checkpoint,
+              "seconds": round(time.perf_counter() - t0, 1),
               "attention": a, "attribution": b, "top3_hits": hits, "n_seeds": args.seeds}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +244,35 @@ def main() -> int:
     os.replace(tmp_out, out)
     print(f"\nwrote {out} in {result['seconds']} s")
     return 0
+
+
+def print_part_a(a: dict) -> None:
+    print(f"Part A: attention alignment with expected sensors (x uniform), "
+          f"{a['n_windows']} windows, {a['steps']} pretraining steps "
+          f"(loss {a['loss_first']:.3f} -> {a['loss_last']:.3f})")
+    print("| state | pretrained spatial | pretrained rollout | untrained spatial | "
+          "signal power (baseline) |")
+    print("|---|---:|---:|---:|---:|")
+    for state, r in a["alignment"].items():
+        print(f"| {state} | {r['pretrained_spatial']:.2f} | {r['pretrained_rollout']:.2f} | "
+              f"{r['untrained_spatial']:.2f} | {r['signal_power_baseline']:.2f} |")
+
+
+def print_part_b(b: list, n_seeds: int) -> None:
+    if not b:
+        return
+    print("\nPart B: rank of the planted region in the theta-band attribution table")
+    print("| effect scale | seed | planted region | rank | top region | top score | "
+          "top / median | CV accuracy |")
+    print("|---:|---:|---|---:|---|---:|---:|---:|")
+    for r in b:
+        print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank']} | "
+              f"{r['top']} | {r['top_score']:.2f} | {r['top_over_median']:.2f} | "
+              f"{r['cv_accuracy']:.2f} |")
+    hits = sum(r["rank"] <= 3 for r in b if r["effect_scale"] == 1.0)
+    print(f"planted region in the top 3: {hits} of {n_seeds} seeds (effect scale 1)")
+    print("\nRegion table, seed 0, effect scale 1:")
+    print(format_region_table(b[0]["table"], top=5))
 
 
 if __name__ == "__main__":

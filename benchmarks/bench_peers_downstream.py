@@ -29,11 +29,10 @@ The pretrained model is ``--checkpoint DIR`` or, by default, a ``tiny`` model pr
 :func:`megfm.pretrain` for ``--pretrain-steps`` steps on a separate simulated cohort (another
 seed, no labels used).
 
-braindecode is a benchmark-only dependency; run with the venv that has it. That venv lacks
-lightning (needed by megfm.pretrain and megfm.finetune), so the project venv's site-packages
-(identical torch / numpy / scikit-learn / mne) follow the worktree on the path::
+braindecode is a benchmark-only dependency; run with the benchmark venv of docs/peers.md
+(braindecode and megfm with its lightning installed)::
 
-    export PYTHONPATH=$PWD:/work/main/.venv/lib/python3.11/site-packages
+    export PYTHONPATH=$PWD
     /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py --quick   # ~80 s, 1 core
     /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py           # default size
 
