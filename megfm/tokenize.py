@@ -27,6 +27,7 @@ __all__ = [
     "NormStats",
     "denormalize",
     "patchify",
+    "pool_scale_by_type",
     "relative_log_scale",
     "robust_normalize",
     "unpatchify",
@@ -160,6 +161,42 @@ def robust_normalize(
     else:
         x_norm = (xf - center) / scale
     return x_norm, NormStats(center, scale)
+
+
+def pool_scale_by_type(
+    stats: NormStats, sensor_type: torch.Tensor, sensor_mask: torch.Tensor | None = None
+) -> NormStats:
+    """Replace each sensor's scale by the median scale of its sensor type in the window.
+
+    Centres stay per sensor; every sensor of one type then shares one scale, so the spatial
+    pattern of the field (which sensors are larger than which) survives normalisation while
+    units (fT, fT/cm) and recording-to-recording gain still cancel.
+
+    Parameters
+    ----------
+    stats : NormStats
+        Per-sensor statistics from :func:`robust_normalize`, scale of shape (B, S, 1).
+    sensor_type : Tensor of int, shape (B, S)
+        Sensor type codes.
+    sensor_mask : Tensor of bool, shape (B, S) | None
+        True for valid sensors; invalid ones keep scale 1 and are left out of the medians.
+
+    Returns
+    -------
+    stats : NormStats
+        Same centres; scales pooled per type.
+    """
+    center, scale = stats
+    log_s = scale.reshape(sensor_type.shape).float().clamp_min(1e-30).log()
+    valid = (torch.ones_like(sensor_type, dtype=torch.bool) if sensor_mask is None
+             else sensor_mask.to(torch.bool))
+    types = sensor_type.long()
+    pooled = torch.ones_like(log_s)
+    for t in torch.unique(types[valid]).tolist():
+        sel = valid & (types == t)
+        med = torch.where(sel, log_s, torch.full_like(log_s, float("nan"))).nanmedian(1).values
+        pooled = torch.where(sel, torch.nan_to_num(med).exp()[:, None], pooled)
+    return NormStats(center, pooled.reshape(scale.shape).to(scale.dtype))
 
 
 def relative_log_scale(

@@ -470,3 +470,23 @@ def test_checkpoint_refusals(model, tmp_path):
     torch.save({"x": _NotATensor()}, bad / "weights.pt")
     with pytest.raises(ValueError, match="Cannot read the weights"):
         load_pretrained(bad)
+
+
+def test_norm_scope_type_round_trip_and_errors():
+    batch = make_batch(b=2, s=10, n_times=200, types=torch.tensor([[0] * 4 + [1] * 6] * 2))
+    m = MaskedSignalModel(TINY.replace(norm_scope="type")).eval()
+    with torch.no_grad():
+        out = m(*_args(batch), generator=torch.Generator().manual_seed(0))
+    valid = batch["sensor_mask"]
+    # visible patches come back exactly in physical units
+    phys = denormalize(out["pred"], out["stats"])
+    b, s, p, length = phys.shape
+    x = batch["x"][..., : p * length].reshape(b, s, p, length)
+    keep = (~out["mask"] & valid[..., None])[..., None].expand_as(x)
+    torch.testing.assert_close(phys[keep], x[keep], rtol=1e-4, atol=1e-3)
+    scale = out["stats"].scale[..., 0]
+    assert torch.all(scale[0, :4] == scale[0, 0]) and torch.all(scale[0, 4:] == scale[0, 4])
+    with pytest.raises(ValueError, match="sensor_type"):
+        m.tokenize(batch["x"], valid)
+    with pytest.raises(ValueError, match="norm_scope"):
+        ModelConfig.preset("tiny", norm_scope="channel")

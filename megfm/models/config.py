@@ -14,7 +14,10 @@ from typing import Any
 from ..masking import MASK_MODES
 from ..tokenize import NORM_METHODS
 
-__all__ = ["PRESETS", "QK_INITS", "ModelConfig"]
+__all__ = ["NORM_SCOPES", "PRESETS", "QK_INITS", "ModelConfig"]
+
+#: Scopes of the robust scale accepted by ``ModelConfig.norm_scope``.
+NORM_SCOPES: tuple[str, ...] = ("sensor", "type")
 
 #: Initialisations of the attention projections accepted by ``ModelConfig.qk_init``.
 QK_INITS: tuple[str, ...] = ("trunc_normal", "xavier")
@@ -32,6 +35,8 @@ class ModelConfig:
     patch_samples: int = 40  # samples per sensor-patch token (0.2 s at 200 Hz)
     n_sensor_types: int = 4  # len(megfm.data.SENSOR_TYPES): mag, planar_grad, axial_grad, opm
     norm_method: str = "iqr"  # per-sensor robust normalisation: "iqr" or "mad"
+    norm_scope: str = "sensor"  # "sensor": each sensor its own scale; "type": every sensor of
+    #   a type shares the median scale of that type in the window (keeps the field pattern)
     # --- geometry embedding --------------------------------------------------------------
     n_frequencies: int = 6  # octaves of Fourier features per position coordinate
     position_scale: float = 0.1  # metres mapped to 1 before the Fourier features (~helmet radius)
@@ -83,6 +88,7 @@ class ModelConfig:
             (self.depth >= 0 and self.decoder_depth >= 1,
              "depth must be >= 0 and decoder_depth >= 1"),
             (self.norm_method in NORM_METHODS, f"norm_method must be one of {NORM_METHODS}"),
+            (self.norm_scope in NORM_SCOPES, f"norm_scope must be one of {NORM_SCOPES}"),
             (self.mask_mode in MASK_MODES, f"mask_mode must be one of {MASK_MODES}"),
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
             (self.time_block >= 1, "time_block must be >= 1"),

@@ -28,6 +28,7 @@ from ..tokenize import (
     NormStats,
     patchify,
     relative_log_scale,
+    pool_scale_by_type,
     robust_normalize,
 )
 from .config import ModelConfig
@@ -241,10 +242,21 @@ class MaskedSignalModel(nn.Module):
         return valid
 
     def tokenize(
-        self, x: torch.Tensor, sensor_mask: torch.Tensor
+        self, x: torch.Tensor, sensor_mask: torch.Tensor, sensor_type: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, NormStats]:
-        """Per-sensor robust normalisation then patching: ``(B, S, T) -> (B, S, P, L)``."""
+        """Robust normalisation then patching: ``(B, S, T) -> (B, S, P, L)``.
+
+        Centres are per sensor; scales per sensor, or (``config.norm_scope == "type"``,
+        which needs ``sensor_type``) the median scale of the sensor's type in the window.
+        """
         x_norm, stats = robust_normalize(x, sensor_mask, method=self.config.norm_method)
+        if self.config.norm_scope == "type":
+            if sensor_type is None:
+                raise ValueError("norm_scope='type' needs the sensor types: pass sensor_type.")
+            stats = pool_scale_by_type(stats, sensor_type, sensor_mask)
+            valid = sensor_mask.to(torch.bool)[..., None]
+            x_norm = torch.where(valid, (x.float() - stats.center) / stats.scale,
+                                 torch.zeros_like(x_norm))
         return patchify(x_norm, self.config.patch_samples), stats
 
     def relative_scale(
@@ -485,7 +497,7 @@ class MaskedSignalModel(nn.Module):
             ``"spatial"`` (B, P, K, S) and ``"temporal"`` (list of (B, H, P*K, P*K)).
         """
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        target, stats = self.tokenize(x, valid)  # (B, S, P, L)
+        target, stats = self.tokenize(x, valid, sensor_type)  # (B, S, P, L)
         b, s, p, _ = target.shape
         if mask is None:
             mask = self.random_masking(
@@ -547,7 +559,7 @@ class MaskedSignalModel(nn.Module):
     def _encode_whole(self, x, pos, ori, sensor_type, sensor_mask, *, sfreq, **encoder_kwargs):
         """Encode windows with every valid sensor-patch visible (no masking)."""
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        patches, stats = self.tokenize(x, valid)
+        patches, stats = self.tokenize(x, valid, sensor_type)
         visible = valid[..., None].expand_as(patches[..., 0])
         geometry = self.geometry(pos, ori, sensor_type, valid)
         return self.forward_encoder(
