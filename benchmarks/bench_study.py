@@ -33,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
 from megfm.evaluate.baselines import RawPCA
-from megfm.evaluate.classification import aggregate_by_subject, make_classifier, run_study
+from megfm.evaluate.classification import make_classifier, run_study, subject_state_matrix
 
 
 def _data(n_subjects: int, windows_per_subject: int, seed: int):
@@ -52,7 +52,7 @@ def _data(n_subjects: int, windows_per_subject: int, seed: int):
 
 def _sklearn_fits(feats, meta, y, cv) -> None:
     for name, x in feats.items():
-        X = aggregate_by_subject(x, meta["subject"], meta["state"])
+        X = subject_state_matrix(x, meta["subject"], meta["state"])
         for clf in ("logreg", "svm", "rf"):
             est = make_classifier(clf, seed=0)
             if name == "raw":
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
 
     # baseline 2: refit-per-permutation test of one method
     n_refit = 10 if args.quick else 100
-    X = aggregate_by_subject(feats["megfm"], meta["subject"], meta["state"])
+    X = subject_state_matrix(feats["megfm"], meta["subject"], meta["state"])
     t0 = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):
         _, _, p_sklearn = permutation_test_score(make_classifier("logreg"), X, y, cv=cv,

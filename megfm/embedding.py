@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._grouping import group_means
 from .data.geometry import SensorGeometry
 from .data.windows import Windows
 
@@ -318,9 +319,15 @@ def aggregate_by_subject(
     Returns
     -------
     features : array, shape (n_groups, dim)
-        Mean feature of each group, float32.
+        Mean feature of each group, float32; rows sorted by subject, then state. A NaN
+        feature makes its group's mean NaN (nothing is skipped).
     metadata : dict of str to array, shape (n_groups,)
         ``subject``, ``state`` (when ``per_state``), ``label`` and ``n_windows``.
+
+    See Also
+    --------
+    megfm.evaluate.classification.subject_state_matrix : the same means in wide format
+        (one row per subject, the states side by side), NaN-skipping, for classifiers.
     """
     features = np.asarray(features)
     if features.ndim != 2:
@@ -338,14 +345,14 @@ def aggregate_by_subject(
         raise ValueError("metadata has no 'state' column; use per_state=False.")
     subjects = np.asarray(metadata["subject"]).astype(str)
     states = np.asarray(metadata["state"]).astype(str) if per_state else np.full(n, "")
-    keys = sorted(set(zip(subjects.tolist(), states.tolist(), strict=True)))
-    out = np.zeros((len(keys), features.shape[1]), np.float32)
-    counts, labels = np.zeros(len(keys), np.int64), []
-    for row, (subject, state) in enumerate(keys):
-        sel = (subjects == subject) & (states == state)
-        out[row] = features[sel].mean(axis=0)
-        counts[row] = sel.sum()
-        labels.append(_one_label(metadata, subjects == subject, subject))
+    pairs = list(zip(subjects.tolist(), states.tolist(), strict=True))
+    keys = sorted(set(pairs))
+    pos = {key: row for row, key in enumerate(keys)}
+    codes = np.array([pos[key] for key in pairs], dtype=np.int64)
+    means, counts = group_means(features, codes, len(keys), skipna=False)
+    out = means.astype(np.float32)
+    label_of = {s: _one_label(metadata, subjects == s, s) for s in dict.fromkeys(k[0] for k in keys)}
+    labels = [label_of[subject] for subject, _ in keys]
     meta = {"subject": np.array([k[0] for k in keys], dtype=str)}
     if per_state:
         meta["state"] = np.array([k[1] for k in keys], dtype=str)

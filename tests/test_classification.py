@@ -10,7 +10,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from megfm.evaluate.classification import aggregate_by_subject, parse_task, run_study
+from megfm.evaluate.classification import parse_task, run_study, subject_state_matrix
 
 FAST = {"n_permutations": 200, "n_bootstrap": 300, "progress": False}
 
@@ -150,11 +150,11 @@ def test_study_is_seeded():
     assert not np.array_equal(a.scores[key], c.scores[key])
 
 
-def test_aggregate_by_subject_known_answer():
+def test_subject_state_matrix_known_answer():
     feats = np.array([[1.0, 2], [3, 4], [10, 20], [5, 5], [np.nan, 1]])
     subjects = np.array(["a", "a", "a", "b", "b"])
     states = np.array(["rest", "rest", "task", "rest", "rest"])
-    X = aggregate_by_subject(feats, subjects, states)
+    X = subject_state_matrix(feats, subjects, states)
     np.testing.assert_array_equal(X[0], [2, 3, 10, 20])
     np.testing.assert_array_equal(X[1, :2], [5, 3])
     assert np.isnan(X[1, 2:]).all()  # b has no task windows

@@ -1,4 +1,4 @@
-"""Embeddings: embed(), aggregate_by_subject(), the Embedder transformer and `megfm embed`."""
+"""Embeddings: embed(), aggregate_by_subject() (and its wide twin), the Embedder transformer and `megfm embed`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from megfm.data import SensorGeometry  # noqa: E402
 from megfm.embedding import Embedder, aggregate_by_subject, embed  # noqa: E402
+from megfm.evaluate.classification import subject_state_matrix  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +89,38 @@ def test_aggregate_by_subject(windows):
     bad = dict(windows.metadata, label=np.where(np.arange(24) == 0, "HC", "migraine"))
     with pytest.raises(ValueError, match="several labels"):
         aggregate_by_subject(feats, bad)
+
+
+def test_long_and_wide_subject_means_agree(windows):
+    rng = np.random.default_rng(0)
+    meta = windows.metadata
+    # subject 01 loses its auditory windows: a missing (subject, state) cell
+    keep = ~((meta["subject"] == "01") & (meta["state"] == "auditory"))
+    meta = {k: np.asarray(v)[keep] for k, v in meta.items()}
+    feats = rng.normal(size=(int(keep.sum()), 5)).astype(np.float32)
+    long, lmeta = aggregate_by_subject(feats, meta, per_state=True)
+    wide = subject_state_matrix(feats, meta["subject"], meta["state"])
+    subjects, states = np.unique(meta["subject"]), np.unique(meta["state"])
+    assert wide.shape == (len(subjects), len(states) * 5)
+    assert len(long) == len(subjects) * len(states) - 1
+    blocks = wide.reshape(len(subjects), len(states), 5)
+    for row, (subject, state) in enumerate(zip(lmeta["subject"], lmeta["state"], strict=True)):
+        i, j = list(subjects).index(subject), list(states).index(state)
+        np.testing.assert_allclose(long[row], blocks[i, j], rtol=1e-6)
+    i, j = list(subjects).index("01"), list(states).index("auditory")
+    assert np.isnan(blocks[i, j]).all() and np.isfinite(np.delete(blocks, i, 0)).all()
+    # one state: one row per subject in both shapes
+    long1, lmeta1 = aggregate_by_subject(feats, meta, per_state=False)
+    np.testing.assert_array_equal(lmeta1["subject"], subjects)
+    np.testing.assert_allclose(long1, subject_state_matrix(feats, meta["subject"]), rtol=1e-6)
+    # NaN: the long mean propagates it, the wide matrix skips it
+    feats[0, 2] = np.nan
+    long, _ = aggregate_by_subject(feats, meta, per_state=False)
+    wide = subject_state_matrix(feats, meta["subject"])
+    first = list(subjects).index(meta["subject"][0])
+    assert np.isnan(long[first, 2]) and np.isfinite(wide[first, 2])
+    sel = meta["subject"] == meta["subject"][0]
+    assert wide[first, 2] == pytest.approx(np.nanmean(feats[sel, 2]), rel=1e-6)
 
 
 def test_embed_errors(windows):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import lightning.pytorch as pl
 import numpy as np
@@ -78,6 +79,27 @@ def test_pretrain_runs_loss_drops_and_exports(tmp_path, datamodule):
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     for name, value in model.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"][f"model.{name}"]), name
+
+
+def test_run_shorter_than_an_epoch_validates_once(tmp_path, datamodule, monkeypatch):
+    # 16 training windows in batches of 4: validation is due after 4 steps; stop after 2
+    from lightning.pytorch.callbacks import model_checkpoint
+    from lightning.pytorch.utilities.rank_zero import WarningCache
+
+    monkeypatch.setattr(model_checkpoint, "warning_cache", WarningCache())  # no de-duplication
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(tmp_path / "run", datamodule, max_steps=2)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "val/loss" in m], messages
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in ckpts.glob("best-*.ckpt")] == ["best-step=2.ckpt"]
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 2
+    best = torch.load(ckpts / "best-step=2.ckpt", weights_only=True)
+    (state,) = [v for k, v in best["callbacks"].items() if "val/loss" in k]
+    assert np.isfinite(float(state["best_model_score"]))
+    val = load_metrics(tmp_path / "run")["val/loss"]
+    assert np.isfinite(val).sum() == 1  # one validation, of the final state
 
 
 class _Kill(pl.Callback):

@@ -12,7 +12,7 @@ import importlib
 _LAZY_ATTRS: dict[str, str] = {
     "run_study": "classification",
     "StudyResult": "classification",
-    "aggregate_by_subject": "classification",
+    "subject_state_matrix": "classification",
     "make_classifier": "classification",
     "parse_task": "classification",
     "raw_features": "baselines",

@@ -32,13 +32,15 @@ from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from .._grouping import group_codes, group_means
 from .._version import __version__
 from .splits import Fold, check_no_leak, subject_folds, subject_labels, window_indices
 from .stats import METRICS, bootstrap_metrics, paired_permutation_test
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StudyResult", "aggregate_by_subject", "make_classifier", "parse_task", "run_study"]
+__all__ = ["StudyResult", "make_classifier", "parse_task", "run_study",
+           "subject_state_matrix"]
 
 #: Names accepted in ``classifiers``.
 CLASSIFIERS: tuple[str, ...] = ("logreg", "svm", "rf")
@@ -103,9 +105,9 @@ def parse_task(task: str, labels) -> list[str]:
     return [parts[1], parts[0]]
 
 
-def aggregate_by_subject(features, subjects, states=None, *, subject_order=None,
+def subject_state_matrix(features, subjects, states=None, *, subject_order=None,
                          state_order=None) -> np.ndarray:
-    """Mean of each subject's windows, per state, states concatenated.
+    """Subject-level design matrix: mean of each subject's windows, per state, states concatenated.
 
     Parameters
     ----------
@@ -116,33 +118,31 @@ def aggregate_by_subject(features, subjects, states=None, *, subject_order=None,
     states : array of str, shape (n_windows,) | None
         State of each window; None treats all windows as one state.
     subject_order, state_order : sequence of str | None
-        Row and block order (default: sorted unique values).
+        Row and block order (default: sorted unique values). Windows of other subjects or
+        states are left out.
 
     Returns
     -------
     X : array, shape (n_subjects, n_states * n_features)
-        Block ``j`` holds the mean over the subject's windows in state ``j``; NaN where a
-        subject has no window in that state.
+        Block ``j`` holds the mean over the subject's windows in state ``j``, skipping
+        non-finite values; NaN where a subject has no (finite) value in that state.
+
+    See Also
+    --------
+    megfm.embedding.aggregate_by_subject : the same means in long format (one row per
+        subject and state) with the subjects' labels and window counts.
     """
     features = np.asarray(features, dtype=np.float64)
     subjects = np.asarray(subjects).astype(str)
     states = np.zeros(len(subjects), str) if states is None else np.asarray(states).astype(str)
     subject_order = np.unique(subjects) if subject_order is None else np.asarray(subject_order)
     state_order = np.unique(states) if state_order is None else np.asarray(state_order)
-    s_pos = {s: i for i, s in enumerate(subject_order.tolist())}
-    t_pos = {s: i for i, s in enumerate(state_order.tolist())}
-    rows = np.array([s_pos.get(s, -1) for s in subjects.tolist()])
-    blocks = np.array([t_pos.get(s, -1) for s in states.tolist()])
-    keep = (rows >= 0) & (blocks >= 0)
+    rows = group_codes(subjects, subject_order)
+    blocks = group_codes(states, state_order)
     n_sub, n_st, d = len(subject_order), len(state_order), features.shape[1]
-    cell = rows[keep] * n_st + blocks[keep]
-    sums = np.zeros((n_sub * n_st, d))
-    counts = np.zeros((n_sub * n_st, d))
-    np.add.at(sums, cell, np.nan_to_num(features[keep]))
-    np.add.at(counts, cell, np.isfinite(features[keep]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(counts > 0, sums / counts, np.nan)
-    return mean.reshape(n_sub, n_st * d)
+    cell = np.where((rows >= 0) & (blocks >= 0), rows * n_st + blocks, -1)
+    means, _ = group_means(features, cell, n_sub * n_st, skipna=True)
+    return means.reshape(n_sub, n_st * d)
 
 
 def _impute(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -565,7 +565,7 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
     designs = {}
     for name, x in feats.items():
         if level == "subject":
-            designs[name] = aggregate_by_subject(x[sel], subj_w, states_w,
+            designs[name] = subject_state_matrix(x[sel], subj_w, states_w,
                                                  subject_order=subjects, state_order=state_order)
         else:
             designs[name] = x[sel]

@@ -231,7 +231,9 @@ def pretrain(
     balance_states : bool
         Sample the states equally often.
     val_fraction : float
-        Fraction of subjects held out for validation (split by subject).
+        Fraction of subjects held out for validation (split by subject). Validation runs
+        after every epoch and after the last step, so even a run shorter than one epoch
+        has a ``val/loss`` and a ``best-*`` checkpoint.
     checkpoint_every : int | None
         Save ``last.ckpt`` every this many steps (default ``max(1, max_steps // 10)``).
     log_every_n_steps : int
@@ -260,6 +262,26 @@ def pretrain(
     """
     with _verbose_level(verbose):
         return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
+
+
+def _validate_at_end():
+    """A callback that validates the final state of every run.
+
+    Lightning validates at the end of each training epoch; a run whose ``max_steps`` ends
+    inside an epoch (e.g. shorter than one epoch) would otherwise never validate, and the
+    ``best-*`` checkpoint would find no ``val/loss`` (or a stale one) to rank the final state.
+    Requesting a stop at the last optimiser step makes Lightning run the validation loop
+    right after that step (once: it coincides with the epoch-end validation when both fall
+    on the same batch).
+    """
+    import lightning.pytorch as pl
+
+    class _ValidateAtEnd(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+                trainer.should_stop = True
+
+    return _ValidateAtEnd()
 
 
 def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
@@ -291,6 +313,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     callbacks += [ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_top_k=0,
                                  save_last=True, every_n_train_steps=checkpoint_every)]
     if val_fraction > 0:
+        callbacks.append(_validate_at_end())
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}",
                                          monitor="val/loss", mode="min", save_top_k=1))
     loggers = [CSVLogger(save_dir=out, name="logs")]
