@@ -120,7 +120,13 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, progress: boo
     maps = attention_maps(model, store, verbose=None if progress else False)
     figures = plot_state_topomaps(maps, out / "figures")
     ground_truth = json.loads((cohort_dir / "ground_truth.json").read_text())
-    alignment = maps.alignment(ground_truth.get("expected_sensors", {}))
+    expected = ground_truth.get("expected_sensors", {})
+    alignment = maps.alignment(expected)
+    locked = [k for k in maps.keys if "/".join(k) in maps.info.get("event_locked", [])]
+    figures += plot_state_topomaps(maps, out / "figures", kind="event", states=locked,
+                                   prefix="event")
+    event_alignment = maps.alignment({k[0]: expected[k[0]] for k in locked if k[0] in expected},
+                                     kind="event")
     t = _stage("explain", timings, t)
 
     summary = {
@@ -129,6 +135,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, progress: boo
         "prepare": prepared,
         "study": study.summary() if hasattr(study, "summary") else study,
         "attention_alignment": alignment,
+        "event_attention_alignment": event_alignment,
         "figures": [str(Path(f).relative_to(out)) for f in figures],
     }
     _write_report(out, summary)
@@ -146,6 +153,9 @@ def _write_report(out: Path, summary: dict) -> None:
               "curves:", "", "![ROC](study/roc.png)", "", "## Attention maps per state", ""]
     for name, score in summary["attention_alignment"].items():
         lines.append(f"- {name}: alignment with the expected sensors = {score:.2f}x uniform")
+    for name, score in summary.get("event_attention_alignment", {}).items():
+        lines.append(f"- {name}, event-related attention change (`event_{name}.png`): "
+                     f"{score:.2f}x uniform")
     lines.append("")
     lines += [f"![{Path(f).stem}]({f})" for f in summary["figures"]]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -301,3 +301,18 @@ def test_event_related_bad_arguments(geometry):
         maps.event_related("auditory", tmin=-0.2, patch=1)
     with pytest.raises(ValueError, match="absent from the data"):
         maps.event_related("somatosensory")
+
+
+def test_event_kind_and_event_locked_groups(model, geometry):
+    windows = make_windows(geometry, {"auditory": 3, "rest": 10}, n_times=60)
+    windows.metadata["event"] = np.where(windows.metadata["state"] == "auditory", 1, -1)
+    windows.info["tmin"] = -0.2
+    maps = attention_maps(model, windows, rollout=False)
+    assert maps.info["event_locked"] == ["auditory"] and maps.info["tmin"] == -0.2
+    change = maps.get("auditory", kind="event")
+    np.testing.assert_allclose(change, maps.event_related("auditory", tmin=-0.2))
+    assert change.shape == (geometry.n_sensors,)
+    with pytest.raises(ValueError, match="not locked to stimulus events"):
+        maps.get("rest", kind="event")
+    with pytest.raises(ValueError, match="'spatial', 'rollout' or 'event'"):
+        maps.get("auditory", kind="power")

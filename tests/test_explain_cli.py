@@ -62,11 +62,14 @@ def test_cli_writes_pngs_and_json(cohort, capsys):
     for state, entry in result["groups"].items():
         assert len(entry["weights"]) == len(names)
         assert sum(w for w in entry["weights"] if w is not None) == pytest.approx(1.0)
-        assert set(entry["alignment"]) == {"spatial"} and "rollout" not in entry
+        # stimulus states are event-locked: their event-related change is scored too
+        assert set(entry["alignment"]) == {"spatial", "event"} and "rollout" not in entry
+        assert sum(w for w in entry["event_related"] if w is not None) == pytest.approx(1.0)
         assert entry["n_expected_sensors"] == len(truth["expected_sensors"][state])
         assert {r["region"] for r in entry["regions"]} == set(truth["regions"])
         assert [r["rank"] for r in entry["regions"]][:3] == [1, 2, 3]
-    for name in ("attention_auditory.png", "attention_somatosensory.png"):
+    for name in ("attention_auditory.png", "attention_somatosensory.png",
+                 "event_auditory.png", "event_somatosensory.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert not (out / "rollout_auditory.png").exists()
     assert "alignment spatial=" in capsys.readouterr().out

@@ -58,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
         auroc = metrics["auroc"]
         print(f"  {method:<18} {auroc['value']:.3f} [{auroc['ci_low']:.3f}, {auroc['ci_high']:.3f}]")
     print("attention alignment with the expected sensors (x uniform):")
+    events = summary.get("event_attention_alignment", {})
     for state, score in summary["attention_alignment"].items():
-        print(f"  {state:<18} {score:.2f}")
+        extra = f"   event-related change {events[state]:.2f}" if state in events else ""
+        print(f"  {state:<18} {score:.2f}{extra}")
     print(f"report: {args.out}/report.md")
     return 0

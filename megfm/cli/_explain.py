@@ -13,7 +13,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Compute the spatial attention maps (and attention rollout) of a "
         "pretrained checkpoint on the windows of a store, averaged per state; write one "
         "topomap PNG per state (one panel per sensor type) and explain.json with the "
-        "per-sensor weights and channel names. When the store comes from the simulator and "
+        "per-sensor weights and channel names. Event-locked states (stimuli) also get "
+        "the event-related attention change (event_<state>.png: the sensors whose share of "
+        "attention grows after the stimulus). When the store comes from the simulator and "
         "its ground_truth.json is found (or given), add the alignment score of each state "
         "with its expected sensors and a ranked table of the simulator's regions.",
     )
@@ -71,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     figures = plot_state_topomaps(maps, out, kind="spatial", prefix="attention")
     if not args.no_rollout:
         figures += plot_state_topomaps(maps, out, kind="rollout", prefix="rollout")
+    # event-locked groups (stimulus states) also get the event-related attention change
+    locked = [key for key in maps.keys if "/".join(key) in maps.info.get("event_locked", [])]
+    if locked:
+        figures += plot_state_topomaps(maps, out, kind="event", states=locked, prefix="event")
 
     truth = json.loads(truth_path.read_text()) if truth_path is not None else None
     dev_head_t = None
@@ -106,9 +112,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_rollout:
             entry["rollout"] = [None if not np.isfinite(v) else float(v)
                                 for v in maps.get(key, kind="rollout")]
+        if key in locked:
+            entry["event_related"] = [None if not np.isfinite(v) else float(v)
+                                      for v in maps.get(key, kind="event")]
         names = expected.get(key[0])
         if names:
-            entry["alignment"] = {k: maps.alignment(names, key, kind=k) for k in kinds}
+            entry["alignment"] = {k: maps.alignment(names, key, kind=k)
+                                  for k in kinds + (["event"] if key in locked else [])}
             entry["n_expected_sensors"] = len(names)
         if truth is not None and truth.get("regions") and not args.no_regions:
             present = np.isfinite(weights)

@@ -144,8 +144,9 @@ class AttentionMaps:
         ----------
         key : str | tuple of str
             The group, e.g. ``"auditory"`` when ``by=("state",)``.
-        kind : ``"spatial"`` | ``"rollout"``
-            Mean spatial attention, or the attention-rollout map.
+        kind : ``"spatial"`` | ``"rollout"`` | ``"event"``
+            Mean spatial attention, the attention-rollout map, or the event-related change
+            (:meth:`event_related` with the windows' ``tmin``).
 
         Returns
         -------
@@ -155,12 +156,16 @@ class AttentionMaps:
         k = self._key(key)
         if kind == "spatial":
             return self.weights[k]
+        if kind == "event":
+            return self.event_related(k)
         if kind == "rollout":
             if self.rollout is None:
                 raise ValueError("These maps were computed with rollout=False; recompute "
                                  "with attention_maps(..., rollout=True).")
             return self.rollout[k]
-        raise ValueError(f"Invalid value for 'kind': expected 'spatial' or 'rollout'; got {kind!r}.")
+        raise ValueError(
+            f"Invalid value for 'kind': expected 'spatial', 'rollout' or 'event'; got {kind!r}."
+        )
 
     __getitem__ = get
 
@@ -197,7 +202,7 @@ class AttentionMaps:
                              "{state: sensors}.")
         return alignment_score(self.get(key, kind=kind), list(expected), names=self.names)
 
-    def event_related(self, key, *, tmin: float = -0.2, patch: int | None = None,
+    def event_related(self, key, *, tmin: float | None = None, patch: int | None = None,
                       ) -> np.ndarray:
         """Event-related attention change of one group of event-locked windows.
 
@@ -211,9 +216,10 @@ class AttentionMaps:
         ----------
         key : str | tuple of str
             The group, e.g. ``"auditory"``; its windows must be event-locked.
-        tmin : float
+        tmin : float | None
             Start of the windows relative to the event (s), as given to
-            :func:`megfm.prepare` / :func:`megfm.data.make_windows` (default -0.2).
+            :func:`megfm.prepare` / :func:`megfm.data.make_windows`; default the ``tmin``
+            recorded with the windows (``info["tmin"]``), else -0.2.
         patch : int | None
             The post-event patch (index from the window start); default the first patch that
             starts at or after the event.
@@ -225,7 +231,16 @@ class AttentionMaps:
             absent ones.
         """
         k = self._key(key)
+        locked = self.info.get("event_locked")
+        if locked is not None and "/".join(k) not in locked:
+            raise ValueError(
+                f"Invalid group {key!r} for an event-related map: its windows are not locked to "
+                "stimulus events (e.g. resting state); use an event-locked state such as "
+                f"{', '.join(map(repr, locked)) or 'auditory'}."
+            )
         pw = self.patch_weights[k]
+        if tmin is None:
+            tmin = float(self.info.get("tmin", -0.2))
         n_pre = int(round(-float(tmin) / self.patch_seconds))
         if n_pre < 1:
             raise ValueError(
@@ -437,7 +452,13 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
             r[absent] = np.nan
             roll[key] = _normalise_rows(r)
     patch_seconds = windows.n_times / float(n_patches or 1) / windows.sfreq
+    events = windows.metadata.get("event")
+    locked = set() if events is None else {keys[i] for i in indices if int(events[i]) >= 0}
+    event_locked = sorted("/".join(k) for k in locked)
     logger.info("Attention maps for %d groups over %d windows.", len(weights), len(indices))
     return AttentionMaps(geometry=union, by=by, patch_weights=patch_weights, weights=weights,
                          rollout=roll if rollout else None, n_windows=n_win,
-                         patch_seconds=patch_seconds, info={"n_patches": n_patches})
+                         patch_seconds=patch_seconds,
+                         info={"n_patches": n_patches,
+                               "tmin": float((windows.info or {}).get("tmin", -0.2)),
+                               "event_locked": event_locked})

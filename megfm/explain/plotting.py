@@ -132,8 +132,8 @@ def plot_state_topomaps(maps, out_dir: str | os.PathLike, *, kind: str = "spatia
         From :func:`megfm.explain.attention_maps`.
     out_dir : path-like
         Folder for the PNGs (created).
-    kind : ``"spatial"`` | ``"rollout"``
-        Which map to draw.
+    kind : ``"spatial"`` | ``"rollout"`` | ``"event"``
+        Which map to draw (``"event"``: the event-related change, event-locked groups only).
     states : sequence | None
         Groups to draw (all when None); an absent one raises a ValueError.
     prefix : str

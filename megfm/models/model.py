@@ -27,8 +27,8 @@ from ..tokenize import (
     GeometryEmbedding,
     NormStats,
     patchify,
-    relative_log_scale,
     pool_scale_by_type,
+    relative_log_scale,
     robust_normalize,
 )
 from .config import ModelConfig

@@ -1,0 +1,167 @@
+"""A/B of model settings on the same data, batches, masks and seeds (learning speed).
+
+Trains one model per variant (a preset with some :class:`megfm.ModelConfig` fields and the
+peak learning rate overridden) with a plain AdamW loop on the pretraining store of a
+``bench_targets.py --work`` folder, then scores masked reconstruction on windows of its study
+store, and the alignment of the event-related attention change
+(:meth:`megfm.explain.AttentionMaps.event_related`) with the simulator's expected sensors.
+The reconstruction score is the NMSE of the hidden samples in *per-sensor* robust units whatever the
+model's own normalisation (``norm_scope``), so variants are comparable.
+
+Run::
+
+    python benchmarks/bench_targets.py --work WORK --skip recon,oracle,attention,study,null,cross
+    python benchmarks/bench_ablation.py --work WORK --steps 300 \\
+        --variant 'sensor={}' --variant 'type={"norm_scope": "type"}' \\
+        --variant 'lr3e-3={"lr": 3e-3}' --variant 'no-bias={"scale_attention_bias": null}'
+
+Writes ``benchmarks/results/ablation.json`` (``--out``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import megfm
+from megfm.explain import alignment_score, attention_maps
+from megfm.explain._common import _iter_batches
+from megfm.models import MaskedSignalModel, ModelConfig
+from megfm.tokenize import denormalize, robust_normalize
+
+HERE = Path(__file__).resolve().parent
+MODES = ("random", "sensor", "time")
+KEYS = ("x", "pos", "ori", "sensor_type", "sensor_mask")
+
+
+def to_torch(batch: dict) -> dict:
+    return {k: torch.as_tensor(batch[k]) for k in KEYS}
+
+
+def score(model: MaskedSignalModel, batches: list[dict]) -> dict[str, float]:
+    """NMSE of hidden samples in per-sensor robust units, per masking mode (same masks)."""
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for j, mode in enumerate(MODES):
+            sse = sst = 0.0
+            for i, b in enumerate(batches):
+                o = model(**b, mask_mode=mode, mask_ratio=0.5,
+                          generator=torch.Generator().manual_seed(1000 * j + i))
+                phys = denormalize(o["pred"], o["stats"])  # (B, S, P, L), physical units
+                n, s, p, length = phys.shape
+                x_norm, stats = robust_normalize(b["x"][..., :p * length], b["sensor_mask"])
+                pred = ((phys.reshape(n, s, -1) - stats.center) / stats.scale).reshape(phys.shape)
+                true = x_norm.reshape(phys.shape)
+                hidden = o["mask"][..., None].expand_as(true)
+                sse += float(((pred - true)[hidden] ** 2).sum())
+                sst += float((true[hidden] ** 2).sum())
+            out[mode] = sse / sst
+    model.train()
+    return out
+
+
+def event_related_alignment(model, windows, truth: dict, *, tmin: float = -0.2,
+                            max_windows: int = 200) -> dict[str, float]:
+    """Alignment of the event-related attention change with the expected sensors, per state."""
+    out = {}
+    rng = np.random.default_rng(0)
+    for state in ("auditory", "somatosensory"):
+        idx = np.flatnonzero(windows.metadata["state"] == state)
+        idx = np.sort(rng.choice(idx, min(max_windows, len(idx)), replace=False))
+        maps = attention_maps(model, windows[idx], rollout=False, batch_size=50, verbose=False)
+        out[state] = alignment_score(maps.event_related(state, tmin=tmin),
+                                     truth["expected_sensors"][state], names=maps.names)
+    return out
+
+
+def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int,
+                batch_size: int, seed: int, test=None, truth=None) -> dict:
+    overrides = dict(overrides)
+    lr = float(overrides.pop("lr", 1e-3))
+    config = ModelConfig.preset(preset, **overrides)
+    torch.manual_seed(seed)
+    model = MaskedSignalModel(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    before = score(model, eval_batches)
+    warmup = max(1, steps // 20)
+    t0 = time.perf_counter()
+    losses = []
+    for step in range(steps):
+        idx = np.sort(rng.choice(train.n_windows, batch_size, replace=False))
+        _, b = next(_iter_batches(train, batch_size, idx))
+        loss = model(**to_torch(b), generator=gen)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for g in opt.param_groups:  # same warm-up + cosine as megfm.pretrain
+            g["lr"] = lr * (min(1.0, (step + 1) / warmup) if step < warmup else
+                            0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup))))
+        opt.step()
+        losses.append(float(loss.detach()))
+    result = {"config": config.to_dict(), "lr": lr, "before": before,
+              "after": score(model, eval_batches), "train_seconds": time.perf_counter() - t0,
+              "train_loss_last10": float(np.mean(losses[-10:]))}
+    if truth is not None:
+        result["event_related_alignment"] = event_related_alignment(model.eval(), test, truth)
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", required=True, help="a bench_targets.py --work folder")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--variant", action="append", required=True,
+                    help="NAME=JSON of ModelConfig overrides (plus optional 'lr'); repeatable")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--eval-windows", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(HERE / "results" / "ablation.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    train = megfm.read_store(work / "pretrain_store")
+    test = megfm.read_store(work / "study_store")
+    truth_file = work / "study_cohort" / "ground_truth.json"
+    truth = json.loads(truth_file.read_text()) if truth_file.exists() else None
+    rng = np.random.default_rng(1)
+    eidx = np.sort(rng.choice(test.n_windows, min(args.eval_windows, test.n_windows),
+                              replace=False))
+    eval_batches = [to_torch(b) for _, b in _iter_batches(test, 16, eidx)]
+    results = {}
+    for spec in args.variant:
+        name, _, text = spec.partition("=")
+        if not name or not text:
+            sys.exit(f"Invalid --variant {spec!r}: expected NAME=JSON, e.g. 'type={{\"norm_scope\": "
+                     "\"type\"}}'.")
+        r = run_variant(args.preset, json.loads(text), train, eval_batches, steps=args.steps,
+                        batch_size=args.batch_size, seed=args.seed, test=test, truth=truth)
+        results[name] = r
+        align = r.get("event_related_alignment", {})
+        print(f"{name:12s} NMSE after {args.steps} steps: " + "  ".join(
+            f"{m} {r['before'][m]:.3f}->{r['after'][m]:.3f}" for m in MODES)
+            + "  event-related attention alignment " + " / ".join(
+                f"{k} {v:.2f}x" for k, v in align.items())
+            + f"  ({r['train_seconds']:.0f} s)", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_suffix(".json.part")
+    part.write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n",
+                    encoding="utf-8")
+    part.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
