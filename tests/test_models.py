@@ -490,3 +490,23 @@ def test_norm_scope_type_round_trip_and_errors():
         m.tokenize(batch["x"], valid)
     with pytest.raises(ValueError, match="norm_scope"):
         ModelConfig.preset("tiny", norm_scope="channel")
+
+
+def test_leadfield_readout_keeps_the_model_contract():
+    """The lead-field read-out sees hidden sensors' geometry only, never their signals."""
+    torch.manual_seed(0)
+    lf = MaskedSignalModel(TINY.replace(leadfield_readout=True)).eval()
+    assert lf.num_parameters() > MaskedSignalModel(TINY).num_parameters()
+    test_hidden_patches_never_reach_the_predictions(lf)
+    test_permuting_sensors_permutes_outputs(lf)
+    test_model_runs_on_another_array(lf)
+    # it contributes: without it the predictions differ
+    batch = make_batch()
+    mask = lf.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = lf(*_args(batch), mask=mask)["pred"]
+        lf.source_readout.weight.mul_(0.0)
+        lf.source_readout.bias.mul_(0.0)
+        without = lf(*_args(batch), mask=mask)["pred"]
+    assert (full - without)[mask].abs().max() > 0
+    torch.testing.assert_close(full[~mask], without[~mask])

@@ -131,6 +131,14 @@ class MaskedSignalModel(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(ddim)
         self.decoder_pred = nn.Linear(ddim, c.patch_samples)
+        # lead-field read-out: each latent is a "source" with a time course per patch; a
+        # hidden sensor adds the sum of those time courses weighted by signed gains computed
+        # from its geometry (a learned lead field), the linear map a field obeys
+        self.leadfield = (
+            nn.Sequential(nn.Linear(tw, tw), nn.GELU(), nn.Linear(tw, n_lat))
+            if c.leadfield_readout else None
+        )
+        self.source_readout = nn.Linear(dim, c.patch_samples) if c.leadfield_readout else None
         self.initialize_weights()
 
     # ------------------------------------------------------------------ initialisation
@@ -141,6 +149,8 @@ class MaskedSignalModel(nn.Module):
         self.apply(self._init_weights)
         if self.scale_bias is not None:
             nn.init.constant_(self.scale_bias, float(self.config.scale_attention_bias))
+        if self.leadfield is not None:  # gains of order 1, so the read-out learns at once
+            nn.init.xavier_uniform_(self.leadfield[-1].weight)
         if self.config.qk_init == "xavier":
             for m in self.modules():
                 if isinstance(m, Attention):
@@ -429,6 +439,10 @@ class MaskedSignalModel(nn.Module):
         if gain is not None:  # per-sensor readout of the latent features
             q = q * gain.reshape(b * p, m, ddim)
         out = self.decoder_pred(q).reshape(b, p, m, length)
+        if self.leadfield is not None:
+            gains = _gather_rows(self.leadfield(geometry), order)  # (B, P, M, K)
+            sources = self.source_readout(latents)  # (B, P, K, L)
+            out = out + torch.einsum("bpmk,bpkl->bpml", gains, sources.to(gains.dtype))
         out = out * keep[..., None].to(out.dtype)
         pred = out.new_zeros(b, p, s, length).scatter(
             2, order[..., None].expand(b, p, m, length), out
