@@ -35,13 +35,11 @@ from megfm.explain._common import _iter_batches
 from megfm.models import MaskedSignalModel, ModelConfig
 from megfm.tokenize import denormalize, robust_normalize
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_learning import to_torch  # noqa: E402  (batch dict -> model tensors)
+
 HERE = Path(__file__).resolve().parent
 MODES = ("random", "sensor", "time")
-KEYS = ("x", "pos", "ori", "sensor_type", "sensor_mask")
-
-
-def to_torch(batch: dict) -> dict:
-    return {k: torch.as_tensor(batch[k]) for k in KEYS}
 
 
 def score(model: MaskedSignalModel, batches: list[dict]) -> dict[str, float]:
@@ -117,18 +115,39 @@ def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", required=True, help="a bench_targets.py --work folder")
+    ap.add_argument("--work", default=None, help="a bench_targets.py --work folder")
+    ap.add_argument("--quick", action="store_true", help="smoke run (run_all.py --quick): "
+                    "a tiny cohort in a temporary folder, tiny preset, 20 steps")
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--variant", action="append", required=True,
-                    help="NAME=JSON of ModelConfig overrides (plus optional 'lr'); repeatable")
+    ap.add_argument("--variant", action="append", default=None,
+                    help="NAME=JSON of ModelConfig overrides (plus optional 'lr'); repeatable "
+                    "(default: the preset alone)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--eval-windows", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(HERE / "results" / "ablation.json"))
+    ap.add_argument("--out", default=None,
+                    help="JSON output (default results/ablation.json, ablation_quick.json "
+                    "with --quick)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.variant = args.variant or ["preset={}"]
+    tmp = None
+    if args.quick:
+        import tempfile
+
+        from bench_targets import simulate_and_prepare
+
+        args.preset, args.steps, args.eval_windows = "tiny", min(args.steps, 20), 16
+        if args.work is None:
+            tmp = tempfile.TemporaryDirectory()
+            args.work = tmp.name
+            for name, seed in (("pretrain", 101), ("study", 202)):
+                simulate_and_prepare(Path(args.work), name, n_subjects=2, duration=20.0,
+                                     seed=seed)
+    if args.work is None:
+        sys.exit("Give --work (a bench_targets.py --work folder) or --quick.")
     work = Path(args.work)
     train = megfm.read_store(work / "pretrain_store")
     test = megfm.read_store(work / "study_store")
@@ -153,13 +172,16 @@ def main(argv=None) -> int:
             + "  event-related attention alignment " + " / ".join(
                 f"{k} {v:.2f}x" for k, v in align.items())
             + f"  ({r['train_seconds']:.0f} s)", flush=True)
-    out = Path(args.out)
+    out = Path(args.out or HERE / "results" / (
+        "ablation_quick.json" if args.quick else "ablation.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_suffix(".json.part")
     part.write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n",
                     encoding="utf-8")
     part.replace(out)
     print(f"wrote {out}")
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 
