@@ -187,16 +187,26 @@ def pool_scale_by_type(
         Same centres; scales pooled per type.
     """
     center, scale = stats
+    log_s, ref, valid = _log_scale_and_type_median(scale, sensor_type, sensor_mask)
+    pooled = torch.where(valid, ref.exp(), torch.ones_like(log_s))
+    return NormStats(center, pooled.reshape(scale.shape).to(scale.dtype))
+
+
+def _log_scale_and_type_median(
+    scale: torch.Tensor, sensor_type: torch.Tensor, sensor_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log(scale)`` (B, S), the median of it over the valid sensors of each sensor's type in
+    its window (B, S; 0 where the window has no valid sensor of that type), and the validity."""
     log_s = scale.reshape(sensor_type.shape).float().clamp_min(1e-30).log()
     valid = (torch.ones_like(sensor_type, dtype=torch.bool) if sensor_mask is None
              else sensor_mask.to(torch.bool))
     types = sensor_type.long()
-    pooled = torch.ones_like(log_s)
+    ref = torch.zeros_like(log_s)
     for t in torch.unique(types[valid]).tolist():
         sel = valid & (types == t)
         med = torch.where(sel, log_s, torch.full_like(log_s, float("nan"))).nanmedian(1).values
-        pooled = torch.where(sel, torch.nan_to_num(med).exp()[:, None], pooled)
-    return NormStats(center, pooled.reshape(scale.shape).to(scale.dtype))
+        ref = torch.where(types == t, torch.nan_to_num(med)[:, None], ref)
+    return log_s, ref, valid
 
 
 def relative_log_scale(
@@ -227,15 +237,7 @@ def relative_log_scale(
     -------
     r : Tensor, shape (B, S)
     """
-    log_s = scale.reshape(sensor_type.shape).float().clamp_min(1e-30).log()
-    valid = (torch.ones_like(sensor_type, dtype=torch.bool) if sensor_mask is None
-             else sensor_mask.to(torch.bool))
-    types = sensor_type.long()
-    ref = torch.zeros_like(log_s)
-    for t in torch.unique(types[valid]).tolist():
-        sel = valid & (types == t)
-        med = torch.where(sel, log_s, torch.full_like(log_s, float("nan"))).nanmedian(1).values
-        ref = torch.where(types == t, torch.nan_to_num(med)[:, None], ref)
+    log_s, ref, valid = _log_scale_and_type_median(scale, sensor_type, sensor_mask)
     r = (log_s - ref).clamp(-clip, clip)
     return torch.where(valid, r, torch.zeros_like(r))
 
