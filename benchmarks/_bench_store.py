@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -236,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print(f"({time.perf_counter() - t0:.1f} s{', quick' if args.quick else ''})")
     out = ROOT / "benchmarks" / "results" / "store.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
-    tmp.replace(out)
+    write_json(out, {"quick": args.quick, "rows": rows})
     return 0
 
 

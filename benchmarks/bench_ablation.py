@@ -36,6 +36,7 @@ from megfm.models import MaskedSignalModel, ModelConfig
 from megfm.tokenize import denormalize, robust_normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_json  # noqa: E402
 from bench_learning import to_torch  # noqa: E402  (batch dict -> model tensors)
 
 HERE = Path(__file__).resolve().parent
@@ -174,11 +175,7 @@ def main(argv=None) -> int:
             + f"  ({r['train_seconds']:.0f} s)", flush=True)
     out = Path(args.out or HERE / "results" / (
         "ablation_quick.json" if args.quick else "ablation.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_suffix(".json.part")
-    part.write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n",
-                    encoding="utf-8")
-    part.replace(out)
+    write_json(out, {"args": vars(args), "results": results})
     print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()

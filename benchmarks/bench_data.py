@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -193,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"quick": args.quick, "repeats": repeats, "seconds_total":
               round(time.perf_counter() - t0, 1), "preprocess": rows_a, "store": rows_b}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    out = write_json(args.out, result, indent=1)
     print(f"\nwrote {out}")
     return 0
 

@@ -21,7 +21,6 @@ Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]``; 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import torch
+from _results import write_json
 
 from megfm.data.epochs import make_windows
 from megfm.data.preprocess import PreprocessConfig, preprocess
@@ -238,10 +238,7 @@ def main() -> int:
               "seconds": round(time.perf_counter() - t0, 1),
               "attention": a, "attribution": b, "top3_hits": hits, "n_seeds": args.seeds}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_out, out)
+    write_json(out, result, indent=1)
     print(f"\nwrote {out} in {result['seconds']} s")
     return 0
 

@@ -25,13 +25,13 @@ Writes ``benchmarks/results/learning.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_json
 
 import megfm
 from megfm.data.preprocess import PreprocessConfig
@@ -243,10 +243,7 @@ def main(argv=None) -> int:
                           variants(args.presets.split(","), args.ablations).items()},
               "results": results, "speed_306x800": speed_rows}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_suffix(".json.part")
-    part.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    part.replace(out)
+    write_json(out, report)
     print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()

@@ -57,6 +57,7 @@ for _p in (str(ROOT),):
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from _results import write_json  # noqa: E402
 from torch import nn  # noqa: E402
 
 logger = logging.getLogger("bench_peers")
@@ -443,10 +444,7 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
         "rows": rows,
     }
     out = out or ROOT / "benchmarks" / "results" / "peers.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    write_json(out, result)
     return result
 
 

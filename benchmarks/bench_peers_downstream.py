@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -65,6 +64,7 @@ for _p in (str(ROOT), str(HERE)):
 
 import bench_peers  # noqa: E402  (sets up the torchaudio stand-in and the peer builders)
 import torch  # noqa: E402
+from _results import write_json  # noqa: E402
 from bench_targets import simulate_and_prepare  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -430,11 +430,7 @@ def run(args) -> dict[str, Any]:
         "timings": timings,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    tmp_out.replace(out)
+    write_json(args.out, result)
     return result
 
 

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -304,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "summary": summary,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out_path)
+    write_json(out_path, result)
     print(f"wrote {out_path}")
     return 0
 

@@ -13,7 +13,6 @@ Prints a table and writes ``benchmarks/results/simulate.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import mne
 import numpy as np
+from _results import write_json
 
 from megfm.simulate import sensor_array, simulate_cohort
 from megfm.simulate.sources import make_subject_anatomy
@@ -115,11 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
                machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
                             load_avg_start=load_start, load_avg_end=list(os.getloadavg())),
                target_seconds=None if args.quick else target)
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = path.with_name(path.name + ".tmp")
-    tmp_json.write_text(json.dumps(out, indent=2))
-    os.replace(tmp_json, path)
+    write_json(args.out, out)
     return out
 
 

@@ -21,13 +21,13 @@ Prints a table and writes ``benchmarks/results/study.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_json
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, permutation_test_score
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
@@ -137,9 +137,7 @@ def main(argv=None) -> dict:
         "comparisons": res.comparisons,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    write_json(args.out, result)
     return result
 
 

@@ -29,7 +29,6 @@ prints the tables.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from datetime import timedelta
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_json
 
 import megfm
 from megfm.explain import alignment_score, attention_maps
@@ -328,10 +328,7 @@ def main(argv=None) -> int:
         lap("cross-device")
 
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    part = out_path.with_suffix(".json.part")
-    part.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
-    part.replace(out_path)
+    write_json(out_path, report, default=float)
     print(f"wrote {out_path}")
     if tmp is not None:
         tmp.cleanup()
