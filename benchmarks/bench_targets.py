@@ -40,6 +40,7 @@ from _results import write_json
 
 import megfm
 from megfm.explain import alignment_score, attention_maps
+from megfm.explain.attention import increase_over_baseline
 from megfm.models import ModelConfig
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +109,7 @@ def attention_scores(model, store, truth, *, tmin: float) -> dict:
         er = maps.event_related(state, tmin=tmin)
         pw = power[state]
         n_pre = int(round(-tmin / maps.patch_seconds))
-        p_er = np.clip(pw[n_pre] / pw[:n_pre].mean(0) - 1.0, 0.0, None)  # same formula
+        p_er = increase_over_baseline(pw, n_pre=n_pre, patch=n_pre)
         out[state] = {
             "n_expected": len(expected), "n_sensors": len(names),
             "attention": alignment_score(maps.get(state), expected, names=names),

@@ -32,7 +32,8 @@ from ._common import (
 )
 from .alignment import alignment_score
 
-__all__ = ["AttentionMaps", "attention_maps", "attention_rollout", "geometry_to_info"]
+__all__ = ["AttentionMaps", "attention_maps", "attention_rollout", "geometry_to_info",
+           "increase_over_baseline"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,11 +255,7 @@ class AttentionMaps:
                 f"Invalid value for 'patch' ({post}): expected a post-event patch index in "
                 f"[{n_pre}, {pw.shape[0] - 1}]."
             )
-        base = np.nanmean(pw[:n_pre], axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            change = np.clip(pw[post] / base - 1.0, 0.0, None)
-        change[~np.isfinite(pw[post])] = np.nan
-        return _normalise_rows(change)
+        return increase_over_baseline(pw, n_pre=n_pre, patch=post)
 
     # ------------------------------------------------------------------ MNE
     def to_evoked(self, key, *, kind: str = "spatial") -> mne.EvokedArray:
@@ -317,6 +314,20 @@ class AttentionMaps:
 
 def _jsonable(a: np.ndarray) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=np.float64)]
+
+
+def increase_over_baseline(patch_maps: np.ndarray, *, n_pre: int, patch: int) -> np.ndarray:
+    """``max(0, m[patch] / mean(m[:n_pre]) - 1)`` per sensor, normalised to sum to 1.
+
+    The event-related change of any per-patch sensor map ``m`` (n_patches, n_sensors):
+    attention in :meth:`AttentionMaps.event_related`, or signal power as a reference. NaN
+    (absent sensors) stays NaN.
+    """
+    base = np.nanmean(patch_maps[:n_pre], axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.clip(patch_maps[patch] / base - 1.0, 0.0, None)
+    change[~np.isfinite(patch_maps[patch])] = np.nan
+    return _normalise_rows(change)
 
 
 def _normalise_rows(a: np.ndarray) -> np.ndarray:
