@@ -227,6 +227,64 @@ def test_fused_and_manual_attention_agree_with_a_bias():
     torch.testing.assert_close(w[..., 0], torch.ones_like(w[..., 0]))
 
 
+@pytest.mark.parametrize("with_key_bias", [False, True])
+def test_token_space_attention_matches_projected_keys_and_values(with_key_bias):
+    # the same module computes the same output and gradients either way
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=6)
+    torch.nn.init.normal_(attn.kv.bias)  # a key bias must cancel, a value bias pass through
+    x, ctx = torch.randn(3, 5, 16), torch.randn(3, 9, 6)
+    km = torch.rand(3, 9) > 0.4
+    km[:, 0] = True
+    key_bias = (torch.randn(4), torch.randn(3, 9)) if with_key_bias else None
+    outs, grads = [], []
+    for token_space, need_weights in [(False, False), (True, False), (True, True)]:
+        attn.token_space = token_space
+        attn.zero_grad()
+        out, w = attn(x, ctx, key_mask=km, key_bias=key_bias, need_weights=need_weights)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append({n: q.grad.clone() for n, q in attn.named_parameters()})
+        if need_weights:
+            attn.token_space = False
+            _, w_ref = attn(x, ctx, key_mask=km, key_bias=key_bias, need_weights=True)
+            torch.testing.assert_close(w, w_ref, rtol=1e-5, atol=1e-6)
+    for out, grad in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(out, outs[0], rtol=1e-5, atol=1e-5)
+        for name in grad:
+            torch.testing.assert_close(grad[name], grads[0][name], rtol=1e-4, atol=1e-5)
+
+
+def test_key_bias_is_the_rank_one_dense_bias():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=8).eval()
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 8)
+    coef, values = torch.randn(4), torch.randn(2, 7)
+    dense = coef[None, :, None, None] * values[:, None, None, :]
+    ref, _ = attn(x, ctx, bias=dense)
+    out, _ = attn(x, ctx, key_bias=(coef, values))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_model_spatial_attention_in_token_space_changes_nothing():
+    torch.manual_seed(0)
+    m = MaskedSignalModel(ModelConfig.preset("tiny", scale_feature=True, geometry_gain=True,
+                                             scale_attention_bias=2.0))
+    assert m.spatial.attn.token_space  # the cheap path is the default for the sensor tokens
+    batch = make_batch()
+    mask = m.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(0))
+    results = []
+    for token_space in (True, False):
+        m.spatial.attn.token_space = token_space
+        m.zero_grad()
+        out = m(*_args(batch), mask=mask)
+        out["loss"].backward()
+        results.append((out["pred"].detach(), m.patch_embed.weight.grad.clone(),
+                        m.spatial.attn.q.weight.grad.clone()))
+    for new, ref in zip(*results):
+        torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_scale_feature_lets_the_model_see_sensor_amplitudes():
     """Robust normalisation removes each sensor's amplitude; the scale feature restores it."""
     batch = make_batch(b=1, s=8, n_times=200, n_pad=(0,))

@@ -44,6 +44,15 @@ class Attention(nn.Module):
         Bias in the input projections.
     dropout : float
         Dropout on attention weights and on the output.
+    token_space : bool
+        Attend in the (narrow) space of the context instead of projecting every context
+        token to keys and values (cross-attention over many narrow tokens, e.g. sensors).
+        Exact same result: the key projection is folded into the queries
+        (``q . (W_k c + b_k) = (W_k^T q) . c + const``, the constant cancels in the softmax)
+        and the value projection is applied after the weighted sum
+        (``sum_s a_s (W_v c_s + b_v) = W_v sum_s a_s c_s + b_v``), so the cost per context
+        token is ``n_heads * n_queries * kv_dim`` instead of ``2 * dim * kv_dim``. The heads
+        share the context, so they are folded into the query rows of one attention call.
     """
 
     def __init__(
@@ -54,6 +63,7 @@ class Attention(nn.Module):
         kv_dim: int | None = None,
         qkv_bias: bool = True,
         dropout: float = 0.0,
+        token_space: bool = False,
     ) -> None:
         super().__init__()
         if dim % n_heads:
@@ -68,6 +78,8 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(dropout)
         #: use the fused kernel when weights are not requested (set False to always go manual)
         self.fused = True
+        #: attend in the context's own space (same result, see the class notes)
+        self.token_space = bool(token_space)
 
     def forward(
         self,
@@ -76,6 +88,7 @@ class Attention(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``x`` to ``context`` (or to ``x`` itself).
@@ -90,6 +103,10 @@ class Attention(nn.Module):
             True = this key takes part. Every row must have at least one True.
         bias : Tensor, shape broadcastable to (B, H, Nq, Nk) | None
             Added to the attention logits (after the ``1 / sqrt(head_dim)`` scaling).
+        key_bias : tuple of Tensor (coef (H,), values (B, Nk)) | None
+            A rank-one logit bias ``coef[h] * values[b, k]`` (the same for every query),
+            added like ``bias``. In the token-space path it is one more key coordinate, so
+            no (B, H, Nq, Nk) bias tensor is built.
         need_weights : bool
             Return the attention weights ``(B, H, Nq, Nk)`` (manual path).
 
@@ -102,6 +119,12 @@ class Attention(nn.Module):
         ctx = x if context is None else context
         nk = ctx.shape[1]
         q = self.q(x).reshape(b, nq, self.n_heads, self.head_dim).transpose(1, 2)
+        if self.token_space and bias is None:
+            return self._token_space(q, ctx, key_mask, key_bias, need_weights)
+        if key_bias is not None:
+            coef, values = key_bias
+            dense = coef[None, :, None, None] * values[:, None, None, :]  # (B, H, 1, Nk)
+            bias = dense if bias is None else bias + dense
         k, v = (
             self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         )  # each (B, H, Nk, hd)
@@ -124,6 +147,49 @@ class Attention(nn.Module):
             weights = scores.softmax(dim=-1)
             out = F.dropout(weights, p_drop, self.training) @ v
         out = out.transpose(1, 2).reshape(b, nq, self.n_heads * self.head_dim)
+        return self.proj_drop(self.proj(out)), weights
+
+    def _token_space(
+        self,
+        q: torch.Tensor,
+        ctx: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention computed in the context's space (see the class notes); same result."""
+        b, h, nq, hd = q.shape
+        dim, width = h * hd, ctx.shape[-1]
+        w_k = self.kv.weight[:dim].reshape(h, hd, width)
+        w_v = self.kv.weight[dim:].reshape(h, hd, width)
+        # keys folded into the queries; the key bias only shifts each row, so it cancels
+        q_ctx = torch.einsum("bhqd,hdw->bhqw", q, w_k.to(q.dtype))  # (B, H, Nq, W)
+        keys = ctx[:, None]  # (B, 1, Nk, W): one context shared by every head
+        if key_bias is not None:  # the rank-one bias as one more key coordinate
+            coef, values = key_bias
+            extra = (coef.to(q.dtype) / self.scale)[None, :, None, None].expand(b, h, nq, 1)
+            q_ctx = torch.cat([q_ctx, extra], dim=-1)
+            keys = torch.cat([keys, values.to(ctx.dtype)[:, None, :, None]], dim=-1)
+        rows = q_ctx.reshape(b, 1, h * nq, q_ctx.shape[-1])  # heads folded into query rows
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        p_drop = self.attn_drop if self.training else 0.0
+        weights = None
+        if self.fused and not need_weights:
+            mixed = F.scaled_dot_product_attention(
+                rows, keys, ctx[:, None], attn_mask=mask, dropout_p=p_drop, scale=self.scale
+            )  # (B, 1, H * Nq, W)
+        else:
+            scores = (rows * self.scale) @ keys.transpose(-2, -1)  # (B, 1, H * Nq, Nk)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            weights = probs.reshape(b, h, nq, -1)
+            mixed = F.dropout(probs, p_drop, self.training) @ ctx[:, None]
+        # the value projection after the weighted sum; its bias passes through (weights sum to 1)
+        out = torch.einsum("bhqw,hdw->bqhd", mixed.reshape(b, h, nq, width), w_v.to(q.dtype))
+        if self.kv.bias is not None:
+            out = out + self.kv.bias[dim:].reshape(h, hd).to(out.dtype)
+        out = out.reshape(b, nq, dim)
         return self.proj_drop(self.proj(out)), weights
 
 
@@ -168,12 +234,13 @@ class CrossBlock(nn.Module):
 
     def __init__(
         self, dim: int, n_heads: int, *, kv_dim: int | None = None, mlp_ratio: float = 4.0,
-        qkv_bias: bool = True, dropout: float = 0.0,
+        qkv_bias: bool = True, dropout: float = 0.0, token_space: bool = False,
     ) -> None:
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(kv_dim or dim)
-        self.attn = Attention(dim, n_heads, kv_dim=kv_dim, qkv_bias=qkv_bias, dropout=dropout)
+        self.attn = Attention(dim, n_heads, kv_dim=kv_dim, qkv_bias=qkv_bias, dropout=dropout,
+                              token_space=token_space)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
 
@@ -184,11 +251,12 @@ class CrossBlock(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, w = self.attn(
             self.norm_q(x), self.norm_kv(context), key_mask=key_mask, bias=bias,
-            need_weights=need_weights,
+            key_bias=key_bias, need_weights=need_weights,
         )
         x = x + a
         x = x + self.mlp(self.norm2(x))

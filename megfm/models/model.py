@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..masking import make_mask
@@ -108,7 +109,7 @@ class MaskedSignalModel(nn.Module):
         # keys/values projected from tw up to dim inside the cross-attention
         self.spatial = CrossBlock(
             dim, c.n_heads, kv_dim=tw, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
-            dropout=c.dropout,
+            dropout=c.dropout, token_space=True,
         )
         self.scale_bias = (
             nn.Parameter(torch.zeros(c.n_heads)) if c.scale_attention_bias is not None else None
@@ -346,29 +347,35 @@ class MaskedSignalModel(nn.Module):
             patches.transpose(1, 2), 2, order[..., None].expand(b, p, sv, length)
         )  # (B, P, Sv, L)
         tw = geometry.shape[-1]
-        r = None
-        if self.config.scale_feature or self.scale_bias is not None:
-            if rel_scale is None:
-                rel_scale = patches.new_zeros(b, s)
-            r = _gather_rows(rel_scale[..., None].to(patches.dtype), order)  # (B, P, Sv, 1)
-        amp = None
-        if self.scale_bias is not None:  # log rms of each normalised sensor-patch
-            amp = 0.5 * torch.log(tok.float().square().mean(-1, keepdim=True) + 1e-3)
-        if self.config.scale_feature:
-            tok = torch.cat([tok, r], dim=-1)
-        geo = _gather_rows(geometry, order)  # (B, P, Sv, tw)
-        emb = self.patch_embed(tok)
+        if (self.config.scale_feature or self.scale_bias is not None) and rel_scale is None:
+            rel_scale = patches.new_zeros(b, s)
+        # token = (W x_patch + c_sensor) * gain_sensor + geometry_sensor: every part but the
+        # patch projection depends on the sensor only, so it is computed once per sensor
+        # (not once per sensor-patch) and gathered with the visible patches
+        weight, per_sensor = self.patch_embed.weight, self.patch_embed.bias.expand(b, s, tw)
+        if self.config.scale_feature:  # the log relative scale is the last input column
+            per_sensor = per_sensor + rel_scale[..., None].to(weight.dtype) * weight[:, length]
+        parts = [per_sensor + geometry]
         if self.token_gain is not None:  # geometry-dependent gain: signed spatial filters
-            emb = emb * (1.0 + self.token_gain(geo))
-        tokens = emb + geo  # (B, P, Sv, tw)
+            gain = 1.0 + self.token_gain(geometry)
+            parts = [per_sensor * gain + geometry, gain]
+        if self.scale_bias is not None:
+            parts.append(rel_scale[..., None].to(geometry.dtype))
+        sensor_parts = _gather_rows(torch.cat(parts, dim=-1), order)  # (B, P, Sv, 2tw + 1)
+        tokens = F.linear(tok, weight[:, :length])  # (B, P, Sv, tw)
+        if self.token_gain is not None:
+            tokens = tokens * sensor_parts[..., tw : 2 * tw]
+        tokens = tokens + sensor_parts[..., :tw]
         if self.token_mlp is not None:
             tokens = tokens + self.token_mlp(self.token_norm(tokens))
         tokens = tokens * key_mask[..., None].to(tokens.dtype)  # padding slots carry nothing
-        bias = None
+        key_bias = None
         if self.scale_bias is not None:
-            # log amplitude of each sensor-patch relative to the median sensor of its type
-            log_amp = (r + amp.to(r.dtype)).reshape(b * p, 1, 1, sv)
-            bias = self.scale_bias[:, None, None] * log_amp  # (BP, H, 1, Sv)
+            # log amplitude of each sensor-patch relative to the median sensor of its type:
+            # the sensor's log relative scale + the log rms of its normalised patch
+            amp = 0.5 * torch.log(tok.float().square().mean(-1) + 1e-3)  # (B, P, Sv)
+            log_amp = sensor_parts[..., -1] + amp.to(sensor_parts.dtype)
+            key_bias = (self.scale_bias, log_amp.reshape(b * p, sv))  # logit bias beta_h * a
         time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
         queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
         # rows without any visible key attend to zeros; their output is replaced below
@@ -377,7 +384,7 @@ class MaskedSignalModel(nn.Module):
             queries[None].expand(b, p, k, dim).reshape(b * p, k, dim),
             tokens.reshape(b * p, sv, tw),
             key_mask=key_mask_safe.reshape(b * p, sv),
-            bias=bias,
+            key_bias=key_bias,
             need_weights=need_weights,
         )
         lat = lat.reshape(b, p, k, dim)
