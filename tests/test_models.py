@@ -249,10 +249,44 @@ def test_token_space_attention_matches_projected_keys_and_values(with_key_bias):
             attn.token_space = False
             _, w_ref = attn(x, ctx, key_mask=km, key_bias=key_bias, need_weights=True)
             torch.testing.assert_close(w, w_ref, rtol=1e-5, atol=1e-6)
-    for out, grad in zip(outs[1:], grads[1:]):
+    for out, grad in zip(outs[1:], grads[1:], strict=True):
         torch.testing.assert_close(out, outs[0], rtol=1e-5, atol=1e-5)
         for name in grad:
             torch.testing.assert_close(grad[name], grads[0][name], rtol=1e-4, atol=1e-5)
+
+
+def test_value_context_feeds_the_values_only():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=6).eval()
+    x, ctx, raw = torch.randn(2, 5, 16), torch.randn(2, 9, 6), 3.0 * torch.randn(2, 9, 6)
+    km = torch.rand(2, 9) > 0.3
+    km[:, 0] = True
+    outs = []
+    for token_space in (False, True):
+        attn.token_space = token_space
+        out, w = attn(x, ctx, key_mask=km, value_context=raw, need_weights=True)
+        same_w = attn(x, ctx, key_mask=km, need_weights=True)[1]
+        torch.testing.assert_close(w, same_w)  # keys (so weights) unchanged
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    # the values are the raw context: the output is linear in it when keys are fixed
+    attn.token_space = True
+    doubled, _ = attn(x, ctx, key_mask=km, value_context=2 * raw)
+    zero, _ = attn(x, ctx, key_mask=km, value_context=torch.zeros_like(raw))
+    torch.testing.assert_close(doubled - zero, 2 * (outs[1] - zero), rtol=1e-4, atol=1e-5)
+
+
+def test_spatial_value_norm_is_wired_to_the_config():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", spatial_value_norm=False)
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    m = MaskedSignalModel(cfg).eval()
+    assert not m.spatial.value_norm
+    batch = make_batch()
+    mask = m.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(0))
+    raw = m(*_args(batch), mask=mask)["pred"]
+    m.spatial.value_norm = True  # same weights, normalised values: another prediction
+    assert not torch.allclose(m(*_args(batch), mask=mask)["pred"], raw)
 
 
 def test_key_bias_is_the_rank_one_dense_bias():
@@ -281,7 +315,7 @@ def test_model_spatial_attention_in_token_space_changes_nothing():
         out["loss"].backward()
         results.append((out["pred"].detach(), m.patch_embed.weight.grad.clone(),
                         m.spatial.attn.q.weight.grad.clone()))
-    for new, ref in zip(*results):
+    for new, ref in zip(*results, strict=True):
         torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-5)
 
 

@@ -64,6 +64,9 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # hidden width of the MLPs, as a multiple of the block width
     qkv_bias: bool = True  # bias in the query/key/value projections
     dropout: float = 0.0  # dropout on attention weights and block outputs
+    spatial_value_norm: bool = True  # LayerNorm the sensor tokens before the spatial values;
+    #   False: values keep each sensor-patch's amplitude (keys stay normalised), so a latent
+    #   is a weighted sum of sensor-patch amplitudes, as a field is of its sources
     # --- decoder -------------------------------------------------------------------------
     decoder_dim: int = 64  # width of the light decoder
     decoder_depth: int = 1  # cross-attention blocks of the decoder (masked queries -> latents)

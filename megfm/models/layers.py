@@ -89,6 +89,7 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
+        value_context: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``x`` to ``context`` (or to ``x`` itself).
@@ -107,6 +108,9 @@ class Attention(nn.Module):
             A rank-one logit bias ``coef[h] * values[b, k]`` (the same for every query),
             added like ``bias``. In the token-space path it is one more key coordinate, so
             no (B, H, Nq, Nk) bias tensor is built.
+        value_context : Tensor, shape (B, Nk, kv_dim) | None
+            Projected to the values when given (keys still come from ``context``); None =
+            ``context``.
         need_weights : bool
             Return the attention weights ``(B, H, Nq, Nk)`` (manual path).
 
@@ -119,15 +123,25 @@ class Attention(nn.Module):
         ctx = x if context is None else context
         nk = ctx.shape[1]
         q = self.q(x).reshape(b, nq, self.n_heads, self.head_dim).transpose(1, 2)
+        vctx = ctx if value_context is None else value_context
         if self.token_space and bias is None:
-            return self._token_space(q, ctx, key_mask, key_bias, need_weights)
+            return self._token_space(q, ctx, vctx, key_mask, key_bias, need_weights)
         if key_bias is not None:
             coef, values = key_bias
             dense = coef[None, :, None, None] * values[:, None, None, :]  # (B, H, 1, Nk)
             bias = dense if bias is None else bias + dense
-        k, v = (
-            self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )  # each (B, H, Nk, hd)
+        if value_context is None:
+            k, v = (
+                self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            )  # each (B, H, Nk, hd)
+        else:
+            dim = self.n_heads * self.head_dim
+            w, wb = self.kv.weight, self.kv.bias
+            k, v = (
+                F.linear(c, w[sl], None if wb is None else wb[sl])
+                .reshape(b, nk, self.n_heads, self.head_dim).transpose(1, 2)
+                for c, sl in ((ctx, slice(0, dim)), (vctx, slice(dim, 2 * dim)))
+            )
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
         p_drop = self.attn_drop if self.training else 0.0
         weights = None
@@ -153,6 +167,7 @@ class Attention(nn.Module):
         self,
         q: torch.Tensor,
         ctx: torch.Tensor,
+        vctx: torch.Tensor,
         key_mask: torch.Tensor | None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None,
         need_weights: bool,
@@ -176,7 +191,7 @@ class Attention(nn.Module):
         weights = None
         if self.fused and not need_weights:
             mixed = F.scaled_dot_product_attention(
-                rows, keys, ctx[:, None], attn_mask=mask, dropout_p=p_drop, scale=self.scale
+                rows, keys, vctx[:, None], attn_mask=mask, dropout_p=p_drop, scale=self.scale
             )  # (B, 1, H * Nq, W)
         else:
             scores = (rows * self.scale) @ keys.transpose(-2, -1)  # (B, 1, H * Nq, Nk)
@@ -184,7 +199,7 @@ class Attention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1)
             weights = probs.reshape(b, h, nq, -1)
-            mixed = F.dropout(probs, p_drop, self.training) @ ctx[:, None]
+            mixed = F.dropout(probs, p_drop, self.training) @ vctx[:, None]
         # the value projection after the weighted sum; its bias passes through (weights sum to 1)
         out = torch.einsum("bhqw,hdw->bqhd", mixed.reshape(b, h, nq, width), w_v.to(q.dtype))
         if self.kv.bias is not None:
@@ -235,8 +250,12 @@ class CrossBlock(nn.Module):
     def __init__(
         self, dim: int, n_heads: int, *, kv_dim: int | None = None, mlp_ratio: float = 4.0,
         qkv_bias: bool = True, dropout: float = 0.0, token_space: bool = False,
+        value_norm: bool = True,
     ) -> None:
         super().__init__()
+        #: False: values from the raw context (keys still normalised), so the output is a
+        #: mixture that keeps each context token's amplitude
+        self.value_norm = bool(value_norm)
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(kv_dim or dim)
         self.attn = Attention(dim, n_heads, kv_dim=kv_dim, qkv_bias=qkv_bias, dropout=dropout,
@@ -256,7 +275,8 @@ class CrossBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, w = self.attn(
             self.norm_q(x), self.norm_kv(context), key_mask=key_mask, bias=bias,
-            key_bias=key_bias, need_weights=need_weights,
+            key_bias=key_bias, value_context=None if self.value_norm else context,
+            need_weights=need_weights,
         )
         x = x + a
         x = x + self.mlp(self.norm2(x))

@@ -109,7 +109,7 @@ class MaskedSignalModel(nn.Module):
         # keys/values projected from tw up to dim inside the cross-attention
         self.spatial = CrossBlock(
             dim, c.n_heads, kv_dim=tw, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
-            dropout=c.dropout, token_space=True,
+            dropout=c.dropout, token_space=True, value_norm=c.spatial_value_norm,
         )
         self.scale_bias = (
             nn.Parameter(torch.zeros(c.n_heads)) if c.scale_attention_bias is not None else None
