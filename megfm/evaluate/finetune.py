@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -316,7 +317,10 @@ def _fit(checkpoint: Any, data, train_idx: np.ndarray, val_idx: np.ndarray | Non
                          enable_progress_bar=progress, enable_model_summary=False,
                          num_sanity_val_steps=0, gradient_clip_val=1.0,
                          limit_val_batches=1.0 if "val_dataloaders" in loaders else 0)
-    trainer.fit(module, **loaders)
+    with warnings.catch_warnings():
+        # without validation windows there is deliberately no val loader
+        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+        trainer.fit(module, **loaders)
     return FinetunedClassifier(module, classes, task, data)
 
 
