@@ -190,6 +190,17 @@ def test_loader_resumes_mid_epoch(cohort, balance_states):
     # a saved complete epoch continues with the next one
     resumed.load_state_dict(resumed.state_dict())
     assert [bt["index"].tolist() for bt in resumed] == _epoch_indices(loader, 2)
+    # the data module keeps the position of its latest loader (kept in checkpoints too)
+    latest = dm.train_dataloader()
+    latest.sampler.set_epoch(1)
+    it = iter(latest)
+    for _ in range(3):
+        next(it)
+    assert dm.state_dict() == {"train_loader": state}
+    again = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2,
+                          balance_states=balance_states)
+    again.load_state_dict(dm.state_dict())
+    assert [bt["index"].tolist() for bt in again.train_dataloader()] == tail
 
 
 def test_loader_resume_with_workers_and_a_changed_store(cohort, caplog):

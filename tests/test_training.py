@@ -181,6 +181,13 @@ def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
     a, b = full[key][np.isfinite(full[key])], cut[key][np.isfinite(cut[key])]
     assert len(a) == len(b) == 10
     np.testing.assert_allclose(b, a, rtol=1e-5)
+    # extending the finished run (its last.ckpt: 2 batches into epoch 2) finishes epoch 2
+    more = _Record()
+    _run(tmp_path / "cut", None, max_steps=12, checkpoint_every=3, resume=True,
+         callbacks=[more], **kw)
+    assert [s[:2] for s in more.steps] == [(2, 10), (2, 11)]
+    drawn = np.concatenate([s[2] for s in seen + more.steps if s[0] == 2]).tolist()
+    assert len(drawn) == 20 and (balance_states or sorted(drawn) == train)
 
 
 def test_refusals(tmp_path, datamodule):

@@ -272,6 +272,8 @@ class MEGDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.dtype = dtype
         self._is_setup = False
+        self._train_loader: _ResumableLoader | None = None
+        self._train_state: dict | None = None  # loader state to resume from
 
     # ------------------------------------------------------------------ splits
     def setup(self, stage: str | None = None) -> None:
@@ -332,9 +334,10 @@ class MEGDataModule(pl.LightningDataModule):
         The order of epoch ``e`` depends only on ``(seed, e)`` (Lightning sets the epoch
         through ``loader.sampler.set_epoch``; iterated by hand, every pass repeats epoch 0
         until you call it). Under a distributed trainer each rank takes a disjoint share of
-        every epoch. The loader has ``state_dict`` / ``load_state_dict``, which Lightning
-        keeps in checkpoints, so a run resumed from a checkpoint saved in the middle of an
-        epoch continues that epoch with the batches it had not drawn yet.
+        every epoch. The loader has ``state_dict`` / ``load_state_dict`` (so has the data
+        module), which Lightning keeps in checkpoints, so a run resumed from a checkpoint
+        saved in the middle of an epoch continues that epoch with the batches it had not
+        drawn yet.
         """
         self._require_setup()
         trainer = getattr(self, "trainer", None)
@@ -344,11 +347,30 @@ class MEGDataModule(pl.LightningDataModule):
                    if self.balance_states else None)
         sampler = _EpochSampler(len(self.train_dataset_), seed=self.seed, weights=weights,
                                 num_replicas=num_replicas, rank=rank)
-        return _ResumableLoader(self.train_dataset_, sampler=sampler,
-                                batch_size=self.batch_size, num_workers=self.num_workers,
-                                collate_fn=collate_windows,
-                                persistent_workers=self.num_workers > 0,
-                                pin_memory=self.pin_memory, drop_last=self.drop_last)
+        loader = _ResumableLoader(self.train_dataset_, sampler=sampler,
+                                  batch_size=self.batch_size, num_workers=self.num_workers,
+                                  collate_fn=collate_windows,
+                                  persistent_workers=self.num_workers > 0,
+                                  pin_memory=self.pin_memory, drop_last=self.drop_last)
+        if self._train_state is not None:
+            loader.load_state_dict(self._train_state)
+            self._train_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """Position of the latest training loader (Lightning keeps it in checkpoints).
+
+        Lightning also saves the loader's own state, but only while the fit loop holds the
+        loader; this copy is also in a checkpoint written after ``trainer.fit`` returned.
+        """
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Make the next :meth:`train_dataloader` continue where the saved one stopped."""
+        self._train_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in store order (an empty list when there are no val subjects)."""
