@@ -149,3 +149,99 @@ def test_fits_with_lightning_trainer(cohort, tmp_path):
     trainer.fit(Tiny(), datamodule=MEGDataModule(cohort, batch_size=16, seed=0))
     assert "val/loss" in trainer.callback_metrics
     trainer.fit(Tiny(), datamodule=MEGDataModule(cohort, batch_size=16, val_fraction=0.0))
+
+
+def _epoch_indices(loader, epoch):
+    loader.sampler.set_epoch(epoch)
+    return [bt["index"].tolist() for bt in loader]
+
+
+def test_training_order_depends_on_seed_and_epoch(cohort):
+    dm = MEGDataModule(cohort, batch_size=16, val_fraction=0.2, seed=0)
+    loader = dm.train_dataloader()
+    train = sorted(dm.train_dataset_.indices.tolist())
+    epochs = [sum(_epoch_indices(loader, e), []) for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == train  # every window exactly once per epoch
+    assert epochs[0] != epochs[1] != epochs[2] != epochs[0]
+    # a fresh loader (a resumed run) gives epoch 2 the same order, whatever came before
+    assert sum(_epoch_indices(dm.train_dataloader(), 2), []) == epochs[2]
+    other = MEGDataModule(cohort, batch_size=16, val_fraction=0.2, seed=1).train_dataloader()
+    assert sum(_epoch_indices(other, 0), []) != epochs[0]
+
+
+@pytest.mark.parametrize("balance_states", [False, True])
+def test_loader_resumes_mid_epoch(cohort, balance_states):
+    dm = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2,
+                       balance_states=balance_states)
+    loader = dm.train_dataloader()  # 64 windows: batches of 10, ..., 10, 4
+    assert len(loader) == 7
+    full = _epoch_indices(loader, 1)
+    loader.sampler.set_epoch(1)
+    it = iter(loader)
+    head = [next(it)["index"].tolist() for _ in range(3)]
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches"]) == (1, 3)
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict(state)
+    tail = [bt["index"].tolist() for bt in resumed]
+    assert head + tail == full
+    assert resumed.state_dict()["batches"] == 7
+    # a saved complete epoch continues with the next one
+    resumed.load_state_dict(resumed.state_dict())
+    assert [bt["index"].tolist() for bt in resumed] == _epoch_indices(loader, 2)
+    # the data module keeps the position of its latest loader (kept in checkpoints too)
+    latest = dm.train_dataloader()
+    latest.sampler.set_epoch(1)
+    it = iter(latest)
+    for _ in range(3):
+        next(it)
+    assert dm.state_dict() == {"train_loader": state}
+    again = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2,
+                          balance_states=balance_states)
+    again.load_state_dict(dm.state_dict())
+    assert [bt["index"].tolist() for bt in again.train_dataloader()] == tail
+
+
+def test_loader_resume_with_workers_and_a_changed_store(cohort, caplog):
+    dm = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2, num_workers=2)
+    loader = dm.train_dataloader()
+    full = _epoch_indices(loader, 0)
+    it = iter(loader)  # the workers read ahead; the count is of batches handed out
+    head = [next(it)["index"].tolist() for _ in range(2)]
+    state = loader.state_dict()
+    assert state["batches"] == 2
+    del it
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict(state)
+    assert head + [bt["index"].tolist() for bt in resumed] == full
+    # another batch size: the epoch restarts from its first batch, with a warning
+    other = MEGDataModule(cohort, batch_size=8, val_fraction=0.2, seed=2).train_dataloader()
+    with caplog.at_level("WARNING", logger="megfm.training.datamodule"):
+        other.load_state_dict(state)
+    assert "restarts from its first batch" in caplog.text
+    assert sum(len(bt["index"]) for bt in other) == 64
+
+
+@pytest.mark.parametrize("balance_states", [False, True])
+def test_ranks_share_an_epoch_and_resume_their_share(balance_states):
+    from megfm.training.datamodule import _EpochSampler
+
+    weights = torch.linspace(1, 2, 11) if balance_states else None
+    shards = [_EpochSampler(11, seed=5, weights=weights, num_replicas=2, rank=r)
+              for r in (0, 1)]
+    for s in shards:
+        s.set_epoch(3)
+    orders = [list(s) for s in shards]
+    assert [len(o) for o in orders] == [len(s) for s in shards] == [6, 6]
+    single = _EpochSampler(11, seed=5, weights=weights)
+    single.set_epoch(3)
+    whole = list(single)
+    # rank r takes positions r, r + 2, ... of the one global order (padded with its start)
+    padded = whole + whole[:1]
+    assert orders[0] == padded[0::2] and orders[1] == padded[1::2]
+    if not balance_states:  # disjoint apart from the one padding window
+        assert sorted(orders[0] + orders[1][:-1]) == list(range(11))
+    shards[1].skip = 4
+    assert list(shards[1]) == orders[1][4:]
+    assert list(shards[1]) == orders[1]  # skip applies to one iteration only

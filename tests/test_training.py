@@ -136,6 +136,60 @@ def test_resume_continues_the_curve_exactly(tmp_path, datamodule):
     np.testing.assert_allclose(b, a, rtol=1e-5)
 
 
+class _Record(pl.Callback):
+    """Record the window indices of every training step as (epoch, step, indices)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.steps.append((trainer.current_epoch, trainer.global_step, batch["index"].tolist()))
+
+
+@pytest.mark.parametrize("balance_states", [False, True])
+def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
+    # 6 subjects, one held out: 20 training windows in batches of 6 -> 4 steps per epoch
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    kw = dict(store=store, batch_size=6, val_fraction=0.2, balance_states=balance_states,
+              seed=3)
+    full_rec, cut_rec, resumed_rec = _Record(), _Record(), _Record()
+    _run(tmp_path / "full", None, max_steps=10, checkpoint_every=5, callbacks=[full_rec], **kw)
+    # killed during step 7: the last checkpoint (step 6) is 2 batches into epoch 1 ...
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path / "cut", None, max_steps=10, checkpoint_every=3,
+             callbacks=[cut_rec, _Kill(6)], **kw)
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt",
+                      weights_only=True)["global_step"] == 6
+    # ... resumed: finishes epoch 1 and goes on into epoch 2
+    _run(tmp_path / "cut", None, max_steps=10, checkpoint_every=3, resume=True,
+         callbacks=[resumed_rec], **kw)
+    seen = [s for s in cut_rec.steps if s[1] < 6] + resumed_rec.steps
+    assert [s[:2] for s in seen] == [s[:2] for s in full_rec.steps]
+    assert [s[1] for s in seen] == list(range(10))
+    assert [s[0] for s in seen] == [0] * 4 + [1] * 4 + [2] * 2
+    assert seen == full_rec.steps  # the same windows in the same order
+    train = sorted(set(np.concatenate([s[2] for s in seen]).tolist()))
+    for epoch in (0, 1):
+        drawn = sorted(np.concatenate([s[2] for s in seen if s[0] == epoch]).tolist())
+        assert len(drawn) == 20
+        if not balance_states:  # every training window exactly once per epoch
+            assert len(set(drawn)) == 20 and set(drawn) <= set(train)
+    order = [np.concatenate([s[2] for s in seen if s[0] == e]).tolist() for e in (0, 1)]
+    assert order[0] != order[1]  # reshuffled each epoch
+    full, cut = load_metrics(tmp_path / "full"), load_metrics(tmp_path / "cut")
+    key = "train/loss_step"
+    a, b = full[key][np.isfinite(full[key])], cut[key][np.isfinite(cut[key])]
+    assert len(a) == len(b) == 10
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+    # extending the finished run (its last.ckpt: 2 batches into epoch 2) finishes epoch 2
+    more = _Record()
+    _run(tmp_path / "cut", None, max_steps=12, checkpoint_every=3, resume=True,
+         callbacks=[more], **kw)
+    assert [s[:2] for s in more.steps] == [(2, 10), (2, 11)]
+    drawn = np.concatenate([s[2] for s in seen + more.steps if s[0] == 2]).tolist()
+    assert len(drawn) == 20 and (balance_states or sorted(drawn) == train)
+
+
 def test_refusals(tmp_path, datamodule):
     with pytest.raises(FileNotFoundError, match="Cannot resume"):
         _run(tmp_path / "none", datamodule, resume=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import WindowDataset, collate_windows
 
@@ -96,6 +96,103 @@ def split_subjects(
     return train, val, test
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit torch seed that depends only on (seed, epoch), decorrelated across both."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class _EpochSampler(DistributedSampler):
+    """Seeded training order that depends only on (seed, epoch), sharded over ranks.
+
+    Each epoch draws a fresh order from a generator seeded with ``(seed, epoch)``: a
+    permutation of the windows, or (with ``weights``) as many draws with replacement in
+    proportion to the weights. The order is padded to a multiple of ``num_replicas`` (by
+    repeating its start, as :class:`~torch.utils.data.DistributedSampler` does) and rank
+    ``r`` takes positions ``r, r + num_replicas, ...``: ranks see disjoint positions of one
+    global order. Being a ``DistributedSampler``, Lightning neither replaces nor wraps it
+    and calls :meth:`set_epoch` at the start of every epoch.
+
+    ``skip`` drops that many of this rank's first indices from the next iteration only
+    (the windows an interrupted epoch already consumed).
+    """
+
+    def __init__(self, n: int, *, seed: int, weights: torch.Tensor | None = None,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(int(n)), num_replicas=int(num_replicas), rank=int(rank),
+                         shuffle=True, seed=int(seed), drop_last=False)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        self.skip = 0
+
+    def rank_order(self) -> torch.Tensor:
+        """This rank's indices for the current epoch (ignoring ``skip``)."""
+        n = len(self.dataset)
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        if self.weights is None:
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        pad = self.total_size - n
+        if pad > 0:
+            order = torch.cat([order, order.repeat(-(-pad // n))[:pad]])
+        return order[self.rank:self.total_size:self.num_replicas]
+
+    def __iter__(self):
+        order = self.rank_order()[self.skip:]
+        self.skip = 0
+        return iter(order.tolist())
+
+
+class _ResumableLoader(DataLoader):
+    """Training DataLoader over an :class:`_EpochSampler` that can resume mid-epoch.
+
+    It counts the batches it hands out in the current epoch; :meth:`state_dict` returns that
+    count with the epoch, and :meth:`load_state_dict` makes the next iteration continue that
+    epoch after the counted batches. Lightning saves the ``state_dict`` of a training loader
+    that has one in every checkpoint and loads it before the resumed run draws its first
+    batch. Lightning fetches batches one at a time from a loader with a length (no
+    read-ahead), so the count equals the batches that reached the training step.
+    """
+
+    def __init__(self, dataset, *, sampler: _EpochSampler, **kwargs) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._start = 0  # batches to skip at the next iteration (set by load_state_dict)
+        self._epoch = sampler.epoch  # epoch of the count below
+        self._batches = 0  # batches handed out in epoch self._epoch
+
+    def __iter__(self):
+        start, self._start = self._start, 0
+        self._epoch, self._batches = self.sampler.epoch, start
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def _identity(self) -> dict:
+        return {"n_windows": len(self.sampler.dataset), "num_replicas": self.sampler.num_replicas,
+                "batch_size": self.batch_size, "drop_last": self.drop_last,
+                "seed": self.sampler.seed, "balanced": self.sampler.weights is not None}
+
+    def state_dict(self) -> dict:
+        """The epoch and the batches of it already handed out (plus what they depend on)."""
+        return {"epoch": self._epoch, "batches": self._batches, **self._identity()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the saved epoch after its saved batches at the next iteration."""
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        saved = {key: state.get(key) for key in self._identity()}
+        if saved != self._identity():
+            logger.warning(
+                "The training data of the checkpoint (%s) differ from this run's (%s): epoch "
+                "%d restarts from its first batch instead of continuing where it stopped.",
+                saved, self._identity(), epoch)
+            batches = 0
+        if batches >= len(self):  # the saved epoch was complete: start the next one
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = batches * self.batch_size
+        self._start = self._batches = batches
+        self._epoch = epoch
+
+
 class MEGDataModule(pl.LightningDataModule):
     """Train / validation / test loaders over a store, split by subject with a seed.
 
@@ -111,14 +208,15 @@ class MEGDataModule(pl.LightningDataModule):
     val_fraction, test_fraction : float
         Fractions of subjects held out for validation and test.
     seed : int
-        Seed of the subject split, the shuffling and the state-balancing sampler.
+        Seed of the subject split, the shuffling and the state-balancing sampler. The
+        training order of epoch ``e`` depends only on ``(seed, e)``.
     num_workers : int
         DataLoader workers (each opens its own shard handles; kept alive between epochs).
     states, labels, subjects : str | list of str | None
         Keep only these states / labels / subjects (see :class:`WindowDataset`).
     balance_states : bool
-        Draw training windows with a seeded ``WeightedRandomSampler`` so every state is
-        equally likely (with replacement, one epoch = as many windows as the training set).
+        Draw training windows with replacement, with weights that make every state equally
+        likely (one epoch = as many windows as the training set).
     drop_last : bool
         Drop the last incomplete training batch.
     pin_memory : bool
@@ -174,6 +272,8 @@ class MEGDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.dtype = dtype
         self._is_setup = False
+        self._train_loader: _ResumableLoader | None = None
+        self._train_state: dict | None = None  # loader state to resume from
 
     # ------------------------------------------------------------------ splits
     def setup(self, stage: str | None = None) -> None:
@@ -229,17 +329,48 @@ class MEGDataModule(pl.LightningDataModule):
         return 1.0 / counts[inverse.reshape(-1)]
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (or state-balanced) training batches, seeded."""
+        """Shuffled (or state-balanced) training batches, seeded and resumable.
+
+        The order of epoch ``e`` depends only on ``(seed, e)`` (Lightning sets the epoch
+        through ``loader.sampler.set_epoch``; iterated by hand, every pass repeats epoch 0
+        until you call it). Under a distributed trainer each rank takes a disjoint share of
+        every epoch. The loader has ``state_dict`` / ``load_state_dict`` (so has the data
+        module), which Lightning keeps in checkpoints, so a run resumed from a checkpoint
+        saved in the middle of an epoch continues that epoch with the batches it had not
+        drawn yet.
+        """
         self._require_setup()
-        generator = torch.Generator().manual_seed(self.seed)
-        if self.balance_states:
-            sampler = WeightedRandomSampler(
-                torch.as_tensor(self.state_weights(), dtype=torch.double),
-                num_samples=len(self.train_dataset_), replacement=True, generator=generator,
-            )
-            return self._loader(self.train_dataset_, sampler=sampler, drop_last=self.drop_last)
-        return self._loader(self.train_dataset_, shuffle=True, generator=generator,
-                            drop_last=self.drop_last)
+        trainer = getattr(self, "trainer", None)
+        num_replicas, rank = (1, 0) if trainer is None else (trainer.world_size,
+                                                             trainer.global_rank)
+        weights = (torch.as_tensor(self.state_weights(), dtype=torch.double)
+                   if self.balance_states else None)
+        sampler = _EpochSampler(len(self.train_dataset_), seed=self.seed, weights=weights,
+                                num_replicas=num_replicas, rank=rank)
+        loader = _ResumableLoader(self.train_dataset_, sampler=sampler,
+                                  batch_size=self.batch_size, num_workers=self.num_workers,
+                                  collate_fn=collate_windows,
+                                  persistent_workers=self.num_workers > 0,
+                                  pin_memory=self.pin_memory, drop_last=self.drop_last)
+        if self._train_state is not None:
+            loader.load_state_dict(self._train_state)
+            self._train_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """Position of the latest training loader (Lightning keeps it in checkpoints).
+
+        Lightning also saves the loader's own state, but only while the fit loop holds the
+        loader; this copy is also in a checkpoint written after ``trainer.fit`` returned.
+        """
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Make the next :meth:`train_dataloader` continue where the saved one stopped."""
+        self._train_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in store order (an empty list when there are no val subjects)."""

@@ -264,6 +264,30 @@ def pretrain(
         return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
 
 
+def _save_last_at_end(path: Path, every: int):
+    """A callback that writes ``last.ckpt`` right after the final optimiser step.
+
+    A checkpoint written there holds the loops' state of an ordinary mid-run checkpoint
+    (the one ``ModelCheckpoint`` writes every ``every`` steps), which Lightning resumes
+    exactly: the next run continues the same epoch with the batches not drawn yet. One
+    written after ``trainer.fit`` returned records the interrupted epoch as finished, and a
+    run extended from it would start a new epoch. ``saved`` tells whether it was written.
+    """
+    import lightning.pytorch as pl
+
+    class _SaveLastAtEnd(pl.Callback):
+        saved = False
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step = trainer.global_step
+            if trainer.max_steps > 0 and step >= trainer.max_steps and not self.saved:
+                if step % every:  # otherwise ModelCheckpoint writes last.ckpt at this step
+                    trainer.save_checkpoint(path, weights_only=False)
+                self.saved = True
+
+    return _SaveLastAtEnd()
+
+
 def _validate_at_end():
     """A callback that validates the final state of every run.
 
@@ -310,7 +334,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     if checkpoint_every is None:
         checkpoint_every = max(1, max_steps // 10)
     callbacks = list(callbacks or [])
-    callbacks += [ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_top_k=0,
+    save_last = _save_last_at_end(ckpt_dir / "last.ckpt", checkpoint_every)
+    callbacks += [save_last, ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_top_k=0,
                                  save_last=True, every_n_train_steps=checkpoint_every)]
     if val_fraction > 0:
         callbacks.append(_validate_at_end())
@@ -376,8 +401,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__, max_steps, out)
     trainer.fit(module, datamodule=datamodule,
                 ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
-    # The last state, whatever max_steps % checkpoint_every is (all ranks take part).
-    trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+    if not save_last.saved:  # stopped before max_steps: keep the last state all the same
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
     model_dir = out / "model"
     if trainer.is_global_zero:
         module.model.save_pretrained(model_dir)
