@@ -276,6 +276,21 @@ def test_value_context_feeds_the_values_only():
     torch.testing.assert_close(doubled - zero, 2 * (outs[1] - zero), rtol=1e-4, atol=1e-5)
 
 
+def test_leadfield_sources_raise_the_readout_rank():
+    torch.manual_seed(0)
+    m = MaskedSignalModel(ModelConfig.preset("tiny", leadfield_readout=True, leadfield_sources=3))
+    k, length = m.config.n_latents, m.config.patch_samples
+    assert m.leadfield[-1].out_features == 3 * k
+    assert m.source_readout.out_features == 3 * length
+    batch = make_batch()
+    out = m(*_args(batch), generator=torch.Generator().manual_seed(0))
+    assert out["pred"].shape == out["target"].shape and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert m.source_readout.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="leadfield_sources must be >= 1"):
+        ModelConfig(leadfield_sources=0)
+
+
 def test_spatial_value_norm_is_wired_to_the_config():
     torch.manual_seed(0)
     cfg = ModelConfig.preset("tiny", spatial_value_norm=False)

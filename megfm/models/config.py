@@ -74,6 +74,8 @@ class ModelConfig:
     leadfield_readout: bool = False  # add a lead-field read-out to the decoder: a hidden
     #   sensor-patch also gets sum_k g_k(sensor geometry) * u(latent_k), signed gains from the
     #   sensor's geometry times a time course per latent (a field is linear in its sources)
+    leadfield_sources: int = 1  # time courses per latent in the lead-field read-out (its
+    #   spatial rank is n_latents * leadfield_sources)
     # --- pretraining objective -------------------------------------------------------------
     mask_mode: str = "mixed"  # default masking mode (megfm.masking.MASK_MODES)
     mask_ratio: float = 0.5  # default fraction hidden
@@ -88,6 +90,7 @@ class ModelConfig:
             (self.decoder_dim % self.decoder_heads == 0,
              "decoder_dim must be a multiple of decoder_heads"),
             (self.n_latents >= 1, "n_latents must be >= 1"),
+            (self.leadfield_sources >= 1, "leadfield_sources must be >= 1"),
             (self.token_dim >= 0, "token_dim must be >= 0 (0 = dim)"),
             (self.token_mlp_ratio >= 0, "token_mlp_ratio must be >= 0"),
             (self.qk_init in QK_INITS, f"qk_init must be one of {QK_INITS}"),

@@ -135,11 +135,14 @@ class MaskedSignalModel(nn.Module):
         # lead-field read-out: each latent is a "source" with a time course per patch; a
         # hidden sensor adds the sum of those time courses weighted by signed gains computed
         # from its geometry (a learned lead field), the linear map a field obeys
+        n_src = n_lat * c.leadfield_sources
         self.leadfield = (
-            nn.Sequential(nn.Linear(tw, tw), nn.GELU(), nn.Linear(tw, n_lat))
+            nn.Sequential(nn.Linear(tw, tw), nn.GELU(), nn.Linear(tw, n_src))
             if c.leadfield_readout else None
         )
-        self.source_readout = nn.Linear(dim, c.patch_samples) if c.leadfield_readout else None
+        self.source_readout = (
+            nn.Linear(dim, c.leadfield_sources * c.patch_samples) if c.leadfield_readout else None
+        )
         self.initialize_weights()
 
     # ------------------------------------------------------------------ initialisation
@@ -447,8 +450,8 @@ class MaskedSignalModel(nn.Module):
             q = q * gain.reshape(b * p, m, ddim)
         out = self.decoder_pred(q).reshape(b, p, m, length)
         if self.leadfield is not None:
-            gains = _gather_rows(self.leadfield(geometry), order)  # (B, P, M, K)
-            sources = self.source_readout(latents)  # (B, P, K, L)
+            gains = _gather_rows(self.leadfield(geometry), order)  # (B, P, M, K * r)
+            sources = self.source_readout(latents).reshape(b, p, -1, length)  # (B, P, K * r, L)
             out = out + torch.einsum("bpmk,bpkl->bpml", gains, sources.to(gains.dtype))
         out = out * keep[..., None].to(out.dtype)
         pred = out.new_zeros(b, p, s, length).scatter(
