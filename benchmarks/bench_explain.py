@@ -310,6 +310,10 @@ def main() -> int:
         for scale in (1.0, 0.0):
             for seed in range(args.seeds):
                 b.append(part_b_seed(args, work, model, seed, scale))
+                r = b[-1]
+                print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
+                      f"{r['rank_contrast']}, plain {r['rank_plain']}, CV AUROC "
+                      f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         print_part_b(b, args.seeds)
         hits = sum(r["rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_plain = sum(r["rank_plain"] <= 3 for r in b if r["effect_scale"] == 1.0)
