@@ -7,14 +7,20 @@ per-state spatial attention (and rollout) against the simulator's ``expected_sen
 Side by side: the same architecture untrained, and the raw-signal baseline (per-sensor
 signal power of the state, scaled per sensor type).
 
-Part B, attribution regions: for each seed, a resting cohort whose migraine group has a
-planted theta-power increase in ONE region; a logistic regression on the model's
-embeddings (migraine vs HC) becomes a LinearHead, integrated gradients attribute it, the
-theta-band attribution is projected to sources (minimum norm, sphere model) and the
-simulator's regions are ranked. Target: the planted region in the top 3 in >= 4 of 5 seeds;
-with effect scale 0, the spread of the top score shows that no region stands out.
+Part B, attribution regions: for each seed, a resting cohort of 24 subjects (12 HC, 12
+migraine) whose migraine group has a planted theta-power increase (x ``THETA_RATIO``) in ONE
+region; a logistic regression on per-subject mean embeddings (migraine vs HC; subject-level
+CV AUROC reported, with a raw-signal theta-power baseline) becomes a LinearHead on the
+encoder, integrated gradients attribute single windows, and two theta-band sensor maps are
+projected to sources (minimum norm, sphere model) and the simulator's regions ranked: the
+class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positive part) and
+the plain mean |attribution|. Side by side, the same maps of a raw-signal baseline classifier
+(log theta power per sensor -> logistic regression, differentiable through an FFT) test the
+map -> region pipeline on a classifier that does separate the groups. Target: the planted region in the top 3 in >= 4 of 5 seeds;
+with effect scale 0, the spread (top score / median score) shows whether a region stands out.
 
-Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]``; writes
+Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]
+[--checkpoint MODEL_DIR]``; writes
 ``benchmarks/results/explain.json`` and prints the tables.
 """
 
@@ -39,6 +45,7 @@ from megfm.explain import (
     LinearHead,
     alignment_score,
     attention_maps,
+    class_contrast,
     format_region_table,
     integrated_gradients,
     plot_state_topomaps,
@@ -49,6 +56,10 @@ from megfm.models import MaskedSignalModel, ModelConfig
 from megfm.simulate import sensor_array, simulate_cohort
 
 SFREQ = 200.0
+#: Planted theta power ratio (migraine / HC) in the one region. x3 (the first design) is not
+#: detectable with 24 subjects even from the raw signal (subject-level CV AUROC of log theta
+#: power per sensor ~0.6; x10: 0.92-0.98), so the attribution test uses x10.
+THETA_RATIO = 10.0
 PLANTED = ["precuneus", "parietal_lh", "rostral_middle_frontal_rh", "occipital_rh",
            "supramarginal_lh"]
 
@@ -143,58 +154,153 @@ def embed(model, windows: Windows) -> np.ndarray:
     return np.concatenate(feats)
 
 
-def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict:
+def _subject_table(values: np.ndarray, subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of per-window rows per subject: (unique subjects, (n_subjects, ...))."""
+    uniq = np.unique(subjects)
+    return uniq, np.stack([values[subjects == s].mean(axis=0) for s in uniq])
+
+
+def _cv_auroc(features: np.ndarray, y: np.ndarray, subjects: np.ndarray, *, n_splits: int,
+              n_repeats: int, c: float) -> float:
+    """Subject-level CV AUROC of a scaled logistic regression on one row per subject
+    (stratified subject folds of megfm.evaluate.splits; out-of-fold decisions pooled per
+    repeat, AUROC averaged over repeats)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from megfm.evaluate.splits import subject_folds
+
+    aucs = []
+    for r in range(n_repeats):
+        dec = np.zeros(len(y))
+        for fold in subject_folds(subjects, y, n_splits=n_splits, seed=r):
+            tr, te = np.isin(subjects, fold.train), np.isin(subjects, fold.test)
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+            dec[te] = clf.fit(features[tr], y[tr]).decision_function(features[te])
+        aucs.append(roc_auc_score(y, dec))
+    return float(np.mean(aucs))
+
+
+def _theta_log_power(windows: Windows) -> np.ndarray:
+    """Raw-signal baseline features: log theta (4-8 Hz) power per sensor and window."""
+    n = windows.geometries[0].n_sensors
+    spec = np.abs(np.fft.rfft(windows.data[:, :n], axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(windows.n_times, 1.0 / windows.sfreq)
+    return np.log(spec[..., (freqs >= 4.0) & (freqs < 8.0)].sum(-1) + 1e-30)
+
+
+class ThetaPowerClassifier(torch.nn.Module):
+    """Raw-signal baseline classifier: ``head(log theta power per sensor)``, differentiable.
+
+    The features are those of :func:`_theta_log_power` (FFT bins 4-8 Hz of each sensor of
+    the window), so a scikit-learn model fitted on them becomes ``head`` through
+    :meth:`LinearHead.from_sklearn`. Attributing it with the same integrated gradients and
+    maps as the encoder classifier tests the map -> region pipeline on a classifier that
+    does separate the groups.
+    """
+
+    def __init__(self, head: torch.nn.Module, n_sensors: int, sfreq: float) -> None:
+        super().__init__()
+        self.head, self.n_sensors, self.sfreq = head, n_sensors, sfreq
+
+    def forward(self, x, pos, ori, sensor_type, sensor_mask):
+        spec = torch.fft.rfft(x[:, :self.n_sensors], dim=-1)
+        freqs = torch.fft.rfftfreq(x.shape[-1], 1.0 / self.sfreq).to(x.device)
+        keep = (freqs >= 4.0) & (freqs < 8.0)
+        return self.head(torch.log((spec[..., keep].abs() ** 2).sum(-1) + 1e-30))
+
+
+def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> dict:
+    """Theta-band IG of the migraine logit; contrast and plain maps ranked to regions."""
+    attr = integrated_gradients(classifier, explained, target=1, n_steps=args.ig_steps)
+    contrast = class_contrast(attr, explained.metadata["label"], target="migraine",
+                              reference="HC", band=(4.0, 8.0),
+                              groups=explained.metadata["subject"])
+    out = {}
+    geom = explained.geometries[0]
+    for name, sensor_map in (("contrast", contrast.positive()), ("plain", contrast.plain)):
+        out.update({f"{k}_{name}": v
+                    for k, v in _rank(sensor_map, geom, cohort, region).items()})
+    return out
+
+
+def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str) -> dict:
+    dev_head_t = sensor_array("vectorview")["dev_head_t"]
+    table = rank_regions(sensor_map, geom, cohort["ground_truth"]["regions"],
+                         dev_head_t=dev_head_t)
+    scores = np.array([r["score"] for r in table])
+    return {"rank": next(r["rank"] for r in table if r["region"] == region),
+            "top": table[0]["region"], "top_score": float(scores[0]),
+            "top_over_median": float(scores[0] / np.median(scores)), "table": table}
+
+
+def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict:
+    """One seed of part B.
+
+    Cohort: ``args.b_subjects`` resting subjects, half HC, half migraine (assigned in turn),
+    the migraine group with theta (4-8 Hz) power x ``args.theta_ratio`` in ONE region
+    (``PLANTED[seed % 5]``, fixed before any data are seen), scaled by ``effect_scale``
+    (0: the same subjects with no group difference; the simulator draws subjects
+    independently of the effect).
+
+    Classifier: one row per subject, the mean of the model's pooled window embeddings; a
+    scaled logistic regression; its subject-level CV AUROC (stratified subject folds) is
+    reported, next to the same CV of a raw-signal baseline (log theta power per sensor) that
+    shows whether the planted effect is detectable at all. The regression fitted on all
+    subjects becomes ``EncoderClassifier(model, LinearHead.from_sklearn(clf))``, applied to
+    single windows.
+
+    Maps: integrated gradients of the migraine logit on ``args.ig_windows`` windows per
+    subject, theta band. Contrast map (:func:`megfm.explain.class_contrast`): per subject
+    mean, migraine mean minus HC mean, positive part. Plain map: mean |theta attribution|
+    over all windows. Both go through the same minimum-norm region ranking.
+    """
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     region = PLANTED[seed % len(PLANTED)]
-    groups = {"HC": {}, "migraine": {"habituation_slope": -0.10, "gating_ratio": 0.73,
-                                     "theta_power": {region: 1.0 + 2.0 * effect_scale}}}
-    cohort = simulate_cohort(work / f"cohort_b{seed}_{effect_scale}", n_subjects=args.subjects,
-                             groups=groups, states=["rest"], array="vectorview",
-                             duration=args.duration, sfreq=SFREQ, seed=100 + seed,
-                             verbose=False)
+    groups = {"HC": {}, "migraine": {"theta_power": {region: args.theta_ratio}}}
+    cohort = simulate_cohort(work / f"cohort_b{seed}_{effect_scale}",
+                             n_subjects=args.b_subjects, groups=groups, states=["rest"],
+                             array="vectorview", duration=args.b_duration, sfreq=SFREQ, effect_scale=effect_scale,
+                             seed=100 + seed, verbose=False)
     windows = load_windows(cohort)
-    y = (windows.metadata["label"] == "migraine").astype(int)
-    emb = embed(model, windows)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    subjects = windows.metadata["subject"]
-    acc = float(np.mean(cross_val_score(clf, emb, y, cv=_subject_folds(subjects))))
+    subjects = np.asarray(windows.metadata["subject"])
+    y_win = (np.asarray(windows.metadata["label"]) == "migraine").astype(int)
+    uniq, emb = _subject_table(embed(model, windows), subjects)
+    _, y = _subject_table(y_win, subjects)
+    y = y.astype(int)
+    _, theta_feat = _subject_table(_theta_log_power(windows), subjects)
+    cv = {"n_splits": args.folds, "n_repeats": args.repeats}
+    auroc = _cv_auroc(emb, y, uniq, c=args.c, **cv)
+    auroc_raw = _cv_auroc(theta_feat, y, uniq, c=args.c, **cv)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
     clf.fit(emb, y)
     classifier = EncoderClassifier(model, LinearHead.from_sklearn(clf))
     rng = np.random.default_rng(seed)
-    pick = np.concatenate([rng.choice(np.flatnonzero(y == c), size=min(args.ig_windows,
-                                                                       int((y == c).sum())),
-                                      replace=False) for c in (0, 1)])
-    attr = integrated_gradients(classifier, windows[pick], target=1, n_steps=args.ig_steps)
-    theta = np.abs(attr.to_bands({"theta": (4.0, 8.0)})["theta"])  # (n, S)
-    geom = windows.geometries[0]
-    sensor = theta.mean(axis=0)[:geom.n_sensors]
-    for t in np.unique(geom.types):
-        sensor[geom.types == t] /= sensor[geom.types == t].mean()
-    dev_head_t = sensor_array("vectorview")["dev_head_t"]
-    table = rank_regions(sensor, geom, cohort["ground_truth"]["regions"], dev_head_t=dev_head_t)
-    rank = next(r["rank"] for r in table if r["region"] == region)
-    scores = np.array([r["score"] for r in table])
-    return {"seed": seed, "region": region, "effect_scale": effect_scale, "rank": rank,
-            "top": table[0]["region"], "top_score": float(scores[0]),
-            "top_over_median": float(scores[0] / np.median(scores)),
-            "cv_accuracy": acc, "table": table}
-
-
-def _subject_folds(subjects: np.ndarray, n_folds: int = 4):
-    uniq = np.unique(subjects)
-    folds = np.arange(len(uniq)) % n_folds
-    for f in range(n_folds):
-        test = np.isin(subjects, uniq[folds == f])
-        yield np.flatnonzero(~test), np.flatnonzero(test)
+    pick = np.concatenate([rng.choice(np.flatnonzero(subjects == s), size=args.ig_windows,
+                                      replace=False) for s in uniq])
+    explained = windows[pick]
+    row = {"seed": seed, "region": region, "effect_scale": effect_scale,
+           "theta_ratio": 1.0 + effect_scale * (args.theta_ratio - 1.0),
+           "n_subjects": len(uniq), "n_windows_explained": len(pick),
+           "cv_auroc": auroc, "cv_auroc_raw_theta": auroc_raw}
+    row.update(_maps(classifier, explained, cohort, region, args))
+    raw = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
+    raw.fit(theta_feat, y)
+    raw_clf = ThetaPowerClassifier(LinearHead.from_sklearn(raw),
+                                   windows.geometries[0].n_sensors, windows.sfreq)
+    row.update({f"raw_{k}": v for k, v in _maps(raw_clf, explained, cohort, region,
+                                                 args).items()})
+    return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small cohort, few steps, 2 seeds (minutes on 2 busy CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="small cohorts, few steps, 1 seed (well under a minute)")
     parser.add_argument("--figures", default=None, help="folder for the topomap PNGs")
     parser.add_argument("--out", default="benchmarks/results/explain.json",
                         help="JSON results file")
@@ -205,15 +311,23 @@ def main() -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="a pretrained model folder (e.g. from bench_targets.py --work): "
                         "part A is skipped and part B attributes this model's embeddings")
+    parser.add_argument("--theta-ratio", type=float, default=THETA_RATIO,
+                        help="planted theta power ratio of the migraine group in one region "
+                        f"(part B, default {THETA_RATIO:g})")
     args = parser.parse_args()
-    steps, seeds = args.steps, args.seeds
+    steps, seeds, theta_ratio = args.steps, args.seeds, args.theta_ratio
     args.subjects = 4 if args.quick else 8
     args.duration = 24.0 if args.quick else 40.0
     args.steps = 30 if args.quick else 300
-    args.seeds = 2 if args.quick else 5
+    args.seeds = 1 if args.quick else 5
     args.steps = args.steps if steps is None else steps
     args.seeds = args.seeds if seeds is None else seeds
-    args.ig_windows = 4 if args.quick else 20
+    # part B: 24 subjects (12 per group) so that stratified subject folds are balanced
+    args.b_subjects = 8 if args.quick else 24
+    args.b_duration = 10.0 if args.quick else 30.0
+    args.theta_ratio = theta_ratio
+    args.folds, args.repeats, args.c = 4, (1 if args.quick else 3), 1.0
+    args.ig_windows = 1 if args.quick else 2  # per subject
     args.ig_steps = 4 if args.quick else 16
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     t0 = time.perf_counter()
@@ -232,11 +346,20 @@ def main() -> int:
         for scale in (1.0, 0.0):
             for seed in range(args.seeds):
                 b.append(part_b_seed(args, work, model, seed, scale))
+                r = b[-1]
+                print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
+                      f"{r['rank_contrast']}, plain {r['rank_plain']}, CV AUROC "
+                      f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         print_part_b(b, args.seeds)
-        hits = sum(r["rank"] <= 3 for r in b if r["effect_scale"] == 1.0)
+        hits = sum(r["rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
+        hits_plain = sum(r["rank_plain"] <= 3 for r in b if r["effect_scale"] == 1.0)
+        hits_raw = sum(r["raw_rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
     result = {"quick": args.quick, "checkpoint": args.checkpoint,
               "seconds": round(time.perf_counter() - t0, 1),
-              "attention": a, "attribution": b, "top3_hits": hits, "n_seeds": args.seeds}
+              "attention": a, "attribution": b, "top3_hits": hits, "top3_hits_plain": hits_plain,
+              "top3_hits_raw_theta_contrast": hits_raw,
+              "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
+              "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
     write_json(out, result, indent=1)
     print(f"\nwrote {out} in {result['seconds']} s")
@@ -258,18 +381,30 @@ def print_part_a(a: dict) -> None:
 def print_part_b(b: list, n_seeds: int) -> None:
     if not b:
         return
-    print("\nPart B: rank of the planted region in the theta-band attribution table")
-    print("| effect scale | seed | planted region | rank | top region | top score | "
-          "top / median | CV accuracy |")
-    print("|---:|---:|---|---:|---|---:|---:|---:|")
+    print("\nPart B: rank of the planted region in the theta-band attribution region table "
+          "(contrast = migraine minus HC, positive part; plain = mean |attribution|)")
+    print("| effect | seed | planted region | rank contrast | rank plain | top contrast | "
+          "top plain | top/median contrast | top/median plain | CV AUROC model | "
+          "CV AUROC raw theta | raw: rank contrast | raw: rank plain | raw: top/median contrast |")
+    print("|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in b:
-        print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank']} | "
-              f"{r['top']} | {r['top_score']:.2f} | {r['top_over_median']:.2f} | "
-              f"{r['cv_accuracy']:.2f} |")
-    hits = sum(r["rank"] <= 3 for r in b if r["effect_scale"] == 1.0)
-    print(f"planted region in the top 3: {hits} of {n_seeds} seeds (effect scale 1)")
-    print("\nRegion table, seed 0, effect scale 1:")
-    print(format_region_table(b[0]["table"], top=5))
+        print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank_contrast']} | "
+              f"{r['rank_plain']} | {r['top_contrast']} | {r['top_plain']} | "
+              f"{r['top_over_median_contrast']:.2f} | {r['top_over_median_plain']:.2f} | "
+              f"{r['cv_auroc']:.2f} | {r['cv_auroc_raw_theta']:.2f} | "
+              f"{r['raw_rank_contrast']} | {r['raw_rank_plain']} | "
+              f"{r['raw_top_over_median_contrast']:.2f} |")
+    for key, name in (("rank_contrast", "model, contrast"), ("rank_plain", "model, plain"),
+                      ("raw_rank_contrast", "raw-theta classifier, contrast"),
+                      ("raw_rank_plain", "raw-theta classifier, plain")):
+        hits = sum(r[key] <= 3 for r in b if r["effect_scale"] == 1.0)
+        print(f"planted region in the top 3 ({name}): {hits} of {n_seeds} seeds (effect 1)")
+    weak = [r["seed"] for r in b if r["effect_scale"] == 1.0 and r["cv_auroc"] < 0.6]
+    if weak:
+        print(f"classifier CV AUROC < 0.6 (near chance) in seeds {weak}: its attribution "
+              "explains a classifier that does not separate the groups")
+    print("\nRegion table (contrast), seed 0, effect scale 1:")
+    print(format_region_table(b[0]["table_contrast"], top=5))
 
 
 if __name__ == "__main__":

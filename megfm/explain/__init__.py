@@ -5,6 +5,7 @@
 * :func:`attribute` (:func:`grad_cam`, :func:`gradient_x_input`,
   :func:`integrated_gradients`) -> :class:`Attribution`; :class:`LinearHead`,
   :class:`EncoderClassifier`;
+* :func:`class_contrast` -> :class:`ClassContrast` (where the evidence differs between classes);
 * :func:`project_to_sources`, :func:`region_scores`, :func:`rank_regions`;
 * :func:`alignment_score`;
 * :func:`plot_sensor_map`, :func:`plot_state_topomaps`.
@@ -29,6 +30,8 @@ _LAZY = {
     "grad_cam": "attribution",
     "gradient_x_input": "attribution",
     "integrated_gradients": "attribution",
+    "ClassContrast": "contrast",
+    "class_contrast": "contrast",
     "SourceMap": "regions",
     "format_region_table": "regions",
     "project_to_sources": "regions",

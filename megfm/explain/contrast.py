@@ -1,0 +1,214 @@
+"""Class-contrast sensor maps: where a classifier's evidence differs between two groups.
+
+A plain attribution map (the mean absolute attribution over windows) shows where the signal
+is strong *and* the gradient large. Much of that is the same in both groups (e.g. the
+strongest rhythm of every subject), so the plain map of a migraine-vs-control classifier can
+peak at a sensor that carries no group difference at all. :func:`class_contrast` removes the
+part common to both groups::
+
+    contrast[s] = mean_{target units} a[s] - mean_{reference units} a[s]
+
+where ``a[s]`` is the (optionally band-limited) attribution of ONE logit (the target class)
+summed over the time samples of a window, per sensor. With ``groups`` (subject ids), windows
+are first averaged per subject so that every subject weighs the same; units are then the
+subjects. The signed contrast is positive where the windows of the target class carry more
+evidence *for the target class* than the windows of the reference class (a feature that is
+higher in the target group with a positive weight, or lower with a negative weight), and
+close to zero where the attribution is the same in both groups. Its positive part,
+:meth:`ClassContrast.positive`, is a non-negative map for
+:func:`megfm.explain.rank_regions`.
+
+Example: a linear head reading band power at sensors A (planted effect, small power) and B
+(strong in everybody). The plain map peaks at B; the contrast cancels B and peaks at A.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.geometry import SensorGeometry
+from ._common import _union_geometry
+
+__all__ = ["ClassContrast", "class_contrast"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassContrast:
+    """Result of :func:`class_contrast`.
+
+    Attributes
+    ----------
+    values : array, shape (n_sensors,)
+        Signed contrast ``target_mean - reference_mean`` (NaN where a sensor is absent from
+        every window of a class).
+    target_mean, reference_mean : array, shape (n_sensors,)
+        Mean attribution per sensor over the units (windows, or subjects when ``groups`` was
+        given) of the target and of the reference class.
+    plain : array, shape (n_sensors,)
+        The class-blind map of the same quantity for comparison: the mean *absolute*
+        attribution over the units of both classes (what a plain attribution map shows).
+    geometry : SensorGeometry | None
+        The sensors of the maps (the union of the windows' sensors by name); None when the
+        input was an array.
+    target, reference : object, list
+        The target label and the reference labels.
+    n_target, n_reference : int
+        Number of units averaged in each class.
+    band : tuple of float | None
+        The frequency band (Hz) of the attribution, or None for the total.
+    """
+
+    values: np.ndarray
+    target_mean: np.ndarray
+    reference_mean: np.ndarray
+    plain: np.ndarray
+    geometry: SensorGeometry | None
+    target: object
+    reference: list
+    n_target: int
+    n_reference: int
+    band: tuple[float, float] | None = None
+
+    def positive(self) -> np.ndarray:
+        """Positive part of the contrast, shape (n_sensors,) (NaN kept): evidence for the
+        target class that is larger in the target group, as a non-negative map."""
+        return np.where(np.isnan(self.values), np.nan, np.clip(self.values, 0.0, None))
+
+
+def _per_window(attribution, band) -> tuple[np.ndarray, SensorGeometry | None]:
+    """Per-window, per-sensor signed attribution on the union geometry (NaN where absent)."""
+    from .attribution import Attribution
+
+    if isinstance(attribution, Attribution):
+        targets = np.unique(np.asarray(attribution.target))
+        if len(targets) > 1:
+            raise ValueError(
+                f"The attribution explains different logits in different windows (classes "
+                f"{targets.tolist()}); a class contrast compares ONE logit across groups. "
+                "Attribute with a fixed class, e.g. integrated_gradients(clf, windows, target=1)."
+            )
+        if band is None:
+            per = attribution.values.sum(axis=2)
+        else:
+            per = attribution.to_bands({"band": tuple(band)})["band"]
+        w = attribution.windows
+        union = _union_geometry(w.geometries)
+        col = {n: i for i, n in enumerate(union.names)}
+        out = np.full((w.n_windows, union.n_sensors), np.nan)
+        rec = np.asarray(w.metadata["recording"]) if "recording" in w.metadata else \
+            np.zeros(w.n_windows, int)
+        for g_i, geom in enumerate(w.geometries):
+            rows = np.flatnonzero(rec == g_i)
+            if not len(rows):
+                continue
+            cols = np.array([col[n] for n in geom.names])
+            valid = ~np.asarray(geom.bads, bool)
+            out[np.ix_(rows, cols[valid])] = per[np.ix_(rows, np.flatnonzero(valid))]
+        return out, union
+    arr = np.asarray(attribution, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"Expected an Attribution or an array of shape (n_windows, n_sensors); "
+                         f"got an array of shape {arr.shape}.")
+    if band is not None:
+        raise ValueError("'band' needs an Attribution (band limits act on its gradients); "
+                         "pass band=None with an array of per-sensor values.")
+    return arr, None
+
+
+def _mean_units(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    if groups is None:
+        return values
+    return np.stack([np.nanmean(values[groups == g], axis=0) for g in np.unique(groups)])
+
+
+def class_contrast(attribution, labels, *, target, reference=None,
+                   band: tuple[float, float] | None = None, absolute: bool = False,
+                   groups=None) -> ClassContrast:
+    """Per-sensor difference of the attribution between a target and a reference class.
+
+    Parameters
+    ----------
+    attribution : Attribution | array, shape (n_windows, n_sensors)
+        An input-level :class:`~megfm.explain.Attribution` (``gradient_x_input`` or
+        ``integrated_gradients``; Grad-CAM only without ``band``) that explains the SAME
+        logit in every window (attribute with a fixed ``target=``), or per-window sensor
+        values.
+    labels : array, shape (n_windows,)
+        Class label of each window (e.g. ``windows.metadata["label"]``).
+    target : object
+        The label of the target class (e.g. ``"migraine"``).
+    reference : object | list | None
+        Label(s) of the reference class; every other label when None.
+    band : (float, float) | None
+        ``(fmin, fmax)`` in Hz: use the band-limited attribution
+        (:meth:`Attribution.to_bands`); the total over time when None.
+    absolute : bool
+        Contrast the absolute attribution ``|a|`` instead of the signed one (the contrast of
+        the plain map's quantity; its sign then says where the attribution is larger, not
+        in which direction it pushes the decision).
+    groups : array, shape (n_windows,) | None
+        Subject id of each window: average windows per subject first, so each subject
+        weighs the same (every subject must have one label).
+
+    Returns
+    -------
+    contrast : ClassContrast
+        ``values`` (signed), ``positive()`` (non-negative, for region ranking), the class
+        means and the plain map.
+
+    Raises
+    ------
+    ValueError
+        On labels of the wrong length, a class with no window, a subject with two labels,
+        or an attribution that explains different logits in different windows.
+    """
+    per, geometry = _per_window(attribution, band)
+    labels = np.asarray(labels)
+    if labels.shape != (per.shape[0],):
+        raise ValueError(f"'labels' must have one entry per window ({per.shape[0]}); got shape "
+                         f"{labels.shape}.")
+    if absolute:
+        per = np.abs(per)
+    is_target = labels == target
+    if reference is None:
+        ref_labels = sorted({v for v in labels[~is_target].tolist()}, key=str)
+    else:
+        ref_labels = list(np.atleast_1d(np.asarray(reference, dtype=object)))
+    is_ref = np.isin(labels, np.asarray(ref_labels, dtype=labels.dtype)) & ~is_target
+    if not is_target.any():
+        raise ValueError(f"No window has the target label {target!r}; labels present: "
+                         f"{sorted(set(labels.tolist()), key=str)}.")
+    if not is_ref.any():
+        raise ValueError(f"No window has a reference label ({ref_labels}); a contrast needs "
+                         "windows of two classes.")
+    grp = None
+    if groups is not None:
+        grp = np.asarray(groups)
+        if grp.shape != labels.shape:
+            raise ValueError(f"'groups' must have one entry per window ({len(labels)}); got "
+                             f"shape {grp.shape}.")
+        for g in np.unique(grp):
+            if len(np.unique(labels[grp == g])) > 1:
+                raise ValueError(f"Group {g!r} has windows with different labels; a subject "
+                                 "must belong to one class.")
+    with warnings.catch_warnings():  # 'Mean of empty slice' for sensors absent in a class
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tgt = _mean_units(per[is_target], None if grp is None else grp[is_target])
+        ref = _mean_units(per[is_ref], None if grp is None else grp[is_ref])
+        both = _mean_units(per[is_target | is_ref],
+                           None if grp is None else grp[is_target | is_ref])
+        t_mean = np.nanmean(tgt, axis=0)
+        r_mean = np.nanmean(ref, axis=0)
+        plain = np.nanmean(np.abs(both), axis=0)
+    logger.info("class contrast %r vs %s over %d / %d units", target, ref_labels, len(tgt),
+                len(ref))
+    return ClassContrast(values=t_mean - r_mean, target_mean=t_mean, reference_mean=r_mean,
+                         plain=plain, geometry=geometry, target=target, reference=ref_labels,
+                         n_target=len(tgt), n_reference=len(ref),
+                         band=None if band is None else (float(band[0]), float(band[1])))
