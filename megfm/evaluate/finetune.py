@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..data.windows import Windows
 from ..embedding import iter_batches, load_model, store_metadata
+from ..training._quiet import quiet_lightning
 from .classification import parse_task  # one definition of a task's classes
 
 __all__ = ["FinetuneModule", "FinetunedClassifier", "finetune", "layer_ids",
@@ -317,9 +317,8 @@ def _fit(checkpoint: Any, data, train_idx: np.ndarray, val_idx: np.ndarray | Non
                          enable_progress_bar=progress, enable_model_summary=False,
                          num_sanity_val_steps=0, gradient_clip_val=1.0,
                          limit_val_batches=1.0 if "val_dataloaders" in loaders else 0)
-    with warnings.catch_warnings():
-        # without validation windows there is deliberately no val loader
-        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    # without validation windows there is deliberately no val loader
+    with quiet_lightning(".*no `val_dataloader`.*"):
         trainer.fit(module, **loaders)
     return FinetunedClassifier(module, classes, task, data)
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from .._version import __version__
+from ._quiet import quiet_lightning
 
 __all__ = ["load_metrics", "pretrain"]
 
@@ -399,8 +400,11 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         if ckpt_path is None:
             _write_json(out / _RUN_FILE, run)
     logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__, max_steps, out)
-    trainer.fit(module, datamodule=datamodule,
-                ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
+    # a resumed run continues in its own checkpoint folder, which Lightning calls "not empty"
+    resuming = () if ckpt_path is None else (".*Checkpoint directory .* exists and is not empty.*",)
+    with quiet_lightning(*resuming):
+        trainer.fit(module, datamodule=datamodule,
+                    ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
     if not save_last.saved:  # stopped before max_steps: keep the last state all the same
         trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
     model_dir = out / "model"
