@@ -13,8 +13,9 @@ region; a logistic regression on per-subject mean embeddings (migraine vs HC; su
 CV AUROC reported, with a raw-signal theta-power baseline) becomes a LinearHead on the
 encoder, integrated gradients attribute single windows, and two theta-band sensor maps are
 projected to sources (minimum norm, sphere model) and the simulator's regions ranked: the
-class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positive part) and
-the plain mean |attribution|. Side by side, the same maps of a raw-signal baseline classifier
+class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positive part), the
+t contrast (the same with ``statistic="t"``: per-sensor Welch t over subjects, positive part)
+and the plain mean |attribution|. Side by side, the same maps of a raw-signal baseline classifier
 (log theta power per sensor -> logistic regression, differentiable through an FFT) test the
 map -> region pipeline on a classifier that does separate the groups. Target: the planted region in the top 3 in >= 4 of 5 seeds;
 with effect scale 0, the spread (top score / median score) shows whether a region stands out.
@@ -213,14 +214,17 @@ class ThetaPowerClassifier(torch.nn.Module):
 
 
 def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> dict:
-    """Theta-band IG of the migraine logit; contrast and plain maps ranked to regions."""
+    """Theta-band IG of the migraine logit; contrast, t-contrast and plain maps ranked to
+    regions."""
     attr = integrated_gradients(classifier, explained, target=1, n_steps=args.ig_steps)
-    contrast = class_contrast(attr, explained.metadata["label"], target="migraine",
-                              reference="HC", band=(4.0, 8.0),
-                              groups=explained.metadata["subject"])
+    kw = {"target": "migraine", "reference": "HC", "band": (4.0, 8.0),
+          "groups": explained.metadata["subject"]}
+    contrast = class_contrast(attr, explained.metadata["label"], **kw)
+    t_contrast = class_contrast(attr, explained.metadata["label"], statistic="t", **kw)
     out = {}
     geom = explained.geometries[0]
-    for name, sensor_map in (("contrast", contrast.positive()), ("plain", contrast.plain)):
+    for name, sensor_map in (("contrast", contrast.positive()), ("t", t_contrast.positive()),
+                             ("plain", contrast.plain)):
         out.update({f"{k}_{name}": v
                     for k, v in _rank(sensor_map, geom, cohort, region).items()})
     return out
@@ -254,8 +258,10 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
 
     Maps: integrated gradients of the migraine logit on ``args.ig_windows`` windows per
     subject, theta band. Contrast map (:func:`megfm.explain.class_contrast`): per subject
-    mean, migraine mean minus HC mean, positive part. Plain map: mean |theta attribution|
-    over all windows. Both go through the same minimum-norm region ranking.
+    mean, migraine mean minus HC mean, positive part. t map: the same with
+    ``statistic="t"`` (Welch t over subjects per sensor, positive part). Plain map: mean
+    |theta attribution| over all windows. All go through the same minimum-norm region
+    ranking.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -348,16 +354,22 @@ def main() -> int:
                 b.append(part_b_seed(args, work, model, seed, scale))
                 r = b[-1]
                 print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
-                      f"{r['rank_contrast']}, plain {r['rank_plain']}, CV AUROC "
+                      f"{r['rank_contrast']}, t {r['rank_t']}, plain {r['rank_plain']}, "
+                      f"raw t {r['raw_rank_t']}, CV AUROC "
                       f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         print_part_b(b, args.seeds)
         hits = sum(r["rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_plain = sum(r["rank_plain"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_raw = sum(r["raw_rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
+        hits_t = {k: sum(r[k] <= 3 for r in b if r["effect_scale"] == 1.0)
+                  for k in ("rank_t", "raw_rank_t", "raw_rank_plain")}
     result = {"quick": args.quick, "checkpoint": args.checkpoint,
               "seconds": round(time.perf_counter() - t0, 1),
               "attention": a, "attribution": b, "top3_hits": hits, "top3_hits_plain": hits_plain,
-              "top3_hits_raw_theta_contrast": hits_raw,
+              "top3_hits_raw_theta_contrast": hits_raw, "top3_hits_t": hits_t["rank_t"],
+              "top3_hits_raw_theta_t": hits_t["raw_rank_t"],
+              "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
+              "spread": _spread(b),
               "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
               "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
@@ -378,24 +390,52 @@ def print_part_a(a: dict) -> None:
               f"{r['untrained_spatial']:.2f} | {r['signal_power_baseline']:.2f} |")
 
 
+MAPS = ("contrast", "t", "plain")
+
+
+def _spread(b: list) -> dict:
+    """Range (min, max) over seeds of top score / median score, per classifier, map and
+    effect scale: ``{"model_t": {"1": [lo, hi], "0": [lo, hi]}, ...}``."""
+    out = {}
+    for prefix, clf in (("", "model"), ("raw_", "raw_theta")):
+        for m in MAPS:
+            out[f"{clf}_{m}"] = {
+                f"{scale:g}": [round(min(v), 2), round(max(v), 2)]
+                for scale in sorted({r["effect_scale"] for r in b}, reverse=True)
+                if (v := [r[f"{prefix}top_over_median_{m}"] for r in b
+                          if r["effect_scale"] == scale])}
+    return out
+
+
 def print_part_b(b: list, n_seeds: int) -> None:
     if not b:
         return
     print("\nPart B: rank of the planted region in the theta-band attribution region table "
-          "(contrast = migraine minus HC, positive part; plain = mean |attribution|)")
-    print("| effect | seed | planted region | rank contrast | rank plain | top contrast | "
-          "top plain | top/median contrast | top/median plain | CV AUROC model | "
-          "CV AUROC raw theta | raw: rank contrast | raw: rank plain | raw: top/median contrast |")
-    print("|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "(contrast = migraine minus HC, positive part; t = Welch t over subjects, positive "
+          "part; plain = mean |attribution|)")
+    print("| effect | seed | planted region | rank contrast | rank t | rank plain | "
+          "top contrast | top t | top/median contrast | top/median t | top/median plain | "
+          "CV AUROC model | CV AUROC raw theta | raw: rank contrast | raw: rank t | "
+          "raw: rank plain | raw: top t | raw: top/median contrast | raw: top/median t |")
+    print("|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+          "---:|---:|")
     for r in b:
         print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank_contrast']} | "
-              f"{r['rank_plain']} | {r['top_contrast']} | {r['top_plain']} | "
-              f"{r['top_over_median_contrast']:.2f} | {r['top_over_median_plain']:.2f} | "
+              f"{r['rank_t']} | {r['rank_plain']} | {r['top_contrast']} | {r['top_t']} | "
+              f"{r['top_over_median_contrast']:.2f} | {r['top_over_median_t']:.2f} | "
+              f"{r['top_over_median_plain']:.2f} | "
               f"{r['cv_auroc']:.2f} | {r['cv_auroc_raw_theta']:.2f} | "
-              f"{r['raw_rank_contrast']} | {r['raw_rank_plain']} | "
-              f"{r['raw_top_over_median_contrast']:.2f} |")
-    for key, name in (("rank_contrast", "model, contrast"), ("rank_plain", "model, plain"),
+              f"{r['raw_rank_contrast']} | {r['raw_rank_t']} | {r['raw_rank_plain']} | "
+              f"{r['raw_top_t']} | {r['raw_top_over_median_contrast']:.2f} | "
+              f"{r['raw_top_over_median_t']:.2f} |")
+    print("\nSpread (top score / median score, min-max over seeds):")
+    for key, by_scale in _spread(b).items():
+        print(f"  {key}: " + "; ".join(f"effect {s}: {lo:.1f}-{hi:.1f}"
+                                        for s, (lo, hi) in by_scale.items()))
+    for key, name in (("rank_contrast", "model, contrast"), ("rank_t", "model, t"),
+                      ("rank_plain", "model, plain"),
                       ("raw_rank_contrast", "raw-theta classifier, contrast"),
+                      ("raw_rank_t", "raw-theta classifier, t"),
                       ("raw_rank_plain", "raw-theta classifier, plain")):
         hits = sum(r[key] <= 3 for r in b if r["effect_scale"] == 1.0)
         print(f"planted region in the top 3 ({name}): {hits} of {n_seeds} seeds (effect 1)")
