@@ -17,7 +17,9 @@ class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positiv
 t contrast (the same with ``statistic="t"``: per-sensor Welch t over subjects, positive part)
 and the plain mean |attribution|. Side by side, the same maps of a raw-signal baseline classifier
 (log theta power per sensor -> logistic regression, differentiable through an FFT) test the
-map -> region pipeline on a classifier that does separate the groups. Target: the planted region in the top 3 in >= 4 of 5 seeds;
+map -> region pipeline on a classifier that does separate the groups. A null reference for
+the spread: ``--noise-draws`` sensor maps of pure noise (positive part of i.i.d. N(0, 1) per
+sensor, the shape of a t map with no effect anywhere) through the same ranking. Target: the planted region in the top 3 in >= 4 of 5 seeds;
 with effect scale 0, the spread (top score / median score) shows whether a region stands out.
 
 Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]
@@ -240,6 +242,25 @@ def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str) -> dict:
             "top_over_median": float(scores[0] / np.median(scores)), "table": table}
 
 
+def noise_maps(geom, cohort: dict, n_draws: int, seed: int = 0) -> dict:
+    """Null reference of the region ranking: i.i.d. noise sensor maps (positive part of
+    N(0, 1) per sensor) ranked like the attribution maps; how often each region tops the
+    table and the top/median spread."""
+    rng = np.random.default_rng(seed)
+    tops, spreads = [], []
+    for _ in range(n_draws):
+        r = _rank(np.clip(rng.standard_normal(geom.n_sensors), 0.0, None), geom, cohort,
+                  "precuneus")
+        tops.append(r["top"])
+        spreads.append(r["top_over_median"])
+    names, counts = np.unique(tops, return_counts=True)
+    order = np.argsort(-counts)
+    return {"n_draws": n_draws, "top_counts": {str(names[i]): int(counts[i]) for i in order},
+            "top_over_median": [round(float(np.min(spreads)), 2),
+                                round(float(np.median(spreads)), 2),
+                                round(float(np.max(spreads)), 2)]}
+
+
 def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict:
     """One seed of part B.
 
@@ -301,6 +322,8 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
                                    windows.geometries[0].n_sensors, windows.sfreq)
     row.update({f"raw_{k}": v for k, v in _maps(raw_clf, explained, cohort, region,
                                                  args).items()})
+    if args.noise_draws and seed == 0 and effect_scale == 1.0:
+        row["noise_maps"] = noise_maps(explained.geometries[0], cohort, args.noise_draws)
     return row
 
 
@@ -320,6 +343,9 @@ def main() -> int:
     parser.add_argument("--theta-ratio", type=float, default=THETA_RATIO,
                         help="planted theta power ratio of the migraine group in one region "
                         f"(part B, default {THETA_RATIO:g})")
+    parser.add_argument("--noise-draws", type=int, default=20,
+                        help="i.i.d. noise sensor maps ranked as a null reference of the "
+                        "region ranking (part B; 0 skips)")
     args = parser.parse_args()
     steps, seeds, theta_ratio = args.steps, args.seeds, args.theta_ratio
     args.subjects = 4 if args.quick else 8
@@ -357,7 +383,12 @@ def main() -> int:
                       f"{r['rank_contrast']}, t {r['rank_t']}, plain {r['rank_plain']}, "
                       f"raw t {r['raw_rank_t']}, CV AUROC "
                       f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        noise = b[0].pop("noise_maps", None) if b else None
         print_part_b(b, args.seeds)
+        if noise:
+            print(f"\nNull reference: {noise['n_draws']} i.i.d. noise sensor maps (positive "
+                  f"part of N(0, 1)): top region counts {noise['top_counts']}, top/median "
+                  "min/median/max " + "/".join(f"{v:.1f}" for v in noise["top_over_median"]))
         hits = sum(r["rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_plain = sum(r["rank_plain"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_raw = sum(r["raw_rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
@@ -369,7 +400,7 @@ def main() -> int:
               "top3_hits_raw_theta_contrast": hits_raw, "top3_hits_t": hits_t["rank_t"],
               "top3_hits_raw_theta_t": hits_t["raw_rank_t"],
               "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
-              "spread": _spread(b),
+              "spread": _spread(b), "noise_maps": noise,
               "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
               "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
