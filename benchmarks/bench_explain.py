@@ -19,7 +19,9 @@ and the plain mean |attribution|. Side by side, the same maps of a raw-signal ba
 (log theta power per sensor -> logistic regression, differentiable through an FFT) test the
 map -> region pipeline on a classifier that does separate the groups. A null reference for
 the spread: ``--noise-draws`` sensor maps of pure noise (positive part of i.i.d. N(0, 1) per
-sensor, the shape of a t map with no effect anywhere) through the same ranking. Target: the planted region in the top 3 in >= 4 of 5 seeds;
+sensor, the shape of a t map with no effect anywhere) through the same ranking; each
+region's mean noise score also gives noise-calibrated ranks (score / that mean; a
+diagnostic of the region ranking's own bias, printed beside the plain ranks). Target: the planted region in the top 3 in >= 4 of 5 seeds;
 with effect scale 0, the spread (top score / median score) shows whether a region stands out.
 
 Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]
@@ -228,37 +230,52 @@ def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> di
     for name, sensor_map in (("contrast", contrast.positive()), ("t", t_contrast.positive()),
                              ("plain", contrast.plain)):
         out.update({f"{k}_{name}": v
-                    for k, v in _rank(sensor_map, geom, cohort, region).items()})
+                    for k, v in _rank(sensor_map, geom, cohort, region,
+                                      getattr(args, "null_mean", None)).items()})
     return out
 
 
-def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str) -> dict:
+def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str,
+          null_mean: dict | None = None) -> dict:
+    """Rank regions; with ``null_mean`` (region -> mean score of noise maps) also the rank by
+    the noise-calibrated score ``score / null_mean`` (``rank_cal``, ``top_cal``)."""
     dev_head_t = sensor_array("vectorview")["dev_head_t"]
     table = rank_regions(sensor_map, geom, cohort["ground_truth"]["regions"],
                          dev_head_t=dev_head_t)
     scores = np.array([r["score"] for r in table])
-    return {"rank": next(r["rank"] for r in table if r["region"] == region),
-            "top": table[0]["region"], "top_score": float(scores[0]),
-            "top_over_median": float(scores[0] / np.median(scores)), "table": table}
+    out = {"rank": next(r["rank"] for r in table if r["region"] == region),
+           "top": table[0]["region"], "top_score": float(scores[0]),
+           "top_over_median": float(scores[0] / np.median(scores)), "table": table}
+    if null_mean:
+        cal = {r["region"]: r["score"] / null_mean[r["region"]] for r in table}
+        order = sorted(cal, key=cal.get, reverse=True)
+        vals = np.array([cal[n] for n in order])
+        out.update({"rank_cal": order.index(region) + 1, "top_cal": order[0],
+                    "top_over_median_cal": float(vals[0] / np.median(vals))})
+    return out
 
 
 def noise_maps(geom, cohort: dict, n_draws: int, seed: int = 0) -> dict:
     """Null reference of the region ranking: i.i.d. noise sensor maps (positive part of
     N(0, 1) per sensor) ranked like the attribution maps; how often each region tops the
-    table and the top/median spread."""
+    table, the top/median spread, and each region's mean score (``null_mean``, the
+    denominator of the noise-calibrated ranks ``rank_cal``)."""
     rng = np.random.default_rng(seed)
-    tops, spreads = [], []
+    tops, spreads, scores = [], [], {}
     for _ in range(n_draws):
         r = _rank(np.clip(rng.standard_normal(geom.n_sensors), 0.0, None), geom, cohort,
                   "precuneus")
         tops.append(r["top"])
         spreads.append(r["top_over_median"])
+        for row in r["table"]:
+            scores.setdefault(row["region"], []).append(row["score"])
     names, counts = np.unique(tops, return_counts=True)
     order = np.argsort(-counts)
     return {"n_draws": n_draws, "top_counts": {str(names[i]): int(counts[i]) for i in order},
             "top_over_median": [round(float(np.min(spreads)), 2),
                                 round(float(np.median(spreads)), 2),
-                                round(float(np.max(spreads)), 2)]}
+                                round(float(np.max(spreads)), 2)],
+            "null_mean": {k: float(np.mean(v)) for k, v in sorted(scores.items())}}
 
 
 def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict:
@@ -315,6 +332,10 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
            "theta_ratio": 1.0 + effect_scale * (args.theta_ratio - 1.0),
            "n_subjects": len(uniq), "n_windows_explained": len(pick),
            "cv_auroc": auroc, "cv_auroc_raw_theta": auroc_raw}
+    if args.noise_draws and getattr(args, "noise", None) is None:
+        # the array and regions are the same in every seed: one null reference per run
+        args.noise = noise_maps(explained.geometries[0], cohort, args.noise_draws)
+        args.null_mean = args.noise["null_mean"]
     row.update(_maps(classifier, explained, cohort, region, args))
     raw = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
     raw.fit(theta_feat, y)
@@ -322,8 +343,6 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
                                    windows.geometries[0].n_sensors, windows.sfreq)
     row.update({f"raw_{k}": v for k, v in _maps(raw_clf, explained, cohort, region,
                                                  args).items()})
-    if args.noise_draws and seed == 0 and effect_scale == 1.0:
-        row["noise_maps"] = noise_maps(explained.geometries[0], cohort, args.noise_draws)
     return row
 
 
@@ -343,7 +362,7 @@ def main() -> int:
     parser.add_argument("--theta-ratio", type=float, default=THETA_RATIO,
                         help="planted theta power ratio of the migraine group in one region "
                         f"(part B, default {THETA_RATIO:g})")
-    parser.add_argument("--noise-draws", type=int, default=20,
+    parser.add_argument("--noise-draws", type=int, default=40,
                         help="i.i.d. noise sensor maps ranked as a null reference of the "
                         "region ranking (part B; 0 skips)")
     args = parser.parse_args()
@@ -383,7 +402,7 @@ def main() -> int:
                       f"{r['rank_contrast']}, t {r['rank_t']}, plain {r['rank_plain']}, "
                       f"raw t {r['raw_rank_t']}, CV AUROC "
                       f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        noise = b[0].pop("noise_maps", None) if b else None
+        noise = getattr(args, "noise", None)
         print_part_b(b, args.seeds)
         if noise:
             print(f"\nNull reference: {noise['n_draws']} i.i.d. noise sensor maps (positive "
@@ -394,13 +413,17 @@ def main() -> int:
         hits_raw = sum(r["raw_rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_t = {k: sum(r[k] <= 3 for r in b if r["effect_scale"] == 1.0)
                   for k in ("rank_t", "raw_rank_t", "raw_rank_plain")}
+        hits_cal = {f"{p}{m}": sum(r[f"{p}rank_cal_{m}"] <= 3 for r in b
+                                   if r["effect_scale"] == 1.0)
+                    for p in ("", "raw_") for m in MAPS} if b and "rank_cal_t" in b[0] else None
     result = {"quick": args.quick, "checkpoint": args.checkpoint,
               "seconds": round(time.perf_counter() - t0, 1),
               "attention": a, "attribution": b, "top3_hits": hits, "top3_hits_plain": hits_plain,
               "top3_hits_raw_theta_contrast": hits_raw, "top3_hits_t": hits_t["rank_t"],
               "top3_hits_raw_theta_t": hits_t["raw_rank_t"],
               "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
-              "spread": _spread(b), "noise_maps": noise,
+              "top3_hits_noise_calibrated": hits_cal,
+              "spread": _spread(b) if b else None, "noise_maps": noise,
               "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
               "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
@@ -428,13 +451,15 @@ def _spread(b: list) -> dict:
     """Range (min, max) over seeds of top score / median score, per classifier, map and
     effect scale: ``{"model_t": {"1": [lo, hi], "0": [lo, hi]}, ...}``."""
     out = {}
+    cals = ("", "cal_") if "top_over_median_cal_t" in b[0] else ("",)
     for prefix, clf in (("", "model"), ("raw_", "raw_theta")):
-        for m in MAPS:
-            out[f"{clf}_{m}"] = {
-                f"{scale:g}": [round(min(v), 2), round(max(v), 2)]
-                for scale in sorted({r["effect_scale"] for r in b}, reverse=True)
-                if (v := [r[f"{prefix}top_over_median_{m}"] for r in b
-                          if r["effect_scale"] == scale])}
+        for cal in cals:
+            for m in MAPS:
+                out[f"{clf}_{cal}{m}"] = {
+                    f"{scale:g}": [round(min(v), 2), round(max(v), 2)]
+                    for scale in sorted({r["effect_scale"] for r in b}, reverse=True)
+                    if (v := [r[f"{prefix}top_over_median_{cal}{m}"] for r in b
+                              if r["effect_scale"] == scale])}
     return out
 
 
@@ -459,15 +484,29 @@ def print_part_b(b: list, n_seeds: int) -> None:
               f"{r['raw_rank_contrast']} | {r['raw_rank_t']} | {r['raw_rank_plain']} | "
               f"{r['raw_top_t']} | {r['raw_top_over_median_contrast']:.2f} | "
               f"{r['raw_top_over_median_t']:.2f} |")
+    if "rank_cal_t" in b[0]:
+        print("\nNoise-calibrated ranks (region score / its mean score for i.i.d. noise maps):")
+        print("| effect | seed | planted region | contrast | t | plain | top t | raw: contrast | "
+              "raw: t | raw: plain | raw: top t |")
+        print("|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---|")
+        for r in b:
+            print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | "
+                  f"{r['rank_cal_contrast']} | {r['rank_cal_t']} | {r['rank_cal_plain']} | "
+                  f"{r['top_cal_t']} | {r['raw_rank_cal_contrast']} | {r['raw_rank_cal_t']} | "
+                  f"{r['raw_rank_cal_plain']} | {r['raw_top_cal_t']} |")
     print("\nSpread (top score / median score, min-max over seeds):")
     for key, by_scale in _spread(b).items():
         print(f"  {key}: " + "; ".join(f"effect {s}: {lo:.1f}-{hi:.1f}"
                                         for s, (lo, hi) in by_scale.items()))
-    for key, name in (("rank_contrast", "model, contrast"), ("rank_t", "model, t"),
-                      ("rank_plain", "model, plain"),
-                      ("raw_rank_contrast", "raw-theta classifier, contrast"),
-                      ("raw_rank_t", "raw-theta classifier, t"),
-                      ("raw_rank_plain", "raw-theta classifier, plain")):
+    keys = [("rank_contrast", "model, contrast"), ("rank_t", "model, t"),
+            ("rank_plain", "model, plain"),
+            ("raw_rank_contrast", "raw-theta classifier, contrast"),
+            ("raw_rank_t", "raw-theta classifier, t"),
+            ("raw_rank_plain", "raw-theta classifier, plain")]
+    if "rank_cal_t" in b[0]:
+        keys += [(k.replace("rank_", "rank_cal_"), f"{n}, noise-calibrated")
+                 for k, n in keys]
+    for key, name in keys:
         hits = sum(r[key] <= 3 for r in b if r["effect_scale"] == 1.0)
         print(f"planted region in the top 3 ({name}): {hits} of {n_seeds} seeds (effect 1)")
     weak = [r["seed"] for r in b if r["effect_scale"] == 1.0 and r["cv_auroc"] < 0.6]
