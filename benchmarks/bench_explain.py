@@ -13,10 +13,15 @@ region; a logistic regression on per-subject mean embeddings (migraine vs HC; su
 CV AUROC reported, with a raw-signal theta-power baseline) becomes a LinearHead on the
 encoder, integrated gradients attribute single windows, and two theta-band sensor maps are
 projected to sources (minimum norm, sphere model) and the simulator's regions ranked: the
-class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positive part) and
-the plain mean |attribution|. Side by side, the same maps of a raw-signal baseline classifier
+class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positive part), the
+t contrast (the same with ``statistic="t"``: per-sensor Welch t over subjects, positive part)
+and the plain mean |attribution|. Side by side, the same maps of a raw-signal baseline classifier
 (log theta power per sensor -> logistic regression, differentiable through an FFT) test the
-map -> region pipeline on a classifier that does separate the groups. Target: the planted region in the top 3 in >= 4 of 5 seeds;
+map -> region pipeline on a classifier that does separate the groups. A null reference for
+the spread: ``--noise-draws`` sensor maps of pure noise (positive part of i.i.d. N(0, 1) per
+sensor, the shape of a t map with no effect anywhere) through the same ranking; each
+region's mean noise score also gives noise-calibrated ranks (score / that mean; a
+diagnostic of the region ranking's own bias, printed beside the plain ranks). Target: the planted region in the top 3 in >= 4 of 5 seeds;
 with effect scale 0, the spread (top score / median score) shows whether a region stands out.
 
 Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]
@@ -213,27 +218,64 @@ class ThetaPowerClassifier(torch.nn.Module):
 
 
 def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> dict:
-    """Theta-band IG of the migraine logit; contrast and plain maps ranked to regions."""
+    """Theta-band IG of the migraine logit; contrast, t-contrast and plain maps ranked to
+    regions."""
     attr = integrated_gradients(classifier, explained, target=1, n_steps=args.ig_steps)
-    contrast = class_contrast(attr, explained.metadata["label"], target="migraine",
-                              reference="HC", band=(4.0, 8.0),
-                              groups=explained.metadata["subject"])
+    kw = {"target": "migraine", "reference": "HC", "band": (4.0, 8.0),
+          "groups": explained.metadata["subject"]}
+    contrast = class_contrast(attr, explained.metadata["label"], **kw)
+    t_contrast = class_contrast(attr, explained.metadata["label"], statistic="t", **kw)
     out = {}
     geom = explained.geometries[0]
-    for name, sensor_map in (("contrast", contrast.positive()), ("plain", contrast.plain)):
+    for name, sensor_map in (("contrast", contrast.positive()), ("t", t_contrast.positive()),
+                             ("plain", contrast.plain)):
         out.update({f"{k}_{name}": v
-                    for k, v in _rank(sensor_map, geom, cohort, region).items()})
+                    for k, v in _rank(sensor_map, geom, cohort, region,
+                                      getattr(args, "null_mean", None)).items()})
     return out
 
 
-def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str) -> dict:
+def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str,
+          null_mean: dict | None = None) -> dict:
+    """Rank regions; with ``null_mean`` (region -> mean score of noise maps) also the rank by
+    the noise-calibrated score ``score / null_mean`` (``rank_cal``, ``top_cal``)."""
     dev_head_t = sensor_array("vectorview")["dev_head_t"]
     table = rank_regions(sensor_map, geom, cohort["ground_truth"]["regions"],
                          dev_head_t=dev_head_t)
     scores = np.array([r["score"] for r in table])
-    return {"rank": next(r["rank"] for r in table if r["region"] == region),
-            "top": table[0]["region"], "top_score": float(scores[0]),
-            "top_over_median": float(scores[0] / np.median(scores)), "table": table}
+    out = {"rank": next(r["rank"] for r in table if r["region"] == region),
+           "top": table[0]["region"], "top_score": float(scores[0]),
+           "top_over_median": float(scores[0] / np.median(scores)), "table": table}
+    if null_mean:
+        cal = {r["region"]: r["score"] / null_mean[r["region"]] for r in table}
+        order = sorted(cal, key=cal.get, reverse=True)
+        vals = np.array([cal[n] for n in order])
+        out.update({"rank_cal": order.index(region) + 1, "top_cal": order[0],
+                    "top_over_median_cal": float(vals[0] / np.median(vals))})
+    return out
+
+
+def noise_maps(geom, cohort: dict, n_draws: int, seed: int = 0) -> dict:
+    """Null reference of the region ranking: i.i.d. noise sensor maps (positive part of
+    N(0, 1) per sensor) ranked like the attribution maps; how often each region tops the
+    table, the top/median spread, and each region's mean score (``null_mean``, the
+    denominator of the noise-calibrated ranks ``rank_cal``)."""
+    rng = np.random.default_rng(seed)
+    tops, spreads, scores = [], [], {}
+    for _ in range(n_draws):
+        r = _rank(np.clip(rng.standard_normal(geom.n_sensors), 0.0, None), geom, cohort,
+                  "precuneus")
+        tops.append(r["top"])
+        spreads.append(r["top_over_median"])
+        for row in r["table"]:
+            scores.setdefault(row["region"], []).append(row["score"])
+    names, counts = np.unique(tops, return_counts=True)
+    order = np.argsort(-counts)
+    return {"n_draws": n_draws, "top_counts": {str(names[i]): int(counts[i]) for i in order},
+            "top_over_median": [round(float(np.min(spreads)), 2),
+                                round(float(np.median(spreads)), 2),
+                                round(float(np.max(spreads)), 2)],
+            "null_mean": {k: float(np.mean(v)) for k, v in sorted(scores.items())}}
 
 
 def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict:
@@ -254,8 +296,10 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
 
     Maps: integrated gradients of the migraine logit on ``args.ig_windows`` windows per
     subject, theta band. Contrast map (:func:`megfm.explain.class_contrast`): per subject
-    mean, migraine mean minus HC mean, positive part. Plain map: mean |theta attribution|
-    over all windows. Both go through the same minimum-norm region ranking.
+    mean, migraine mean minus HC mean, positive part. t map: the same with
+    ``statistic="t"`` (Welch t over subjects per sensor, positive part). Plain map: mean
+    |theta attribution| over all windows. All go through the same minimum-norm region
+    ranking.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -288,6 +332,10 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
            "theta_ratio": 1.0 + effect_scale * (args.theta_ratio - 1.0),
            "n_subjects": len(uniq), "n_windows_explained": len(pick),
            "cv_auroc": auroc, "cv_auroc_raw_theta": auroc_raw}
+    if args.noise_draws and getattr(args, "noise", None) is None:
+        # the array and regions are the same in every seed: one null reference per run
+        args.noise = noise_maps(explained.geometries[0], cohort, args.noise_draws)
+        args.null_mean = args.noise["null_mean"]
     row.update(_maps(classifier, explained, cohort, region, args))
     raw = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
     raw.fit(theta_feat, y)
@@ -314,6 +362,9 @@ def main() -> int:
     parser.add_argument("--theta-ratio", type=float, default=THETA_RATIO,
                         help="planted theta power ratio of the migraine group in one region "
                         f"(part B, default {THETA_RATIO:g})")
+    parser.add_argument("--noise-draws", type=int, default=40,
+                        help="i.i.d. noise sensor maps ranked as a null reference of the "
+                        "region ranking (part B; 0 skips)")
     args = parser.parse_args()
     steps, seeds, theta_ratio = args.steps, args.seeds, args.theta_ratio
     args.subjects = 4 if args.quick else 8
@@ -348,16 +399,31 @@ def main() -> int:
                 b.append(part_b_seed(args, work, model, seed, scale))
                 r = b[-1]
                 print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
-                      f"{r['rank_contrast']}, plain {r['rank_plain']}, CV AUROC "
+                      f"{r['rank_contrast']}, t {r['rank_t']}, plain {r['rank_plain']}, "
+                      f"raw t {r['raw_rank_t']}, CV AUROC "
                       f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        noise = getattr(args, "noise", None)
         print_part_b(b, args.seeds)
+        if noise:
+            print(f"\nNull reference: {noise['n_draws']} i.i.d. noise sensor maps (positive "
+                  f"part of N(0, 1)): top region counts {noise['top_counts']}, top/median "
+                  "min/median/max " + "/".join(f"{v:.1f}" for v in noise["top_over_median"]))
         hits = sum(r["rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_plain = sum(r["rank_plain"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_raw = sum(r["raw_rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
+        hits_t = {k: sum(r[k] <= 3 for r in b if r["effect_scale"] == 1.0)
+                  for k in ("rank_t", "raw_rank_t", "raw_rank_plain")}
+        hits_cal = {f"{p}{m}": sum(r[f"{p}rank_cal_{m}"] <= 3 for r in b
+                                   if r["effect_scale"] == 1.0)
+                    for p in ("", "raw_") for m in MAPS} if b and "rank_cal_t" in b[0] else None
     result = {"quick": args.quick, "checkpoint": args.checkpoint,
               "seconds": round(time.perf_counter() - t0, 1),
               "attention": a, "attribution": b, "top3_hits": hits, "top3_hits_plain": hits_plain,
-              "top3_hits_raw_theta_contrast": hits_raw,
+              "top3_hits_raw_theta_contrast": hits_raw, "top3_hits_t": hits_t["rank_t"],
+              "top3_hits_raw_theta_t": hits_t["raw_rank_t"],
+              "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
+              "top3_hits_noise_calibrated": hits_cal,
+              "spread": _spread(b) if b else None, "noise_maps": noise,
               "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
               "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
@@ -378,25 +444,69 @@ def print_part_a(a: dict) -> None:
               f"{r['untrained_spatial']:.2f} | {r['signal_power_baseline']:.2f} |")
 
 
+MAPS = ("contrast", "t", "plain")
+
+
+def _spread(b: list) -> dict:
+    """Range (min, max) over seeds of top score / median score, per classifier, map and
+    effect scale: ``{"model_t": {"1": [lo, hi], "0": [lo, hi]}, ...}``."""
+    out = {}
+    cals = ("", "cal_") if "top_over_median_cal_t" in b[0] else ("",)
+    for prefix, clf in (("", "model"), ("raw_", "raw_theta")):
+        for cal in cals:
+            for m in MAPS:
+                out[f"{clf}_{cal}{m}"] = {
+                    f"{scale:g}": [round(min(v), 2), round(max(v), 2)]
+                    for scale in sorted({r["effect_scale"] for r in b}, reverse=True)
+                    if (v := [r[f"{prefix}top_over_median_{cal}{m}"] for r in b
+                              if r["effect_scale"] == scale])}
+    return out
+
+
 def print_part_b(b: list, n_seeds: int) -> None:
     if not b:
         return
     print("\nPart B: rank of the planted region in the theta-band attribution region table "
-          "(contrast = migraine minus HC, positive part; plain = mean |attribution|)")
-    print("| effect | seed | planted region | rank contrast | rank plain | top contrast | "
-          "top plain | top/median contrast | top/median plain | CV AUROC model | "
-          "CV AUROC raw theta | raw: rank contrast | raw: rank plain | raw: top/median contrast |")
-    print("|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "(contrast = migraine minus HC, positive part; t = Welch t over subjects, positive "
+          "part; plain = mean |attribution|)")
+    print("| effect | seed | planted region | rank contrast | rank t | rank plain | "
+          "top contrast | top t | top/median contrast | top/median t | top/median plain | "
+          "CV AUROC model | CV AUROC raw theta | raw: rank contrast | raw: rank t | "
+          "raw: rank plain | raw: top t | raw: top/median contrast | raw: top/median t |")
+    print("|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+          "---:|---:|")
     for r in b:
         print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank_contrast']} | "
-              f"{r['rank_plain']} | {r['top_contrast']} | {r['top_plain']} | "
-              f"{r['top_over_median_contrast']:.2f} | {r['top_over_median_plain']:.2f} | "
+              f"{r['rank_t']} | {r['rank_plain']} | {r['top_contrast']} | {r['top_t']} | "
+              f"{r['top_over_median_contrast']:.2f} | {r['top_over_median_t']:.2f} | "
+              f"{r['top_over_median_plain']:.2f} | "
               f"{r['cv_auroc']:.2f} | {r['cv_auroc_raw_theta']:.2f} | "
-              f"{r['raw_rank_contrast']} | {r['raw_rank_plain']} | "
-              f"{r['raw_top_over_median_contrast']:.2f} |")
-    for key, name in (("rank_contrast", "model, contrast"), ("rank_plain", "model, plain"),
-                      ("raw_rank_contrast", "raw-theta classifier, contrast"),
-                      ("raw_rank_plain", "raw-theta classifier, plain")):
+              f"{r['raw_rank_contrast']} | {r['raw_rank_t']} | {r['raw_rank_plain']} | "
+              f"{r['raw_top_t']} | {r['raw_top_over_median_contrast']:.2f} | "
+              f"{r['raw_top_over_median_t']:.2f} |")
+    if "rank_cal_t" in b[0]:
+        print("\nNoise-calibrated ranks (region score / its mean score for i.i.d. noise maps):")
+        print("| effect | seed | planted region | contrast | t | plain | top t | raw: contrast | "
+              "raw: t | raw: plain | raw: top t |")
+        print("|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---|")
+        for r in b:
+            print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | "
+                  f"{r['rank_cal_contrast']} | {r['rank_cal_t']} | {r['rank_cal_plain']} | "
+                  f"{r['top_cal_t']} | {r['raw_rank_cal_contrast']} | {r['raw_rank_cal_t']} | "
+                  f"{r['raw_rank_cal_plain']} | {r['raw_top_cal_t']} |")
+    print("\nSpread (top score / median score, min-max over seeds):")
+    for key, by_scale in _spread(b).items():
+        print(f"  {key}: " + "; ".join(f"effect {s}: {lo:.1f}-{hi:.1f}"
+                                        for s, (lo, hi) in by_scale.items()))
+    keys = [("rank_contrast", "model, contrast"), ("rank_t", "model, t"),
+            ("rank_plain", "model, plain"),
+            ("raw_rank_contrast", "raw-theta classifier, contrast"),
+            ("raw_rank_t", "raw-theta classifier, t"),
+            ("raw_rank_plain", "raw-theta classifier, plain")]
+    if "rank_cal_t" in b[0]:
+        keys += [(k.replace("rank_", "rank_cal_"), f"{n}, noise-calibrated")
+                 for k, n in keys]
+    for key, name in keys:
         hits = sum(r[key] <= 3 for r in b if r["effect_scale"] == 1.0)
         print(f"planted region in the top 3 ({name}): {hits} of {n_seeds} seeds (effect 1)")
     weak = [r["seed"] for r in b if r["effect_scale"] == 1.0 and r["cv_auroc"] < 0.6]

@@ -134,3 +134,100 @@ def test_contrast_bad_input(attribution):
                                  target=np.arange(len(labels)) % 2, n_steps=2)
     with pytest.raises(ValueError, match="target=1"):
         class_contrast(mixed, labels, target="migraine")
+
+
+def _subject_table(n_per_class: int, n_sensors: int, *, noisy_sd: float, effect: float,
+                   seed: int, n_windows: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-window sensor values: sensor 0 has a huge between-subject spread and no group
+    effect, sensor 1 a small but consistent migraine effect, the others neither."""
+    rng = np.random.default_rng(seed)
+    rows, labels, subjects = [], [], []
+    for s in range(2 * n_per_class):
+        label = "migraine" if s % 2 else "HC"
+        level = rng.normal(0.0, 0.1, n_sensors)  # between-subject spread
+        level[0] = rng.normal(0.0, noisy_sd)
+        level[1] += effect if label == "migraine" else 0.0
+        for _ in range(n_windows):
+            rows.append(level + rng.normal(0.0, 0.05, n_sensors))
+            labels.append(label)
+            subjects.append(s)
+    return np.array(rows), np.array(labels), np.array(subjects)
+
+
+def test_t_map_peaks_at_consistent_effect_difference_map_at_noisy_sensor():
+    from scipy import stats
+
+    per, labels, subjects = _subject_table(6, 8, noisy_sd=10.0, effect=0.5, seed=3)
+    diff = class_contrast(per, labels, target="migraine", groups=subjects)
+    t = class_contrast(per, labels, target="migraine", groups=subjects, statistic="t")
+    assert diff.statistic == "difference" and diff.dof is None
+    assert t.statistic == "t" and t.values.shape == t.dof.shape == (8,)
+    # the noisy sensor's chance difference of means beats the true effect of 0.5 ...
+    assert np.argmax(diff.positive()) == 0 and diff.values[0] > 1.0
+    np.testing.assert_allclose(diff.values[1], 0.5, atol=0.15)
+    # ... but relative to its own between-subject spread it is nothing; the effect is large
+    assert np.argmax(t.positive()) == 1
+    assert t.values[1] > 5.0 and abs(t.values[0]) < 2.0
+    assert np.all(t.positive() >= 0)
+    # the class means are the same in both statistics; the t values are Welch's
+    np.testing.assert_allclose(t.target_mean, diff.target_mean)
+    subj_means = np.stack([per[subjects == s].mean(axis=0) for s in np.unique(subjects)])
+    subj_labels = np.array([labels[subjects == s][0] for s in np.unique(subjects)])
+    ref = stats.ttest_ind(subj_means[subj_labels == "migraine"], subj_means[subj_labels == "HC"],
+                          equal_var=False)
+    np.testing.assert_allclose(t.values, ref.statistic, rtol=1e-10)
+    np.testing.assert_allclose(t.dof, ref.df, rtol=1e-10)
+
+
+def test_t_map_under_no_effect_stays_within_t_distribution():
+    # 40 sensors of very different between-subject spreads, 8 subjects per class, no effect:
+    # the difference map is dominated by the high-variance sensors, the t map is not.
+    n_sensors = 40
+    maxima, argmax_diff = [], []
+    for seed in range(5):
+        per, labels, subjects = _subject_table(8, n_sensors, noisy_sd=0.1, effect=0.0,
+                                               seed=seed)
+        scale = np.geomspace(0.1, 100.0, n_sensors)  # sensor s spreads scale[s] x more
+        per = per * scale
+        t = class_contrast(per, labels, target="migraine", groups=subjects, statistic="t")
+        diff = class_contrast(per, labels, target="migraine", groups=subjects)
+        maxima.append(np.max(np.abs(t.values)))
+        argmax_diff.append(int(np.argmax(np.abs(diff.values))))
+        # scaling a sensor does not change its t value
+        t1 = class_contrast(per / scale, labels, target="migraine", groups=subjects,
+                            statistic="t")
+        np.testing.assert_allclose(t.values, t1.values, rtol=1e-8)
+    # P(|t_14| > 6) ~ 3e-5 per sensor: the maximum of 40 sensors stays far below it
+    assert max(maxima) < 6.0
+    assert min(maxima) > 0.5  # a real statistic, not a collapsed one
+    assert min(argmax_diff) >= n_sensors - 10  # the difference map picks the noisy sensors
+
+
+def test_t_map_on_attribution_and_absent_sensors(attribution):
+    labels = attribution.windows.metadata["label"]
+    subjects = attribution.windows.metadata["subject"]
+    t = class_contrast(attribution, labels, target="migraine", band=(4.0, 8.0),
+                       groups=subjects, statistic="t")
+    assert np.nanargmax(t.positive()) == PLANTED
+    assert t.values[PLANTED] > 3.0
+    # a sensor present in only one subject of a class has no t value
+    per = np.random.default_rng(0).normal(size=(8, 3))
+    lab = np.array(["HC", "migraine"] * 4)
+    grp = np.arange(8)
+    per[lab == "HC", 2] = np.nan
+    per[0, 2] = 1.0
+    t2 = class_contrast(per, lab, target="migraine", groups=grp, statistic="t")
+    assert np.isnan(t2.values[2]) and np.isnan(t2.positive()[2])
+    assert np.all(np.isfinite(t2.values[:2]))
+
+
+def test_t_map_bad_input(attribution):
+    labels = attribution.windows.metadata["label"]
+    with pytest.raises(ValueError, match="statistic='t' needs 'groups'"):
+        class_contrast(attribution, labels, target="migraine", statistic="t")
+    with pytest.raises(ValueError, match="Unknown statistic 'z'"):
+        class_contrast(attribution, labels, target="migraine", statistic="z")
+    one_hc = np.array(["HC", "migraine", "migraine", "migraine"])
+    with pytest.raises(ValueError, match="at least two subjects per class; got 3 .* and 1"):
+        class_contrast(np.ones((4, 3)), one_hc, target="migraine", groups=np.arange(4),
+                       statistic="t")

@@ -20,6 +20,18 @@ close to zero where the attribution is the same in both groups. Its positive par
 
 Example: a linear head reading band power at sensors A (planted effect, small power) and B
 (strong in everybody). The plain map peaks at B; the contrast cancels B and peaks at A.
+
+The difference of two means of a few subjects is itself noisy, and its noise is largest
+where the attribution varies most *between subjects* (sensors over strong, variable rhythms).
+With no group effect at all the difference map still peaks there, and the region ranking
+follows. ``statistic="t"`` scales each sensor by its own between-subject variability: the
+Welch t statistic of the per-subject means of the two classes,
+
+    t[s] = (mean_T a[s] - mean_R a[s]) / sqrt(var_T a[s] / n_T + var_R a[s] / n_R)
+
+(sample variances over subjects), so a small but consistent difference outranks a large but
+noisy one, and with no group effect every sensor follows (approximately) the same t
+distribution, whatever its variance.
 """
 
 from __future__ import annotations
@@ -45,8 +57,9 @@ class ClassContrast:
     Attributes
     ----------
     values : array, shape (n_sensors,)
-        Signed contrast ``target_mean - reference_mean`` (NaN where a sensor is absent from
-        every window of a class).
+        Signed contrast: ``target_mean - reference_mean`` with ``statistic="difference"``,
+        the Welch t statistic with ``statistic="t"`` (NaN where a sensor is absent from every
+        window of a class, or, for ``"t"``, present in fewer than two subjects of a class).
     target_mean, reference_mean : array, shape (n_sensors,)
         Mean attribution per sensor over the units (windows, or subjects when ``groups`` was
         given) of the target and of the reference class.
@@ -62,6 +75,11 @@ class ClassContrast:
         Number of units averaged in each class.
     band : tuple of float | None
         The frequency band (Hz) of the attribution, or None for the total.
+    statistic : ``"difference"`` | ``"t"``
+        What ``values`` holds.
+    dof : array, shape (n_sensors,) | None
+        Welch-Satterthwaite degrees of freedom per sensor with ``statistic="t"``; None
+        otherwise.
     """
 
     values: np.ndarray
@@ -74,6 +92,8 @@ class ClassContrast:
     n_target: int
     n_reference: int
     band: tuple[float, float] | None = None
+    statistic: str = "difference"
+    dof: np.ndarray | None = None
 
     def positive(self) -> np.ndarray:
         """Positive part of the contrast, shape (n_sensors,) (NaN kept): evidence for the
@@ -127,10 +147,31 @@ def _mean_units(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     return np.stack([np.nanmean(values[groups == g], axis=0) for g in np.unique(groups)])
 
 
+def _welch_t(tgt: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column Welch t statistic and Welch-Satterthwaite dof of two unit tables, NaN-aware.
+
+    NaN where a class has fewer than two non-NaN units in a column. Where both classes are
+    constant (zero standard error): 0 for equal means, +-inf otherwise.
+    """
+    n_t = np.sum(~np.isnan(tgt), axis=0).astype(float)
+    n_r = np.sum(~np.isnan(ref), axis=0).astype(float)
+    ok = (n_t >= 2) & (n_r >= 2)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # < 2 units: masked by 'ok' below
+        diff = np.nanmean(tgt, axis=0) - np.nanmean(ref, axis=0)
+        v_t = np.nanvar(tgt, axis=0, ddof=1) / n_t
+        v_r = np.nanvar(ref, axis=0, ddof=1) / n_r
+        se2 = v_t + v_r
+        t = np.where(se2 > 0, diff / np.sqrt(se2), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        dof = np.where(se2 > 0, se2 ** 2 / (v_t ** 2 / (n_t - 1) + v_r ** 2 / (n_r - 1)),
+                       n_t + n_r - 2)
+    return np.where(ok, t, np.nan), np.where(ok, dof, np.nan)
+
+
 def class_contrast(attribution, labels, *, target, reference=None,
                    band: tuple[float, float] | None = None, absolute: bool = False,
-                   groups=None) -> ClassContrast:
-    """Per-sensor difference of the attribution between a target and a reference class.
+                   groups=None, statistic: str = "difference") -> ClassContrast:
+    """Per-sensor difference (or Welch t) of the attribution between a target and a reference class.
 
     Parameters
     ----------
@@ -154,20 +195,42 @@ def class_contrast(attribution, labels, *, target, reference=None,
         in which direction it pushes the decision).
     groups : array, shape (n_windows,) | None
         Subject id of each window: average windows per subject first, so each subject
-        weighs the same (every subject must have one label).
+        weighs the same (every subject must have one label). Required with
+        ``statistic="t"``.
+    statistic : ``"difference"`` | ``"t"``
+        ``"difference"`` (default): ``values`` is the difference of the class means.
+        ``"t"``: ``values`` is the per-sensor Welch t statistic between the per-subject
+        means of the two classes, ``(mean_T - mean_R) / sqrt(var_T / n_T + var_R / n_R)``
+        (sample variances over subjects; at least two subjects per class). Use it to rank
+        sensors or regions: the difference of two noisy means is largest where the
+        attribution varies most between subjects, so with few subjects the difference map
+        peaks at high-variance sensors even with no group effect; the t statistic scales
+        each sensor by its own between-subject variability, so a small but consistent group
+        difference outranks a large noisy one. Subjects, not windows, are the units:
+        windows of one subject are not independent.
 
     Returns
     -------
     contrast : ClassContrast
         ``values`` (signed), ``positive()`` (non-negative, for region ranking), the class
-        means and the plain map.
+        means, the plain map, and with ``statistic="t"`` the Welch degrees of freedom
+        (``dof``).
 
     Raises
     ------
     ValueError
         On labels of the wrong length, a class with no window, a subject with two labels,
-        or an attribution that explains different logits in different windows.
+        an attribution that explains different logits in different windows, an unknown
+        ``statistic``, or ``statistic="t"`` without ``groups`` or with fewer than two
+        subjects in a class.
     """
+    if statistic not in ("difference", "t"):
+        raise ValueError(f"Unknown statistic {statistic!r}; use 'difference' (difference of "
+                         "the class means) or 't' (Welch t statistic over subjects).")
+    if statistic == "t" and groups is None:
+        raise ValueError("statistic='t' needs 'groups' (the subject id of each window): the t "
+                         "statistic compares per-subject means, and windows of one subject are "
+                         "not independent units. Pass groups=windows.metadata['subject'].")
     per, geometry = _per_window(attribution, band)
     labels = np.asarray(labels)
     if labels.shape != (per.shape[0],):
@@ -206,9 +269,17 @@ def class_contrast(attribution, labels, *, target, reference=None,
         t_mean = np.nanmean(tgt, axis=0)
         r_mean = np.nanmean(ref, axis=0)
         plain = np.nanmean(np.abs(both), axis=0)
-    logger.info("class contrast %r vs %s over %d / %d units", target, ref_labels, len(tgt),
-                len(ref))
-    return ClassContrast(values=t_mean - r_mean, target_mean=t_mean, reference_mean=r_mean,
+    values, dof = t_mean - r_mean, None
+    if statistic == "t":
+        if len(tgt) < 2 or len(ref) < 2:
+            raise ValueError(f"statistic='t' needs at least two subjects per class; got "
+                             f"{len(tgt)} with label {target!r} and {len(ref)} with "
+                             f"{ref_labels}. Use statistic='difference' or more subjects.")
+        values, dof = _welch_t(tgt, ref)
+    logger.info("class contrast (%s) %r vs %s over %d / %d units", statistic, target,
+                ref_labels, len(tgt), len(ref))
+    return ClassContrast(values=values, target_mean=t_mean, reference_mean=r_mean,
                          plain=plain, geometry=geometry, target=target, reference=ref_labels,
                          n_target=len(tgt), n_reference=len(ref),
-                         band=None if band is None else (float(band[0]), float(band[1])))
+                         band=None if band is None else (float(band[0]), float(band[1])),
+                         statistic=statistic, dof=dof)
