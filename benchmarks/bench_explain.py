@@ -53,6 +53,7 @@ from megfm.explain import (
     class_contrast,
     format_region_table,
     integrated_gradients,
+    null_region_scores,
     plot_state_topomaps,
     rank_regions,
 )
@@ -261,21 +262,23 @@ def noise_maps(geom, cohort: dict, n_draws: int, seed: int = 0) -> dict:
     table, the top/median spread, and each region's mean score (``null_mean``, the
     denominator of the noise-calibrated ranks ``rank_cal``)."""
     rng = np.random.default_rng(seed)
-    tops, spreads, scores = [], [], {}
+    tops, spreads = [], []
     for _ in range(n_draws):
         r = _rank(np.clip(rng.standard_normal(geom.n_sensors), 0.0, None), geom, cohort,
                   "precuneus")
         tops.append(r["top"])
         spreads.append(r["top_over_median"])
-        for row in r["table"]:
-            scores.setdefault(row["region"], []).append(row["score"])
     names, counts = np.unique(tops, return_counts=True)
     order = np.argsort(-counts)
     return {"n_draws": n_draws, "top_counts": {str(names[i]): int(counts[i]) for i in order},
             "top_over_median": [round(float(np.min(spreads)), 2),
                                 round(float(np.median(spreads)), 2),
                                 round(float(np.max(spreads)), 2)],
-            "null_mean": {k: float(np.mean(v)) for k, v in sorted(scores.items())}}
+            # the reference of rank_regions(..., reference="noise", n_null=n_draws, seed=seed):
+            # the same draws, so "noise-calibrated" ranks are the library's noise reference
+            "null_mean": null_region_scores(geom, cohort["ground_truth"]["regions"],
+                                            n_null=n_draws, seed=seed,
+                                            dev_head_t=sensor_array("vectorview")["dev_head_t"])}
 
 
 def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict:

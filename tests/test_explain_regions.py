@@ -14,6 +14,7 @@ from megfm.explain import (
     SourceMap,
     format_region_table,
     geometry_to_info,
+    null_region_scores,
     project_to_sources,
     rank_regions,
     region_scores,
@@ -123,3 +124,43 @@ def test_point_reference_and_bad_reference(geometry):
     assert table[0]["region"] == "frontal"
     with pytest.raises(ValueError, match="'reference'"):
         rank_regions(sensor_map, geometry, REGIONS, reference="mean")
+
+
+def test_noise_reference_calibrates_against_noise_maps(geometry):
+    rng = np.random.default_rng(5)
+    # under the uniform reference, noise maps favour some regions over others ...
+    tops_uniform, tops_noise = [], []
+    for _ in range(8):
+        noise = np.clip(rng.standard_normal(geometry.n_sensors), 0.0, None)
+        tops_uniform.append(rank_regions(noise, geometry, REGIONS)[0]["region"])
+        table = rank_regions(noise, geometry, REGIONS, reference="noise", n_null=20)
+        tops_noise.append(table[0]["region"])
+        for row in table:  # score = uniform score / its mean over the noise maps
+            assert row["score"] == pytest.approx(row["score_uniform"] / row["null_mean"])
+    null = null_region_scores(geometry, REGIONS, n_null=20)
+    assert max(null.values()) / min(null.values()) > 1.5  # the bias exists ...
+    # ... and the noise reference spreads the winners of pure-noise maps more evenly
+    assert len(set(tops_noise)) >= len(set(tops_uniform))
+    # a planted source still ranks first, with a score well above noise
+    planted = planted_map(geometry, REGIONS["postcentral_left"]["position"])
+    table = rank_regions(planted, geometry, REGIONS, reference="noise", n_null=20)
+    assert table[0]["region"] == "postcentral_left" and table[0]["score"] > 1.5
+    assert [r["rank"] for r in table] == [1, 2, 3, 4, 5]
+    # seeded: the same call gives the same table
+    again = rank_regions(planted, geometry, REGIONS, reference="noise", n_null=20)
+    assert [r["score"] for r in again] == [r["score"] for r in table]
+    with pytest.raises(ValueError, match="'n_null'"):
+        rank_regions(planted, geometry, REGIONS, reference="noise", n_null=0)
+    with pytest.raises(ValueError, match="rank_regions"):
+        region_scores(project_to_sources(planted, geometry), REGIONS, reference="noise")
+
+
+def test_noise_reference_scores_its_own_noise_maps_one_on_average(geometry):
+    # the very noise maps of the reference (same seed and draws) average a score of 1
+    rng = np.random.default_rng(3)
+    scores: dict[str, list] = {}
+    for _ in range(6):
+        noise = np.clip(rng.standard_normal(geometry.n_sensors), 0.0, None)
+        for row in rank_regions(noise, geometry, REGIONS, reference="noise", n_null=6, seed=3):
+            scores.setdefault(row["region"], []).append(row["score"])
+    np.testing.assert_allclose([np.mean(v) for v in scores.values()], 1.0, rtol=1e-9)

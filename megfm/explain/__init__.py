@@ -34,6 +34,7 @@ _LAZY = {
     "class_contrast": "contrast",
     "SourceMap": "regions",
     "format_region_table": "regions",
+    "null_region_scores": "regions",
     "project_to_sources": "regions",
     "rank_regions": "regions",
     "region_scores": "regions",

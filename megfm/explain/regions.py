@@ -34,8 +34,8 @@ import numpy as np
 from ..data.geometry import SensorGeometry
 from ._common import _check_locations, geometry_to_info
 
-__all__ = ["SourceMap", "format_region_table", "project_to_sources", "rank_regions",
-           "region_scores"]
+__all__ = ["SourceMap", "format_region_table", "null_region_scores", "project_to_sources",
+           "rank_regions", "region_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +271,9 @@ def region_scores(source_map: SourceMap, regions, *, radius: float = 0.02,
         map has no baseline; 1 = no more than uniform), ``power`` (share of source power),
         ``n_sources``, ``hemisphere``.
     """
+    if reference == "noise":
+        raise ValueError("reference='noise' needs the sensor map itself: use "
+                         "rank_regions(sensor_map, sensors, regions, reference='noise').")
     if reference not in ("uniform", "points"):
         raise ValueError(f"Invalid value for 'reference': expected 'uniform' or 'points'; "
                          f"got {reference!r}.")
@@ -322,7 +325,8 @@ def _row(name: str, power: np.ndarray, reference: float, hemi) -> dict:
 
 
 def rank_regions(sensor_map, sensors: SensorGeometry | mne.Info, regions, *,
-                 radius: float = 0.02, reference: str = "uniform", **kwargs) -> list[dict]:
+                 radius: float = 0.02, reference: str = "uniform", n_null: int = 40,
+                 seed: int = 0, **kwargs) -> list[dict]:
     """Project a sensor map to sources and rank regions (see :func:`region_scores`).
 
     Parameters
@@ -335,20 +339,75 @@ def rank_regions(sensor_map, sensors: SensorGeometry | mne.Info, regions, *,
         Regions to score.
     radius : float
         Radius (m) of regions given by centre.
-    reference : ``"uniform"`` | ``"points"``
-        Reference of the scores (see :func:`region_scores`).
+    reference : ``"uniform"`` | ``"points"`` | ``"noise"``
+        Reference of the scores (see :func:`region_scores`). ``"noise"``: each region's
+        uniform-referenced score divided by its mean over ``n_null`` sensor maps of pure
+        noise (the positive part of i.i.d. N(0, 1) per sensor) ranked the same way, so a
+        score of 1 means "no more than noise gives this region". Use it when a map is
+        noisy: the minimum-norm projection gives some regions (on the simulated arrays the
+        lateral auditory and occipital ones) far more of a noise map's power than others,
+        and they then top the table whatever the map.
+    n_null : int
+        Noise maps of the ``"noise"`` reference.
+    seed : int
+        Seed of the noise maps.
     **kwargs
         Passed to :func:`project_to_sources` (``mode``, ``bem``, ``src``, ``snr``, ...).
 
     Returns
     -------
     table : list of dict
-        Ranked rows (see :func:`region_scores`).
+        Ranked rows (see :func:`region_scores`); with ``reference="noise"`` also
+        ``score_uniform`` (the uniform-referenced score) and ``null_mean`` (its mean over
+        the noise maps).
     """
     if isinstance(sensors, SensorGeometry):
         _check_locations(sensors)
-    return region_scores(project_to_sources(sensor_map, sensors, **kwargs), regions,
-                         radius=radius, reference=reference)
+    if reference != "noise":
+        return region_scores(project_to_sources(sensor_map, sensors, **kwargs), regions,
+                             radius=radius, reference=reference)
+    if int(n_null) < 1:
+        raise ValueError(f"Invalid value for 'n_null': expected an integer >= 1; got {n_null}.")
+    table = region_scores(project_to_sources(sensor_map, sensors, **kwargs), regions,
+                          radius=radius, reference="uniform")
+    null = null_region_scores(sensors, regions, n_null=n_null, seed=seed, radius=radius,
+                              n_sensors=len(np.asarray(sensor_map).reshape(-1)), **kwargs)
+    for row in table:
+        mean = null[row["region"]]
+        row["score_uniform"], row["null_mean"] = row["score"], mean
+        row["score"] = row["score"] / mean if mean > 0 else 0.0
+    table.sort(key=lambda r: (-r["score"], r["region"]))
+    for i, row in enumerate(table, 1):
+        row["rank"] = i
+    return table
+
+
+def null_region_scores(sensors: SensorGeometry | mne.Info, regions, *, n_null: int = 40,
+                       seed: int = 0, radius: float = 0.02, n_sensors: int | None = None,
+                       **kwargs) -> dict[str, float]:
+    """Mean uniform-referenced score of each region over sensor maps of pure noise.
+
+    Each noise map is the positive part of i.i.d. N(0, 1) values, one per sensor, drawn from
+    ``numpy.random.default_rng(seed)``; each is scored by :func:`region_scores` after
+    :func:`project_to_sources` (``**kwargs``). The denominator of
+    ``rank_regions(..., reference="noise")``.
+
+    Returns
+    -------
+    null_mean : dict
+        Region name -> mean score.
+    """
+    if n_sensors is None:
+        n_sensors = (sensors.n_sensors if isinstance(sensors, SensorGeometry)
+                     else len(mne.pick_types(sensors, meg=True, ref_meg=False, exclude=[])))
+    rng = np.random.default_rng(seed)
+    totals: dict[str, float] = {}
+    for _ in range(int(n_null)):
+        noise = np.clip(rng.standard_normal(n_sensors), 0.0, None)
+        for row in region_scores(project_to_sources(noise, sensors, **kwargs), regions,
+                                 radius=radius, reference="uniform"):
+            totals[row["region"]] = totals.get(row["region"], 0.0) + row["score"]
+    return {name: total / int(n_null) for name, total in totals.items()}
 
 
 def format_region_table(table: Sequence[dict], *, top: int | None = None) -> str:
