@@ -223,6 +223,30 @@ def test_loader_resume_with_workers_and_a_changed_store(cohort, caplog):
     assert sum(len(bt["index"]) for bt in other) == 64
 
 
+def test_loader_resume_on_another_store_of_the_same_size_restarts(cohort, tmp_path, caplog):
+    dm = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2)
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    for _ in range(3):
+        next(it)
+    state = loader.state_dict()
+    # the same layout (10 subjects, as many windows) under other subject names
+    parts = []
+    for i in range(10):
+        label = "HC" if i < 6 else "migraine"
+        parts.append(_recording(f"sub-x{i:02d}", label, "rest", 6, 3 + i % 2, seed=2 * i))
+        parts.append(_recording(f"sub-x{i:02d}", label, "auditory", 2, 3 + i % 2,
+                                seed=2 * i + 1))
+    other_store = write_store(Windows.concatenate(parts), tmp_path / "other")
+    other = MEGDataModule(other_store, batch_size=10, val_fraction=0.2, seed=2)
+    resumed = other.train_dataloader()
+    assert len(resumed.dataset) == len(loader.dataset)
+    with caplog.at_level("WARNING", logger="megfm.training.datamodule"):
+        resumed.load_state_dict(state)
+    assert "restarts from its first batch" in caplog.text
+    assert sum(len(bt["index"]) for bt in resumed) == len(loader.dataset)
+
+
 @pytest.mark.parametrize("balance_states", [False, True])
 def test_ranks_share_an_epoch_and_resume_their_share(balance_states):
     from megfm.training.datamodule import _EpochSampler

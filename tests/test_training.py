@@ -11,7 +11,7 @@ import pytest
 import torch
 import training_helpers as helpers
 
-from megfm.training import PretrainModule, load_metrics, pretrain  # noqa: E402
+from megfm.training import MEGDataModule, PretrainModule, load_metrics, pretrain  # noqa: E402
 from megfm.training.module import cosine_with_warmup  # noqa: E402
 
 
@@ -168,12 +168,15 @@ def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
     assert [s[1] for s in seen] == list(range(10))
     assert [s[0] for s in seen] == [0] * 4 + [1] * 4 + [2] * 2
     assert seen == full_rec.steps  # the same windows in the same order
-    train = sorted(set(np.concatenate([s[2] for s in seen]).tolist()))
+    dm = MEGDataModule(store, batch_size=6, val_fraction=0.2, seed=3)
+    dm.setup("fit")
+    train = sorted(dm.train_dataset_.indices.tolist())  # the split's own training windows
+    assert len(train) == 20
     for epoch in (0, 1):
         drawn = sorted(np.concatenate([s[2] for s in seen if s[0] == epoch]).tolist())
-        assert len(drawn) == 20
+        assert len(drawn) == 20 and set(drawn) <= set(train)
         if not balance_states:  # every training window exactly once per epoch
-            assert len(set(drawn)) == 20 and set(drawn) <= set(train)
+            assert drawn == train
     order = [np.concatenate([s[2] for s in seen if s[0] == e]).tolist() for e in (0, 1)]
     assert order[0] != order[1]  # reshuffled each epoch
     full, cut = load_metrics(tmp_path / "full"), load_metrics(tmp_path / "cut")
@@ -181,13 +184,19 @@ def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
     a, b = full[key][np.isfinite(full[key])], cut[key][np.isfinite(cut[key])]
     assert len(a) == len(b) == 10
     np.testing.assert_allclose(b, a, rtol=1e-5)
-    # extending the finished run (its last.ckpt: 2 batches into epoch 2) finishes epoch 2
-    more = _Record()
-    _run(tmp_path / "cut", None, max_steps=12, checkpoint_every=3, resume=True,
-         callbacks=[more], **kw)
-    assert [s[:2] for s in more.steps] == [(2, 10), (2, 11)]
-    drawn = np.concatenate([s[2] for s in seen + more.steps if s[0] == 2]).tolist()
-    assert len(drawn) == 20 and (balance_states or sorted(drawn) == train)
+    # extending the finished run (its last.ckpt: 2 batches into epoch 2) one step at a time,
+    # with no periodic checkpoint inside the extensions, finishes epoch 2 in order
+    more = [_Record(), _Record()]
+    for steps, rec in zip((11, 12), more, strict=True):
+        _run(tmp_path / "cut", None, max_steps=steps, checkpoint_every=5, resume=True,
+             callbacks=[rec], **kw)
+    assert [s[:2] for rec in more for s in rec.steps] == [(2, 10), (2, 11)]
+    drawn = np.concatenate([s[2] for s in seen + more[0].steps + more[1].steps
+                            if s[0] == 2]).tolist()
+    assert len(drawn) == 20 and set(drawn) <= set(train)
+    assert balance_states or sorted(drawn) == train
+    ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert ckpts[-1] == "last.ckpt" and not any("last-" in n or "partial" in n for n in ckpts)
 
 
 def test_refusals(tmp_path, datamodule):

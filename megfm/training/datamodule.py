@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -142,6 +143,21 @@ class _EpochSampler(DistributedSampler):
         return iter(order.tolist())
 
 
+def _fingerprint(dataset) -> str:
+    """A short hash of which windows (store index, subject, recording, onset) a dataset holds.
+
+    Two training sets with as many windows but another store or another subject split get
+    different fingerprints, so a mid-epoch position is never replayed on other data.
+    """
+    digest = hashlib.sha1(np.asarray(getattr(dataset, "indices", np.arange(len(dataset))),
+                                     dtype=np.int64).tobytes())
+    meta = getattr(dataset, "metadata", {})
+    for key in ("subject", "recording", "onset"):
+        if key in meta:
+            digest.update("\x1f".join(map(str, np.asarray(meta[key]).tolist())).encode())
+    return digest.hexdigest()[:16]
+
+
 class _ResumableLoader(DataLoader):
     """Training DataLoader over an :class:`_EpochSampler` that can resume mid-epoch.
 
@@ -155,12 +171,25 @@ class _ResumableLoader(DataLoader):
 
     def __init__(self, dataset, *, sampler: _EpochSampler, **kwargs) -> None:
         super().__init__(dataset, sampler=sampler, **kwargs)
-        self._start = 0  # batches to skip at the next iteration (set by load_state_dict)
+        self._windows = _fingerprint(dataset)
+        self._resume: tuple[int, int] | None = None  # (epoch, batches) set by load_state_dict
         self._epoch = sampler.epoch  # epoch of the count below
         self._batches = 0  # batches handed out in epoch self._epoch
 
     def __iter__(self):
-        start, self._start = self._start, 0
+        start = 0
+        if self._resume is not None:
+            epoch, batches = self._resume
+            self._resume = None
+            if epoch == self.sampler.epoch:
+                start = batches
+            elif batches:  # Lightning resumed another epoch than the saved position's
+                logger.warning(
+                    "The checkpoint's loop is in epoch %d but its training loader stopped "
+                    "after %d batches of epoch %d: epoch %d starts from its first batch.",
+                    self.sampler.epoch, batches, epoch, self.sampler.epoch)
+        # the skip belongs to this iteration (this epoch) only
+        self.sampler.skip = start * self.batch_size
         self._epoch, self._batches = self.sampler.epoch, start
         for batch in super().__iter__():
             self._batches += 1
@@ -169,14 +198,15 @@ class _ResumableLoader(DataLoader):
     def _identity(self) -> dict:
         return {"n_windows": len(self.sampler.dataset), "num_replicas": self.sampler.num_replicas,
                 "batch_size": self.batch_size, "drop_last": self.drop_last,
-                "seed": self.sampler.seed, "balanced": self.sampler.weights is not None}
+                "seed": self.sampler.seed, "balanced": self.sampler.weights is not None,
+                "windows": self._windows}
 
     def state_dict(self) -> dict:
         """The epoch and the batches of it already handed out (plus what they depend on)."""
         return {"epoch": self._epoch, "batches": self._batches, **self._identity()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue the saved epoch after its saved batches at the next iteration."""
+        """Continue the saved epoch after its saved batches, if the next iteration is in it."""
         epoch, batches = int(state["epoch"]), int(state["batches"])
         saved = {key: state.get(key) for key in self._identity()}
         if saved != self._identity():
@@ -188,9 +218,8 @@ class _ResumableLoader(DataLoader):
         if batches >= len(self):  # the saved epoch was complete: start the next one
             epoch, batches = epoch + 1, 0
         self.sampler.set_epoch(epoch)
-        self.sampler.skip = batches * self.batch_size
-        self._start = self._batches = batches
-        self._epoch = epoch
+        self._resume = (epoch, batches)
+        self._epoch, self._batches = epoch, batches
 
 
 class MEGDataModule(pl.LightningDataModule):

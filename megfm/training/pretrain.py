@@ -265,28 +265,41 @@ def pretrain(
         return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
 
 
-def _save_last_at_end(path: Path, every: int):
-    """A callback that writes ``last.ckpt`` right after the final optimiser step.
+def _last_checkpoint(path: Path, every: int):
+    """A callback that owns ``last.ckpt``: written every ``every`` steps and after the final one.
 
-    A checkpoint written there holds the loops' state of an ordinary mid-run checkpoint
-    (the one ``ModelCheckpoint`` writes every ``every`` steps), which Lightning resumes
-    exactly: the next run continues the same epoch with the batches not drawn yet. One
-    written after ``trainer.fit`` returned records the interrupted epoch as finished, and a
-    run extended from it would start a new epoch. ``saved`` tells whether it was written.
+    Every write happens right after an optimiser step, so the checkpoint holds the loops'
+    state of an ordinary mid-run checkpoint, which Lightning resumes exactly: the next run
+    continues the same epoch with the batches not drawn yet. (Lightning's own
+    ``ModelCheckpoint(save_last=True)`` also writes ``last.ckpt`` when training ends, and a
+    checkpoint written then records the interrupted epoch as finished: a run extended from
+    it would skip the rest of that epoch.) Each write goes to a temporary name first and is
+    renamed when complete. ``saved`` tells whether the final step was written.
     """
     import lightning.pytorch as pl
 
-    class _SaveLastAtEnd(pl.Callback):
+    class _LastCheckpoint(pl.Callback):
         saved = False
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
-            if trainer.max_steps > 0 and step >= trainer.max_steps and not self.saved:
-                if step % every:  # otherwise ModelCheckpoint writes last.ckpt at this step
-                    trainer.save_checkpoint(path, weights_only=False)
-                self.saved = True
+            final = trainer.max_steps > 0 and step >= trainer.max_steps
+            if final and self.saved:
+                return
+            if final or step % every == 0:
+                _save_atomically(trainer, path)
+                self.saved = final
 
-    return _SaveLastAtEnd()
+    return _LastCheckpoint()
+
+
+def _save_atomically(trainer, path: Path) -> None:
+    """``trainer.save_checkpoint`` to a temporary name, renamed to ``path`` when complete."""
+    tmp = path.with_name(path.name + ".partial")
+    trainer.save_checkpoint(tmp, weights_only=False)
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+    trainer.strategy.barrier("megfm-last-checkpoint")
 
 
 def _validate_at_end():
@@ -335,9 +348,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     if checkpoint_every is None:
         checkpoint_every = max(1, max_steps // 10)
     callbacks = list(callbacks or [])
-    save_last = _save_last_at_end(ckpt_dir / "last.ckpt", checkpoint_every)
-    callbacks += [save_last, ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_top_k=0,
-                                 save_last=True, every_n_train_steps=checkpoint_every)]
+    save_last = _last_checkpoint(ckpt_dir / "last.ckpt", checkpoint_every)
+    callbacks.append(save_last)
     if val_fraction > 0:
         callbacks.append(_validate_at_end())
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}",
@@ -406,7 +418,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         trainer.fit(module, datamodule=datamodule,
                     ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
     if not save_last.saved:  # stopped before max_steps: keep the last state all the same
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+        _save_atomically(trainer, ckpt_dir / "last.ckpt")
     model_dir = out / "model"
     if trainer.is_global_zero:
         module.model.save_pretrained(model_dir)
