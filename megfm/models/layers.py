@@ -188,22 +188,31 @@ class Attention(nn.Module):
         rows = q_ctx.reshape(b, 1, h * nq, q_ctx.shape[-1])  # heads folded into query rows
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
         p_drop = self.attn_drop if self.training else 0.0
+        values = vctx[:, None]  # (B, 1, Nk, W)
+        # after dropout the weights no longer sum to 1: a column of ones carries their sum,
+        # which scales the value bias as the weighted sum of projected values would
+        with_mass = p_drop > 0 and self.kv.bias is not None
+        if with_mass:
+            values = torch.cat([values, values.new_ones(*values.shape[:-1], 1)], dim=-1)
         weights = None
         if self.fused and not need_weights:
             mixed = F.scaled_dot_product_attention(
-                rows, keys, vctx[:, None], attn_mask=mask, dropout_p=p_drop, scale=self.scale
-            )  # (B, 1, H * Nq, W)
+                rows, keys, values, attn_mask=mask, dropout_p=p_drop, scale=self.scale
+            )  # (B, 1, H * Nq, W (+ 1))
         else:
             scores = (rows * self.scale) @ keys.transpose(-2, -1)  # (B, 1, H * Nq, Nk)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1)
             weights = probs.reshape(b, h, nq, -1)
-            mixed = F.dropout(probs, p_drop, self.training) @ vctx[:, None]
-        # the value projection after the weighted sum; its bias passes through (weights sum to 1)
-        out = torch.einsum("bhqw,hdw->bqhd", mixed.reshape(b, h, nq, width), w_v.to(q.dtype))
+            mixed = F.dropout(probs, p_drop, self.training) @ values
+        mixed = mixed.reshape(b, h, nq, -1)
+        # the value projection after the weighted sum; its bias times the weights' sum
+        out = torch.einsum("bhqw,hdw->bqhd", mixed[..., :width], w_v.to(q.dtype))
         if self.kv.bias is not None:
-            out = out + self.kv.bias[dim:].reshape(h, hd).to(out.dtype)
+            bias_v = self.kv.bias[dim:].reshape(h, hd).to(out.dtype)
+            mass = mixed[..., width:].transpose(1, 2) if with_mass else 1.0  # (B, Nq, H, 1)
+            out = out + mass * bias_v
         out = out.reshape(b, nq, dim)
         return self.proj_drop(self.proj(out)), weights
 
