@@ -115,6 +115,29 @@ def test_contrast_on_arrays_known_answer():
     assert c3.reference == ["PPTH"] and c3.n_reference == n // 4
 
 
+def test_plain_map_does_not_cancel_opposite_signs_within_a_subject():
+    # every subject has windows of +3 and -3 at sensor 0: their mean is 0, their |a| is 3
+    labels = np.array(["HC"] * 8 + ["migraine"] * 8)
+    groups = np.repeat(np.arange(8), 2)
+    per = np.zeros((16, 3))
+    per[:, 0] = np.tile([3.0, -3.0], 8)
+    per[:, 1] = 1.0
+    c = class_contrast(per, labels, target="migraine", groups=groups)
+    np.testing.assert_allclose(c.plain, [3.0, 1.0, 0.0])
+    np.testing.assert_allclose(c.values, 0.0)
+
+
+def test_reference_labels_are_matched_exactly_not_truncated():
+    per = np.arange(12, dtype=float).reshape(6, 2)
+    labels = np.array(["MIG", "CTL", "HC", "MIG", "CTL", "HC"])  # dtype <U3
+    with pytest.raises(ValueError, match="No window has a reference label"):
+        class_contrast(per, labels, target="MIG", reference="CTL_old")
+    assert class_contrast(per, labels, target="MIG", reference="CTL").n_reference == 2
+    ints = np.array([1, 0, 0, 1, 0, 1])
+    with pytest.raises(ValueError, match="No window has a reference label"):
+        class_contrast(per, ints, target=1, reference=0.7)
+
+
 def test_contrast_bad_input(attribution):
     labels = attribution.windows.metadata["label"]
     with pytest.raises(ValueError, match="one entry per window"):

@@ -155,12 +155,22 @@ def test_noise_reference_calibrates_against_noise_maps(geometry):
         region_scores(project_to_sources(planted, geometry), REGIONS, reference="noise")
 
 
-def test_noise_reference_scores_its_own_noise_maps_one_on_average(geometry):
-    # the very noise maps of the reference (same seed and draws) average a score of 1
+@pytest.mark.parametrize("n_missing", [0, 12])
+def test_noise_reference_scores_its_own_noise_maps_one_on_average(geometry, n_missing):
+    # the very noise maps of the reference (same seed and draws) average a score of 1, also
+    # when the map lacks some sensors (NaN): the noise maps then lack the same ones
     rng = np.random.default_rng(3)
+    missing = np.zeros(geometry.n_sensors, bool)
+    missing[np.random.default_rng(0).choice(geometry.n_sensors, n_missing, replace=False)] = True
     scores: dict[str, list] = {}
     for _ in range(6):
         noise = np.clip(rng.standard_normal(geometry.n_sensors), 0.0, None)
+        noise[missing] = np.nan
         for row in rank_regions(noise, geometry, REGIONS, reference="noise", n_null=6, seed=3):
             scores.setdefault(row["region"], []).append(row["score"])
     np.testing.assert_allclose([np.mean(v) for v in scores.values()], 1.0, rtol=1e-9)
+
+
+def test_null_region_scores_refuses_a_missing_mask_of_another_size(geometry):
+    with pytest.raises(ValueError, match="one flag per sensor"):
+        null_region_scores(geometry, REGIONS, n_null=1, missing=np.zeros(3, bool))

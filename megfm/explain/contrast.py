@@ -65,7 +65,9 @@ class ClassContrast:
         given) of the target and of the reference class.
     plain : array, shape (n_sensors,)
         The class-blind map of the same quantity for comparison: the mean *absolute*
-        attribution over the units of both classes (what a plain attribution map shows).
+        attribution of the windows of both classes (what a plain attribution map shows),
+        averaged per subject first when ``groups`` was given; absolute values are taken per
+        window, so opposite signs do not cancel.
     geometry : SensorGeometry | None
         The sensors of the maps (the union of the windows' sensors by name); None when the
         input was an array.
@@ -243,7 +245,9 @@ def class_contrast(attribution, labels, *, target, reference=None,
         ref_labels = sorted({v for v in labels[~is_target].tolist()}, key=str)
     else:
         ref_labels = list(np.atleast_1d(np.asarray(reference, dtype=object)))
-    is_ref = np.isin(labels, np.asarray(ref_labels, dtype=labels.dtype)) & ~is_target
+    # compare as Python objects: a cast to the labels' dtype would truncate "CTL_old" to
+    # "CTL" (fixed-width strings) or 0.7 to 0 (integer labels)
+    is_ref = np.isin(labels.astype(object), np.asarray(ref_labels, dtype=object)) & ~is_target
     if not is_target.any():
         raise ValueError(f"No window has the target label {target!r}; labels present: "
                          f"{sorted(set(labels.tolist()), key=str)}.")
@@ -264,11 +268,12 @@ def class_contrast(attribution, labels, *, target, reference=None,
         warnings.simplefilter("ignore", RuntimeWarning)
         tgt = _mean_units(per[is_target], None if grp is None else grp[is_target])
         ref = _mean_units(per[is_ref], None if grp is None else grp[is_ref])
-        both = _mean_units(per[is_target | is_ref],
+        # |a| before any averaging: opposite signs within a subject must not cancel
+        both = _mean_units(np.abs(per[is_target | is_ref]),
                            None if grp is None else grp[is_target | is_ref])
         t_mean = np.nanmean(tgt, axis=0)
         r_mean = np.nanmean(ref, axis=0)
-        plain = np.nanmean(np.abs(both), axis=0)
+        plain = np.nanmean(both, axis=0)
     values, dof = t_mean - r_mean, None
     if statistic == "t":
         if len(tgt) < 2 or len(ref) < 2:

@@ -370,8 +370,10 @@ def rank_regions(sensor_map, sensors: SensorGeometry | mne.Info, regions, *,
         raise ValueError(f"Invalid value for 'n_null': expected an integer >= 1; got {n_null}.")
     table = region_scores(project_to_sources(sensor_map, sensors, **kwargs), regions,
                           radius=radius, reference="uniform")
+    values = np.asarray(sensor_map, dtype=float).reshape(-1)
+    # noise maps miss the same sensors as the map, so both use the same forward operator
     null = null_region_scores(sensors, regions, n_null=n_null, seed=seed, radius=radius,
-                              n_sensors=len(np.asarray(sensor_map).reshape(-1)), **kwargs)
+                              n_sensors=values.size, missing=~np.isfinite(values), **kwargs)
     for row in table:
         mean = null[row["region"]]
         row["score_uniform"], row["null_mean"] = row["score"], mean
@@ -384,13 +386,20 @@ def rank_regions(sensor_map, sensors: SensorGeometry | mne.Info, regions, *,
 
 def null_region_scores(sensors: SensorGeometry | mne.Info, regions, *, n_null: int = 40,
                        seed: int = 0, radius: float = 0.02, n_sensors: int | None = None,
-                       **kwargs) -> dict[str, float]:
+                       missing=None, **kwargs) -> dict[str, float]:
     """Mean uniform-referenced score of each region over sensor maps of pure noise.
 
-    Each noise map is the positive part of i.i.d. N(0, 1) values, one per sensor, drawn from
-    ``numpy.random.default_rng(seed)``; each is scored by :func:`region_scores` after
+    Each noise map holds i.i.d. N(0, 1) values, one per sensor, drawn from
+    ``numpy.random.default_rng(seed)`` (their positive part unless ``mode="field"``, as a
+    power map is non-negative); each is scored by :func:`region_scores` after
     :func:`project_to_sources` (``**kwargs``). The denominator of
     ``rank_regions(..., reference="noise")``.
+
+    Parameters
+    ----------
+    missing : array of bool, shape (n_sensors,) | None
+        Sensors absent from the map being ranked (NaN there): NaN in every noise map too, so
+        the projection drops the same sensors.
 
     Returns
     -------
@@ -400,10 +409,18 @@ def null_region_scores(sensors: SensorGeometry | mne.Info, regions, *, n_null: i
     if n_sensors is None:
         n_sensors = (sensors.n_sensors if isinstance(sensors, SensorGeometry)
                      else len(mne.pick_types(sensors, meg=True, ref_meg=False, exclude=[])))
+    missing = (np.zeros(n_sensors, bool) if missing is None
+               else np.asarray(missing, bool).reshape(-1))
+    if missing.size != n_sensors:
+        raise ValueError(f"'missing' has {missing.size} values for {n_sensors} sensors; give "
+                         "one flag per sensor of the map.")
+    signed = kwargs.get("mode", "power") == "field"
     rng = np.random.default_rng(seed)
     totals: dict[str, float] = {}
     for _ in range(int(n_null)):
-        noise = np.clip(rng.standard_normal(n_sensors), 0.0, None)
+        noise = rng.standard_normal(n_sensors)
+        noise = noise if signed else np.clip(noise, 0.0, None)
+        noise[missing] = np.nan
         for row in region_scores(project_to_sources(noise, sensors, **kwargs), regions,
                                  radius=radius, reference="uniform"):
             totals[row["region"]] = totals.get(row["region"], 0.0) + row["score"]
