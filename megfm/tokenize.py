@@ -26,6 +26,7 @@ __all__ = [
     "GeometryEmbedding",
     "NormStats",
     "denormalize",
+    "log_amplitude_spectrum",
     "patchify",
     "pool_scale_by_type",
     "relative_log_scale",
@@ -265,6 +266,23 @@ def denormalize(x_norm: torch.Tensor, stats: NormStats) -> torch.Tensor:
             f"Expected (B, S, T) or (B, S, P, L) signals; got shape {tuple(x_norm.shape)}."
         )
     return x_norm * scale + center
+
+
+def log_amplitude_spectrum(patches: torch.Tensor) -> torch.Tensor:
+    """Log amplitude spectrum of each patch, the target of the spectrum head.
+
+    Parameters
+    ----------
+    patches : Tensor, shape (..., L)
+        Normalised sensor-patches (e.g. ``target`` of :class:`megfm.MaskedSignalModel`).
+
+    Returns
+    -------
+    spectrum : Tensor, shape (..., L // 2 + 1), float32
+        ``log(1 + |rFFT(patch)|)`` with the orthonormal FFT, so a patch's spectrum has the
+        same energy as its samples (Parseval) and the log compresses the 1/f range.
+    """
+    return torch.log1p(torch.fft.rfft(patches.float(), norm="ortho").abs())
 
 
 def fourier_features(values: torch.Tensor, n_frequencies: int) -> torch.Tensor:

@@ -255,6 +255,20 @@ def test_token_space_attention_matches_projected_keys_and_values(with_key_bias):
             torch.testing.assert_close(grad[name], grads[0][name], rtol=1e-4, atol=1e-5)
 
 
+def test_token_space_attention_matches_under_attention_dropout():
+    # dropout leaves weights that no longer sum to 1; the value bias must follow their sum
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=6, dropout=0.5).train()
+    torch.nn.init.normal_(attn.kv.bias, std=5.0)
+    x, ctx = torch.randn(3, 5, 16), torch.randn(3, 9, 6)
+    outs = []
+    for token_space in (False, True):
+        attn.token_space = token_space
+        torch.manual_seed(1)  # the same dropout mask: same shape and order of weights
+        outs.append(attn(x, ctx, need_weights=True)[0])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+
+
 def test_value_context_feeds_the_values_only():
     torch.manual_seed(0)
     attn = Attention(16, 4, kv_dim=6).eval()
@@ -618,3 +632,65 @@ def test_leadfield_readout_keeps_the_model_contract():
         without = lf(*_args(batch), mask=mask)["pred"]
     assert (full - without)[mask].abs().max() > 0
     torch.testing.assert_close(full[~mask], without[~mask])
+
+
+def test_log_amplitude_spectrum_peaks_at_the_sinusoid_and_keeps_energy():
+    from megfm.tokenize import log_amplitude_spectrum
+
+    length = 40
+    t = torch.arange(length, dtype=torch.float64)
+    patches = torch.stack([torch.cos(2 * torch.pi * k * t / length) for k in (1, 3, 7)])
+    spec = log_amplitude_spectrum(patches)
+    assert spec.shape == (3, length // 2 + 1) and spec.dtype == torch.float32
+    assert spec.argmax(-1).tolist() == [1, 3, 7]
+    # orthonormal FFT (Parseval): energy of the samples = energy of the full spectrum
+    amp = torch.expm1(spec.double())
+    energy = amp[:, 0] ** 2 + 2 * (amp[:, 1:-1] ** 2).sum(-1) + amp[:, -1] ** 2
+    torch.testing.assert_close(energy, (patches**2).sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_spectrum_head_adds_its_loss_on_hidden_patches_only():
+    from megfm.tokenize import log_amplitude_spectrum
+
+    torch.manual_seed(0)
+    model = MaskedSignalModel(ModelConfig.preset("tiny", spectrum_weight=0.5)).eval()
+    batch = make_batch()
+    valid = batch["sensor_mask"]
+    target, _ = model.tokenize(batch["x"], valid)
+    mask = model.random_masking(valid, target.shape[2], generator=torch.Generator().manual_seed(5))
+    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
+    latents, _ = model.forward_encoder(target, geo, valid[..., None] & ~mask)
+    pred, spec = model.forward_decoder(latents, geo, mask, return_spectrum=True)
+    assert spec.shape == (*mask.shape, TINY.patch_samples // 2 + 1)
+    assert torch.all(spec[~mask] == 0) and torch.all(spec[mask].abs().sum(-1) > 0)
+    loss = model.forward_loss(pred, target, mask, spec)
+    wave = ((pred - target) ** 2).mean(-1)[mask].mean()
+    extra = ((spec - log_amplitude_spectrum(target)) ** 2).mean(-1)[mask].mean()
+    torch.testing.assert_close(loss, wave + 0.5 * extra)
+    # the model's own forward uses the head, with the same mask
+    out = model(*_args(batch), mask=mask)
+    torch.testing.assert_close(out["loss"], loss)
+    spec_in = spec.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.forward_loss(pred.detach(), target, mask, spec_in),
+                                  spec_in)
+    assert torch.all(grad[~mask] == 0) and torch.all(grad[mask].abs().sum(-1) > 0)
+
+
+def test_spectrum_head_is_refused_without_spectrum_weight(model, tmp_path):
+    batch = make_batch()
+    valid = batch["sensor_mask"]
+    target, _ = model.tokenize(batch["x"], valid)
+    mask = model.random_masking(valid, target.shape[2], generator=torch.Generator().manual_seed(1))
+    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
+    latents, _ = model.forward_encoder(target, geo, valid[..., None] & ~mask)
+    with pytest.raises(ValueError, match="spectrum_weight"):
+        model.forward_decoder(latents, geo, mask, return_spectrum=True)
+    with pytest.raises(ValueError, match="spectrum_weight must be >= 0"):
+        ModelConfig.preset("tiny", spectrum_weight=-1.0)
+    # a checkpoint with the head loads back with it
+    torch.manual_seed(0)
+    with_head = MaskedSignalModel(ModelConfig.preset("tiny", spectrum_weight=1.0))
+    with_head.save_pretrained(tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config.spectrum_weight == 1.0
+    torch.testing.assert_close(loaded.decoder_spectrum.weight, with_head.decoder_spectrum.weight)

@@ -81,6 +81,10 @@ class ModelConfig:
     mask_ratio: float = 0.5  # default fraction hidden
     time_block: int = 2  # contiguous patches per block of "time" masking
     spectral_weight: float = 0.0  # weight of an extra loss on |rFFT| of the masked patches
+    spectrum_weight: float = 0.0  # weight of an auxiliary loss of a separate decoder head that
+    #   predicts log(1 + |rFFT|) of each hidden sensor-patch (its amplitude spectrum). The
+    #   waveform MSE cannot reward band power: the phase of a rhythm is unpredictable, so the
+    #   best waveform guess shrinks to zero; the amplitude spectrum is predictable. 0 = no head
 
     def __post_init__(self) -> None:
         checks = [
@@ -103,6 +107,7 @@ class ModelConfig:
             (self.time_block >= 1, "time_block must be >= 1"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.spectral_weight >= 0.0, "spectral_weight must be >= 0"),
+            (self.spectrum_weight >= 0.0, "spectrum_weight must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

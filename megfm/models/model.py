@@ -27,6 +27,7 @@ from ..masking import make_mask
 from ..tokenize import (
     GeometryEmbedding,
     NormStats,
+    log_amplitude_spectrum,
     patchify,
     pool_scale_by_type,
     relative_log_scale,
@@ -132,6 +133,10 @@ class MaskedSignalModel(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(ddim)
         self.decoder_pred = nn.Linear(ddim, c.patch_samples)
+        # amplitude-spectrum head (config.spectrum_weight): log(1 + |rFFT|) per hidden patch
+        self.decoder_spectrum = (
+            nn.Linear(ddim, c.patch_samples // 2 + 1) if c.spectrum_weight > 0 else None
+        )
         # lead-field read-out: each latent is a "source" with a time course per patch; a
         # hidden sensor adds the sum of those time courses weighted by signed gains computed
         # from its geometry (a learned lead field), the linear map a field obeys
@@ -414,8 +419,13 @@ class MaskedSignalModel(nn.Module):
         return self.norm(z).reshape(b, p, k, dim), extras
 
     def forward_decoder(
-        self, latents: torch.Tensor, geometry: torch.Tensor, hidden: torch.Tensor
-    ) -> torch.Tensor:
+        self,
+        latents: torch.Tensor,
+        geometry: torch.Tensor,
+        hidden: torch.Tensor,
+        *,
+        return_spectrum: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict the hidden sensor-patches from the latents of their time patch.
 
         Parameters
@@ -424,12 +434,23 @@ class MaskedSignalModel(nn.Module):
         geometry : Tensor, shape (B, S, token_width)
         hidden : Tensor of bool, shape (B, S, P)
             Sensor-patches to predict.
+        return_spectrum : bool
+            Also return the amplitude-spectrum head's predictions (needs
+            ``config.spectrum_weight > 0``).
 
         Returns
         -------
         pred : Tensor, shape (B, S, P, L)
             Predictions at hidden sensor-patches, zeros elsewhere.
+        spectrum : Tensor, shape (B, S, P, L // 2 + 1)
+            Predicted ``log(1 + |rFFT|)`` (orthonormal FFT) of the hidden sensor-patches, zeros
+            elsewhere; only when ``return_spectrum``.
         """
+        if return_spectrum and self.decoder_spectrum is None:
+            raise ValueError(
+                "This model has no amplitude-spectrum head (config.spectrum_weight == 0); "
+                "build it with ModelConfig(spectrum_weight=...) > 0 or drop return_spectrum."
+            )
         b, p, k, _ = latents.shape
         s = geometry.shape[1]
         length, ddim = self.config.patch_samples, self.config.decoder_dim
@@ -453,16 +474,36 @@ class MaskedSignalModel(nn.Module):
             gains = _gather_rows(self.leadfield(geometry), order)  # (B, P, M, K * r)
             sources = self.source_readout(latents).reshape(b, p, -1, length)  # (B, P, K * r, L)
             out = out + torch.einsum("bpmk,bpkl->bpml", gains, sources.to(gains.dtype))
-        out = out * keep[..., None].to(out.dtype)
-        pred = out.new_zeros(b, p, s, length).scatter(
-            2, order[..., None].expand(b, p, m, length), out
-        )  # (B, P, S, L)
-        return pred.transpose(1, 2)
+        pred = self._scatter_hidden(out, order, keep, s)  # (B, S, P, L)
+        if not return_spectrum:
+            return pred
+        spectrum = self.decoder_spectrum(q).reshape(b, p, m, -1)
+        return pred, self._scatter_hidden(spectrum, order, keep, s)
+
+    @staticmethod
+    def _scatter_hidden(values: torch.Tensor, order: torch.Tensor, keep: torch.Tensor,
+                        n_sensors: int) -> torch.Tensor:
+        """(B, P, M, F) values of the hidden-first sensors -> (B, S, P, F), zeros elsewhere."""
+        b, p, m, f = values.shape
+        values = values * keep[..., None].to(values.dtype)
+        full = values.new_zeros(b, p, n_sensors, f).scatter(
+            2, order[..., None].expand(b, p, m, f), values
+        )
+        return full.transpose(1, 2)
 
     def forward_loss(
-        self, pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        hidden: torch.Tensor,
+        spectrum: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean squared error over hidden sensor-patches only (+ optional spectral term)."""
+        """Mean squared error over hidden sensor-patches only (+ optional spectral terms).
+
+        ``spectrum`` (B, S, P, L // 2 + 1), the amplitude-spectrum head's output, adds
+        ``config.spectrum_weight`` times its MSE against :func:`log_amplitude_spectrum` of the
+        target, over the same hidden patches.
+        """
         n = hidden.sum().clamp_min(1)
         weight = hidden.to(pred.dtype)
         loss = (((pred - target) ** 2).mean(-1) * weight).sum() / n  # (B, S, P) -> scalar
@@ -472,6 +513,9 @@ class MaskedSignalModel(nn.Module):
                 - torch.fft.rfft(target.float(), norm="ortho").abs()
             ) ** 2
             loss = loss + self.config.spectral_weight * (spec.mean(-1) * weight).sum() / n
+        if spectrum is not None:
+            err = (spectrum.float() - log_amplitude_spectrum(target)) ** 2
+            loss = loss + self.config.spectrum_weight * (err.mean(-1) * weight).sum() / n
         return loss
 
     # ------------------------------------------------------------------ public API
@@ -544,8 +588,12 @@ class MaskedSignalModel(nn.Module):
             target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
             need_weights=return_attention,
         )
-        pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
-        loss = self.forward_loss(pred, target, mask)
+        spectrum = None
+        if self.decoder_spectrum is not None:
+            pred, spectrum = self.forward_decoder(latents, geometry, mask, return_spectrum=True)
+        else:
+            pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
+        loss = self.forward_loss(pred, target, mask, spectrum)
         out = {
             "loss": loss,
             "pred": torch.where(mask[..., None], pred, target),
