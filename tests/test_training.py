@@ -273,3 +273,23 @@ def test_cli_pretrain_and_embed_on_a_store(tmp_path, capsys):
         np.testing.assert_array_equal(f["meta_index"], np.arange(24))
     assert main(["embed", str(out), str(store), "--out", str(npz)]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_cli_pretrain_set_overrides_model_config_fields(tmp_path, capsys):
+    from megfm.cli.main import main
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    base = ["pretrain", str(store), "--max-steps", "2", "--batch-size", "4", "--accelerator",
+            "cpu", "--no-progress", "--val-fraction", "0"]
+    out = tmp_path / "run"
+    assert main(base + ["--out", str(out), "--set", "spectrum_weight=0.5",
+                        "--set", "mask_mode=sensor"]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())["model"]
+    assert config["spectrum_weight"] == 0.5 and config["mask_mode"] == "sensor"
+    assert config["dim"] == 32  # the rest is the tiny preset
+    assert main(base + ["--out", str(tmp_path / "bad"), "--set", "spectrum_wieght=1"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown ModelConfig field(s) ['spectrum_wieght']" in err and "spectrum_weight" in err
+    with pytest.raises(SystemExit):
+        main(base + ["--out", str(tmp_path / "bad"), "--set", "novalue"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
 
 def _states(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set``: VALUE read as JSON (numbers, true/false, null), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (a ModelConfig field), e.g. spectrum_weight=0.3; got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,6 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "without --resume or --overwrite)")
     p.add_argument("--preset", default="tiny", choices=("tiny", "small", "base"),
                    help="model size: tiny (tests), small (CPU), base (GPU); default tiny")
+    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="override one megfm.ModelConfig field of the preset, e.g. "
+                   "--set spectrum_weight=0.3 (repeatable; VALUE is read as JSON)")
     p.add_argument("--max-steps", type=int, default=1000,
                    help="total optimiser steps, including those before a resume (default 1000)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per device and step (default 32)")
@@ -65,11 +83,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``megfm pretrain``."""
+    from ..models import ModelConfig
     from ..training import pretrain
 
     devices = args.devices if args.devices == "auto" else int(args.devices)
+    settings = dict(args.settings)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"--set: unknown ModelConfig field(s) {unknown}; the fields are "
+                         f"{', '.join(sorted(known))}.")
+    model = ModelConfig.preset(args.preset, **settings) if settings else args.preset
     model_dir = pretrain(
-        args.store, args.out, model=args.preset, max_steps=args.max_steps,
+        args.store, args.out, model=model, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, mask_mode=args.mask_mode,
         mask_ratio=args.mask_ratio, devices=devices, accelerator=args.accelerator,
         strategy=args.strategy, precision=args.precision, accumulate=args.accumulate,
