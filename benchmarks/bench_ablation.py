@@ -5,6 +5,11 @@ peak learning rate overridden) with a plain AdamW loop on the pretraining store 
 ``bench_targets.py --work`` folder, then scores masked reconstruction on windows of its study
 store, and the alignment of the event-related attention change
 (:meth:`megfm.explain.AttentionMaps.event_related`) with the simulator's expected sensors.
+With ``--downstream`` it also embeds every window of the study store (mean pooling) and
+scores what the features carry: the subject-level migraine-vs-HC AUROC (logistic regression,
+5 subject-level folds, :func:`megfm.run_study`) and a window-level probe, the cross-validated
+R^2 (ridge, folds grouped by subject) of each rest window's relative theta power per
+sensor type and region (:func:`megfm.spectral_features`), the simulator's main planted effect.
 The reconstruction score is the NMSE of the hidden samples in *per-sensor* robust units whatever the
 model's own normalisation (``norm_scope``), so variants are comparable.
 
@@ -80,8 +85,40 @@ def event_related_alignment(model, windows, truth: dict, *, tmin: float = -0.2,
     return out
 
 
+def downstream(model: MaskedSignalModel, windows, *, seed: int = 0) -> dict[str, float]:
+    """Migraine-vs-HC AUROC and the relative-theta probe R^2 of mean-pooled embeddings."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    feats, _ = megfm.embed(model, windows, pooling="mean", batch_size=64, progress=False)
+    meta = windows.metadata
+    subjects = np.asarray(meta["subject"])
+    groups = {lab: np.unique(subjects[np.asarray(meta["label"]) == lab])
+              for lab in ("migraine", "HC")}
+    n_splits = min(5, *(len(g) for g in groups.values()))
+    out = {"auroc": float("nan"), "auroc_ci": [float("nan")] * 2}
+    if n_splits >= 2:  # the --quick cohort has too few subjects for a study
+        study = megfm.run_study({"megfm": feats}, meta, classifiers=["logreg"],
+                                n_splits=n_splits, n_permutations=0, n_bootstrap=200,
+                                reference=None, seed=seed, progress=False)
+        auroc = study.metrics["megfm/logreg"]["auroc"]
+        out = {"auroc": auroc["value"], "auroc_ci": [auroc["ci_low"], auroc["ci_high"]]}
+    spec, names = megfm.spectral_features(windows, evoked=False)
+    theta = spec[:, [i for i, n in enumerate(names) if n.startswith("relpow_theta_")]]
+    rest = np.flatnonzero(np.asarray(meta["state"]) == "rest")
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    y = theta[rest]
+    pred = cross_val_predict(probe, feats[rest], y, groups=subjects[rest],
+                             cv=GroupKFold(min(5, len(np.unique(subjects[rest])))))
+    r2 = 1.0 - ((pred - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+    return {**out, "theta_probe_r2": float(np.mean(r2))}
+
+
 def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int,
-                batch_size: int, seed: int, test=None, truth=None) -> dict:
+                batch_size: int, seed: int, test=None, truth=None,
+                with_downstream: bool = False) -> dict:
     overrides = dict(overrides)
     lr = float(overrides.pop("lr", 1e-3))
     config = ModelConfig.preset(preset, **overrides)
@@ -111,6 +148,8 @@ def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int
               "train_loss_last10": float(np.mean(losses[-10:]))}
     if truth is not None:
         result["event_related_alignment"] = event_related_alignment(model.eval(), test, truth)
+    if with_downstream:
+        result["downstream"] = downstream(model.eval(), test, seed=seed)
     return result
 
 
@@ -127,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--eval-windows", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--downstream", action="store_true",
+                    help="also embed the study store: migraine-vs-HC AUROC and theta-probe R^2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None,
                     help="JSON output (default results/ablation.json, ablation_quick.json "
@@ -165,13 +206,16 @@ def main(argv=None) -> int:
             sys.exit(f"Invalid --variant {spec!r}: expected NAME=JSON, e.g. 'type={{\"norm_scope\": "
                      "\"type\"}}'.")
         r = run_variant(args.preset, json.loads(text), train, eval_batches, steps=args.steps,
-                        batch_size=args.batch_size, seed=args.seed, test=test, truth=truth)
+                        batch_size=args.batch_size, seed=args.seed, test=test, truth=truth,
+                        with_downstream=args.downstream)
         results[name] = r
         align = r.get("event_related_alignment", {})
         print(f"{name:12s} NMSE after {args.steps} steps: " + "  ".join(
             f"{m} {r['before'][m]:.3f}->{r['after'][m]:.3f}" for m in MODES)
             + "  event-related attention alignment " + " / ".join(
                 f"{k} {v:.2f}x" for k, v in align.items())
+            + ("  AUROC {auroc:.2f} theta-probe R2 {theta_probe_r2:.3f}".format(
+                **r["downstream"]) if "downstream" in r else "")
             + f"  ({r['train_seconds']:.0f} s)", flush=True)
     out = Path(args.out or HERE / "results" / (
         "ablation_quick.json" if args.quick else "ablation.json"))
