@@ -173,6 +173,7 @@ class _ResumableLoader(DataLoader):
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._windows = _fingerprint(dataset)
         self._resume: tuple[int, int] | None = None  # (epoch, batches) set by load_state_dict
+        self._warned: dict | None = None  # the last state warned about
         self._epoch = sampler.epoch  # epoch of the count below
         self._batches = 0  # batches handed out in epoch self._epoch
 
@@ -210,10 +211,12 @@ class _ResumableLoader(DataLoader):
         epoch, batches = int(state["epoch"]), int(state["batches"])
         saved = {key: state.get(key) for key in self._identity()}
         if saved != self._identity():
-            logger.warning(
-                "The training data of the checkpoint (%s) differ from this run's (%s): epoch "
-                "%d restarts from its first batch instead of continuing where it stopped.",
-                saved, self._identity(), epoch)
+            if state != self._warned:  # Lightning and the data module both hand it over
+                logger.warning(
+                    "The training data of the checkpoint (%s) differ from this run's (%s): "
+                    "epoch %d restarts from its first batch instead of continuing where it "
+                    "stopped.", saved, self._identity(), epoch)
+                self._warned = dict(state)
             batches = 0
         if batches >= len(self):  # the saved epoch was complete: start the next one
             epoch, batches = epoch + 1, 0
