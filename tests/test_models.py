@@ -649,17 +649,24 @@ def test_log_amplitude_spectrum_peaks_at_the_sinusoid_and_keeps_energy():
     torch.testing.assert_close(energy, (patches**2).sum(-1), rtol=1e-5, atol=1e-5)
 
 
+def _encode_masked(model, batch, *, seed):
+    """Tokenize, mask (seeded) and encode a batch: (target, mask, geometry, latents)."""
+    valid = batch["sensor_mask"]
+    target, _ = model.tokenize(batch["x"], valid)
+    mask = model.random_masking(valid, target.shape[2],
+                                generator=torch.Generator().manual_seed(seed))
+    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
+    latents, _ = model.forward_encoder(target, geo, valid[..., None] & ~mask)
+    return target, mask, geo, latents
+
+
 def test_spectrum_head_adds_its_loss_on_hidden_patches_only():
     from megfm.tokenize import log_amplitude_spectrum
 
     torch.manual_seed(0)
     model = MaskedSignalModel(ModelConfig.preset("tiny", spectrum_weight=0.5)).eval()
     batch = make_batch()
-    valid = batch["sensor_mask"]
-    target, _ = model.tokenize(batch["x"], valid)
-    mask = model.random_masking(valid, target.shape[2], generator=torch.Generator().manual_seed(5))
-    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
-    latents, _ = model.forward_encoder(target, geo, valid[..., None] & ~mask)
+    target, mask, geo, latents = _encode_masked(model, batch, seed=5)
     pred, spec = model.forward_decoder(latents, geo, mask, return_spectrum=True)
     assert spec.shape == (*mask.shape, TINY.patch_samples // 2 + 1)
     assert torch.all(spec[~mask] == 0) and torch.all(spec[mask].abs().sum(-1) > 0)
@@ -677,12 +684,7 @@ def test_spectrum_head_adds_its_loss_on_hidden_patches_only():
 
 
 def test_spectrum_head_is_refused_without_spectrum_weight(model, tmp_path):
-    batch = make_batch()
-    valid = batch["sensor_mask"]
-    target, _ = model.tokenize(batch["x"], valid)
-    mask = model.random_masking(valid, target.shape[2], generator=torch.Generator().manual_seed(1))
-    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
-    latents, _ = model.forward_encoder(target, geo, valid[..., None] & ~mask)
+    _, mask, geo, latents = _encode_masked(model, make_batch(), seed=1)
     with pytest.raises(ValueError, match="spectrum_weight"):
         model.forward_decoder(latents, geo, mask, return_spectrum=True)
     with pytest.raises(ValueError, match="spectrum_weight must be >= 0"):
