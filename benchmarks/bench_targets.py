@@ -249,7 +249,9 @@ def main(argv=None) -> int:
     model = megfm.load_pretrained(exported)
     model.eval()
     lap("pretrain")
-    metrics = next(iter(sorted(run.glob("**/metrics.csv"))), run / "metrics.csv")
+    # the newest log: a run extended with --resume logs each extension in its own version
+    metrics = max(run.glob("**/metrics.csv"), key=lambda f: f.stat().st_mtime,
+                  default=run / "metrics.csv")
     report["pretrain"] = {"preset": args.preset, "n_params": model.num_parameters(),
                           "minutes_budget": args.minutes}
     if metrics.exists():
