@@ -19,6 +19,7 @@ Run::
     python benchmarks/bench_ablation.py --work WORK --steps 300 \\
         --variant 'sensor={}' --variant 'type={"norm_scope": "type"}' \\
         --variant 'lr3e-3={"lr": 3e-3}' --variant 'no-bias={"scale_attention_bias": null}'
+    python benchmarks/bench_ablation.py --work WORK --probe RUN1/model --probe RUN2/model
 
 Writes ``benchmarks/results/ablation.json`` (``--out``) and prints a table.
 """
@@ -168,6 +169,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--downstream", action="store_true",
                     help="also embed the study store: migraine-vs-HC AUROC and theta-probe R^2")
+    ap.add_argument("--probe", action="append", default=None, metavar="MODEL_DIR",
+                    help="train nothing: score these exported models (megfm.load_pretrained "
+                    "folders) with the --downstream measures on the study store; repeatable")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None,
                     help="JSON output (default results/ablation.json, ablation_quick.json "
@@ -191,8 +195,19 @@ def main(argv=None) -> int:
     if args.work is None:
         sys.exit("Give --work (a bench_targets.py --work folder) or --quick.")
     work = Path(args.work)
-    train = megfm.read_store(work / "pretrain_store")
     test = megfm.read_store(work / "study_store")
+    if args.probe:
+        results = {}
+        for folder in args.probe:
+            model = megfm.load_pretrained(folder).eval()
+            results[folder] = downstream(model, test, seed=args.seed)
+            print("{}: AUROC {auroc:.2f} theta-probe R2 {theta_probe_r2:.3f}".format(
+                folder, **results[folder]), flush=True)
+        out = Path(args.out or HERE / "results" / "probe.json")
+        write_json(out, {"args": vars(args), "results": results})
+        print(f"wrote {out}")
+        return 0
+    train = megfm.read_store(work / "pretrain_store")
     truth_file = work / "study_cohort" / "ground_truth.json"
     truth = json.loads(truth_file.read_text()) if truth_file.exists() else None
     rng = np.random.default_rng(1)

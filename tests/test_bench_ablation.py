@@ -1,0 +1,43 @@
+"""The A/B benchmark's downstream measures and --probe mode (benchmarks/bench_ablation.py)."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_ablation  # noqa: E402
+
+from megfm import MaskedSignalModel, ModelConfig  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    old = torch.get_num_threads()  # the benchmark sets its own thread count
+    yield
+    torch.set_num_threads(old)
+
+
+def test_quick_variant_with_downstream_and_probe_of_an_exported_model(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    assert bench_ablation.main(["--quick", "--threads", "1", "--downstream", "--variant",
+                                'spec={"spectrum_weight": 0.5}', "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["results"]["spec"]
+    assert row["config"]["spectrum_weight"] == 0.5 and row["config"]["dim"] == 32
+    down = row["downstream"]
+    # two quick subjects are too few for a study (AUROC NaN), but enough for the probe
+    assert math.isnan(down["auroc"]) and math.isfinite(down["theta_probe_r2"])
+    assert down["theta_probe_r2"] <= 1.0
+    assert "theta-probe R2" in capsys.readouterr().out
+    # --probe trains nothing and scores exported models with the same measures
+    torch.manual_seed(0)
+    MaskedSignalModel(ModelConfig.preset("tiny")).save_pretrained(tmp_path / "m")
+    probe = tmp_path / "probe.json"
+    assert bench_ablation.main(["--quick", "--threads", "1", "--probe", str(tmp_path / "m"),
+                                "--out", str(probe)]) == 0
+    scored = json.loads(probe.read_text())["results"][str(tmp_path / "m")]
+    assert set(scored) == {"auroc", "auroc_ci", "theta_probe_r2"}
+    assert math.isfinite(scored["theta_probe_r2"])
