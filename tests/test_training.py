@@ -293,3 +293,24 @@ def test_cli_pretrain_set_overrides_model_config_fields(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "bad"), "--set", "novalue"])
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_last_checkpoint_is_written_only_right_after_an_optimiser_step(tmp_path, monkeypatch):
+    # with gradient accumulation a global step spans several batches; a save in the middle of
+    # one would record consumed batches whose gradients are not in the weights yet
+    import importlib
+    from types import SimpleNamespace
+
+    pretrain_module = importlib.import_module("megfm.training.pretrain")  # the module
+
+    saves = []
+    monkeypatch.setattr(pretrain_module, "_save_atomically",
+                        lambda trainer, path: saves.append(trainer.global_step))
+    callback = pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=2)
+    trainer = SimpleNamespace(global_step=0, max_steps=5)
+    callback.on_train_start(trainer, None)
+    # accumulate=2: the global step moves at every second batch end
+    for step in [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]:
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    assert saves == [2, 4, 5] and callback.saved

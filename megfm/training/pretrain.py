@@ -280,9 +280,16 @@ def _last_checkpoint(path: Path, every: int):
 
     class _LastCheckpoint(pl.Callback):
         saved = False
+        _step = None  # global step at the previous batch end
+
+        def on_train_start(self, trainer, pl_module):
+            self._step = trainer.global_step
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
+            if step == self._step:  # no optimiser step in this batch (gradient accumulation)
+                return
+            self._step = step
             final = trainer.max_steps > 0 and step >= trainer.max_steps
             if final and self.saved:
                 return
