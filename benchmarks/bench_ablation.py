@@ -86,8 +86,19 @@ def event_related_alignment(model, windows, truth: dict, *, tmin: float = -0.2,
     return out
 
 
-def downstream(model: MaskedSignalModel, windows, *, seed: int = 0) -> dict[str, float]:
-    """Migraine-vs-HC AUROC and the relative-theta probe R^2 of mean-pooled embeddings."""
+def theta_targets(windows) -> np.ndarray:
+    """Relative theta power per sensor type and region of every window (the probe's targets)."""
+    spec, names = megfm.spectral_features(windows, evoked=False)
+    return spec[:, [i for i, n in enumerate(names) if n.startswith("relpow_theta_")]]
+
+
+def downstream(model: MaskedSignalModel, windows, *, seed: int = 0,
+               theta: np.ndarray | None = None) -> dict[str, float]:
+    """Migraine-vs-HC AUROC and the relative-theta probe R^2 of mean-pooled embeddings.
+
+    ``theta``: :func:`theta_targets` of ``windows``, computed here when None (pass it to
+    score several models on the same windows without recomputing it).
+    """
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import GroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
@@ -106,8 +117,8 @@ def downstream(model: MaskedSignalModel, windows, *, seed: int = 0) -> dict[str,
                                 reference=None, seed=seed, progress=False)
         auroc = study.metrics["megfm/logreg"]["auroc"]
         out = {"auroc": auroc["value"], "auroc_ci": [auroc["ci_low"], auroc["ci_high"]]}
-    spec, names = megfm.spectral_features(windows, evoked=False)
-    theta = spec[:, [i for i, n in enumerate(names) if n.startswith("relpow_theta_")]]
+    if theta is None:
+        theta = theta_targets(windows)
     rest = np.flatnonzero(np.asarray(meta["state"]) == "rest")
     probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
     y = theta[rest]
@@ -119,7 +130,7 @@ def downstream(model: MaskedSignalModel, windows, *, seed: int = 0) -> dict[str,
 
 def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int,
                 batch_size: int, seed: int, test=None, truth=None,
-                with_downstream: bool = False) -> dict:
+                with_downstream: bool = False, theta: np.ndarray | None = None) -> dict:
     overrides = dict(overrides)
     lr = float(overrides.pop("lr", 1e-3))
     config = ModelConfig.preset(preset, **overrides)
@@ -150,7 +161,7 @@ def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int
     if truth is not None:
         result["event_related_alignment"] = event_related_alignment(model.eval(), test, truth)
     if with_downstream:
-        result["downstream"] = downstream(model.eval(), test, seed=seed)
+        result["downstream"] = downstream(model.eval(), test, seed=seed, theta=theta)
     return result
 
 
@@ -196,11 +207,12 @@ def main(argv=None) -> int:
         sys.exit("Give --work (a bench_targets.py --work folder) or --quick.")
     work = Path(args.work)
     test = megfm.read_store(work / "study_store")
+    theta = theta_targets(test) if args.probe or args.downstream else None
     if args.probe:
         results = {}
         for folder in args.probe:
             model = megfm.load_pretrained(folder).eval()
-            results[folder] = downstream(model, test, seed=args.seed)
+            results[folder] = downstream(model, test, seed=args.seed, theta=theta)
             print("{}: AUROC {auroc:.2f} theta-probe R2 {theta_probe_r2:.3f}".format(
                 folder, **results[folder]), flush=True)
         out = Path(args.out or HERE / "results" / "probe.json")
@@ -222,7 +234,7 @@ def main(argv=None) -> int:
                      "\"type\"}}'.")
         r = run_variant(args.preset, json.loads(text), train, eval_batches, steps=args.steps,
                         batch_size=args.batch_size, seed=args.seed, test=test, truth=truth,
-                        with_downstream=args.downstream)
+                        with_downstream=args.downstream, theta=theta)
         results[name] = r
         align = r.get("event_related_alignment", {})
         print(f"{name:12s} NMSE after {args.steps} steps: " + "  ".join(
