@@ -696,3 +696,76 @@ def test_spectrum_head_is_refused_without_spectrum_weight(model, tmp_path):
     loaded = load_pretrained(tmp_path / "ckpt")
     assert loaded.config.spectrum_weight == 1.0
     torch.testing.assert_close(loaded.decoder_spectrum.weight, with_head.decoder_spectrum.weight)
+
+
+def test_spectral_tokens_see_band_power_not_phase(tmp_path):
+    """With spectral_tokens the token of a patch adds W log(1 + |rFFT|): a phase shift of a
+    rhythm changes only the waveform part, and hidden patches still never reach it."""
+    from megfm.tokenize import log_amplitude_spectrum
+
+    torch.manual_seed(0)
+    model = MaskedSignalModel(ModelConfig.preset("tiny", spectral_tokens=True)).eval()
+    plain = MaskedSignalModel(TINY)
+    n_extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert n_extra == TINY.token_width * (TINY.patch_samples // 2 + 1)
+    batch = make_batch(n_pad=(0, 2))
+    valid = batch["sensor_mask"]
+    patches, _ = model.tokenize(batch["x"], valid)
+    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
+    visible = valid[..., None].expand_as(patches[..., 0])
+    with torch.no_grad():
+        lat, _ = model.forward_encoder(patches, geo, visible)
+        # zeroing the spectrum weights gives the waveform-only model: the spectra did count
+        saved = model.spectrum_embed.weight.clone()
+        model.spectrum_embed.weight.zero_()
+        lat_wave, _ = model.forward_encoder(patches, geo, visible)
+        model.spectrum_embed.weight.copy_(saved)
+    assert (lat - lat_wave).abs().max() > 1e-3
+    # gradients reach the spectrum embedding, and only from visible patches
+    mask = model.random_masking(valid, patches.shape[2], generator=torch.Generator().manual_seed(3))
+    x = patches.clone().requires_grad_(True)
+    out, _ = model.forward_encoder(x, geo, valid[..., None] & ~mask)
+    out.sum().backward()
+    assert model.spectrum_embed.weight.grad.abs().sum() > 0
+    assert torch.all(x.grad[mask] == 0)
+    # the spectrum the tokens see is phase-free: a circular shift of a patch keeps it
+    shifted = torch.roll(patches, 7, dims=-1)
+    torch.testing.assert_close(log_amplitude_spectrum(shifted), log_amplitude_spectrum(patches))
+    # permuting sensors permutes the outputs, as without the spectra
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(7))
+    pb = {k: v[:, perm] for k, v in batch.items()}
+    torch.testing.assert_close(model.forward_features(*_args(pb)),
+                               model.forward_features(*_args(batch)), rtol=1e-4, atol=1e-5)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config.spectral_tokens
+    torch.testing.assert_close(loaded.forward_features(*_args(batch)),
+                               model.forward_features(*_args(batch)))
+
+
+@pytest.mark.parametrize("extra", [{}, {"leadfield_readout": True, "spectrum_weight": 0.5}])
+def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
+    """The decoder packs the hidden sensor-patches: a prediction depends on its sensor and on
+    the latents of its time patch only, not on which other patches are hidden."""
+    torch.manual_seed(0)
+    model = MaskedSignalModel(ModelConfig.preset("tiny", **extra)).eval()
+    batch = make_batch(b=3, s=10, n_pad=(0, 2, 0))
+    target, mask, geo, latents = _encode_masked(model, batch, seed=4)
+    more = mask.clone()
+    more[0, :, 1] = batch["sensor_mask"][0]  # a whole hidden time patch in one window only
+    more[2, :4] = True
+    spec = "spectrum_weight" in extra
+    with torch.no_grad():
+        a = model.forward_decoder(latents, geo, mask, return_spectrum=spec)
+        b = model.forward_decoder(latents, geo, more, return_spectrum=spec)
+        shifted = latents.clone()
+        shifted[:, 2] += 1.0  # other latents for time patch 2
+        c = model.forward_decoder(shifted, geo, mask, return_spectrum=spec)
+    for x, y, z in zip(*(v if spec else (v,) for v in (a, b, c)), strict=True):
+        assert torch.all(x[~mask] == 0) and torch.all(y[~more] == 0)
+        assert torch.all(x[mask].abs().sum(-1) > 0)
+        torch.testing.assert_close(y[mask], x[mask], rtol=1e-5, atol=1e-6)
+        at2 = mask.clone()
+        at2[:, :, [0, 1, 3, 4]] = False
+        torch.testing.assert_close(z[mask & ~at2], x[mask & ~at2], rtol=1e-5, atol=1e-6)
+        assert (z[at2] - x[at2]).abs().amin(-1).min() > 0

@@ -45,6 +45,9 @@ class ModelConfig:
     token_dim: int = 0  # width of the per-sensor-patch tokens; 0 = dim. Keys/values of the
     #   spatial cross-attention are projected from token_dim up to dim, so the per-token cost
     #   (the part that grows with sensors) scales with token_dim, not dim
+    spectral_tokens: bool = False  # add a linear embedding of each sensor-patch's log
+    #   amplitude spectrum log(1 + |rFFT|) to its token (as CBraMod's patch embedding does), so
+    #   band power reaches the encoder in a phase-free form the waveform projection lacks
     token_mlp_ratio: float = 4.0  # hidden width of the per-token MLP / token_dim; 0 = no MLP
     scale_feature: bool = False  # feed each sensor's log robust scale (relative to the median
     #   of valid sensors of its type in the window) to the token embedding, so the model sees

@@ -290,3 +290,35 @@ class CrossBlock(nn.Module):
         x = x + a
         x = x + self.mlp(self.norm2(x))
         return x, w
+
+    def forward_packed(
+        self, x: torch.Tensor, context: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
+        n_slots: int,
+    ) -> torch.Tensor:
+        """The block on packed queries, each attending to one row of ``context``.
+
+        Only the attention needs the queries grouped by context row; the norms and the MLP
+        (most of the work) run on the ``N`` real queries, not on a padded grid.
+
+        Parameters
+        ----------
+        x : Tensor, shape (N, dim)
+            Packed queries.
+        context : Tensor, shape (R, Nk, kv_dim)
+            Keys/values of every row.
+        rows, slots : Tensor of int64, shape (N,)
+            Row of ``context`` each query attends to, and its slot in that row (the pairs are
+            unique, ``slots < n_slots``).
+        n_slots : int
+            Width of the padded grid of the attention (the most queries of one row).
+
+        Returns
+        -------
+        x : Tensor, shape (N, dim)
+        """
+        grid = x.new_zeros(context.shape[0], n_slots, x.shape[-1])
+        grid[rows, slots] = self.norm_q(x)  # empty slots attend too; their output is dropped
+        a, _ = self.attn(grid, self.norm_kv(context),
+                         value_context=None if self.value_norm else context)
+        x = x + a[rows, slots]
+        return x + self.mlp(self.norm2(x))

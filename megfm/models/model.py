@@ -100,6 +100,9 @@ class MaskedSignalModel(nn.Module):
             position_scale=c.position_scale,
         )
         self.patch_embed = nn.Linear(c.patch_samples + int(c.scale_feature), tw)
+        self.spectrum_embed = (
+            nn.Linear(c.patch_samples // 2 + 1, tw, bias=False) if c.spectral_tokens else None
+        )
         hidden = int(tw * c.token_mlp_ratio)
         self.token_gain = nn.Linear(tw, tw) if c.geometry_gain else None
         self.token_norm = nn.LayerNorm(tw) if hidden else nn.Identity()
@@ -371,6 +374,9 @@ class MaskedSignalModel(nn.Module):
             parts.append(rel_scale[..., None].to(geometry.dtype))
         sensor_parts = _gather_rows(torch.cat(parts, dim=-1), order)  # (B, P, Sv, 2tw + 1)
         tokens = F.linear(tok, weight[:, :length])  # (B, P, Sv, tw)
+        if self.spectrum_embed is not None:  # phase-free band power of each patch
+            spectrum = log_amplitude_spectrum(tok).to(tokens.dtype)
+            tokens = tokens + self.spectrum_embed(spectrum)
         if self.token_gain is not None:
             tokens = tokens * sensor_parts[..., tw : 2 * tw]
         tokens = tokens + sensor_parts[..., :tw]
@@ -454,42 +460,37 @@ class MaskedSignalModel(nn.Module):
         b, p, k, _ = latents.shape
         s = geometry.shape[1]
         length, ddim = self.config.patch_samples, self.config.decoder_dim
-        order, keep = _visible_first(hidden.transpose(1, 2))  # (B, P, M): hidden sensors first
-        m = order.shape[-1]
+        # pack the hidden sensor-patches: the per-query work (norms, MLP, read-outs) runs on
+        # them alone, not on a grid padded to the most hidden sensors of any time patch
+        # (a whole hidden time patch under "time" masking would pad every row to S)
+        bi, pi, si = hidden.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
+        rows = bi * p + pi  # (N,): the time patch whose latents each query reads
+        counts = torch.bincount(rows, minlength=b * p)
+        slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+        n_slots = max(int(counts.max()), 1) if rows.numel() else 1
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
-        q = _gather_rows(self.decoder_geometry(geometry), order)  # (B, P, M, Dd)
-        gain = None
-        if self.decoder_gain is not None:
-            gain = 1.0 + _gather_rows(self.decoder_gain(geometry), order)  # (B, P, M, Dd)
-        q = q + self.mask_token + time[None, :, None]
+        q = self.decoder_geometry(geometry)[bi, si] + self.mask_token + time[pi]  # (N, Dd)
         memory = self.decoder_embed(latents).reshape(b * p, k, ddim)  # (B * P, K, Dd)
-        q = q.reshape(b * p, m, ddim)
         for blk in self.decoder_blocks:
-            q, _ = blk(q, memory)
+            q = blk.forward_packed(q, memory, rows, slots, n_slots)
         q = self.decoder_norm(q)
-        if gain is not None:  # per-sensor readout of the latent features
-            q = q * gain.reshape(b * p, m, ddim)
-        out = self.decoder_pred(q).reshape(b, p, m, length)
+        if self.decoder_gain is not None:  # per-sensor readout of the latent features
+            q = q * (1.0 + self.decoder_gain(geometry)[bi, si])
+        out = self.decoder_pred(q)  # (N, L)
         if self.leadfield is not None:
-            gains = _gather_rows(self.leadfield(geometry), order)  # (B, P, M, K * r)
-            sources = self.source_readout(latents).reshape(b, p, -1, length)  # (B, P, K * r, L)
-            out = out + torch.einsum("bpmk,bpkl->bpml", gains, sources.to(gains.dtype))
-        pred = self._scatter_hidden(out, order, keep, s)  # (B, S, P, L)
+            gains = self.leadfield(geometry)  # (B, S, K * r)
+            grid = gains.new_zeros(b * p, n_slots, gains.shape[-1])
+            grid[rows, slots] = gains[bi, si]
+            sources = self.source_readout(latents).reshape(b * p, -1, length)  # (B * P, K * r, L)
+            out = out + torch.bmm(grid, sources.to(grid.dtype))[rows, slots]
+        pred = out.new_zeros(b, s, p, length)
+        pred[bi, si, pi] = out
         if not return_spectrum:
             return pred
-        spectrum = self.decoder_spectrum(q).reshape(b, p, m, -1)
-        return pred, self._scatter_hidden(spectrum, order, keep, s)
-
-    @staticmethod
-    def _scatter_hidden(values: torch.Tensor, order: torch.Tensor, keep: torch.Tensor,
-                        n_sensors: int) -> torch.Tensor:
-        """(B, P, M, F) values of the hidden-first sensors -> (B, S, P, F), zeros elsewhere."""
-        b, p, m, f = values.shape
-        values = values * keep[..., None].to(values.dtype)
-        full = values.new_zeros(b, p, n_sensors, f).scatter(
-            2, order[..., None].expand(b, p, m, f), values
-        )
-        return full.transpose(1, 2)
+        spectrum = self.decoder_spectrum(q)
+        full = spectrum.new_zeros(b, s, p, spectrum.shape[-1])
+        full[bi, si, pi] = spectrum
+        return pred, full
 
     def forward_loss(
         self,
