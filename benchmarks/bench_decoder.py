@@ -31,9 +31,22 @@ from bench_pretrain import _synthetic_batch
 
 from megfm import MaskedSignalModel, ModelConfig
 from megfm.models.layers import sinusoidal_positions
-from megfm.models.model import _gather_rows, _visible_first
 
 HERE = Path(__file__).resolve().parent
+
+
+def _visible_first(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices along the last axis putting True first, cut to the largest count; and the flags."""
+    m = max(int(flags.sum(-1).max()), 1) if flags.numel() else 1
+    order = torch.argsort((~flags).to(torch.uint8), dim=-1, stable=True)[..., :m]
+    return order, torch.gather(flags, -1, order)
+
+
+def _gather_rows(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``values (B, S, C)`` per time patch at ``order (B, P, M)`` -> ``(B, P, M, C)``."""
+    b, p, m = order.shape
+    s, c = values.shape[1], values.shape[-1]
+    return torch.gather(values[:, None].expand(b, p, s, c), 2, order[..., None].expand(b, p, m, c))
 
 
 def padded_decoder(model, latents, geometry, hidden, *, return_spectrum=False):

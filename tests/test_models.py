@@ -769,3 +769,11 @@ def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
         at2[:, :, [0, 1, 3, 4]] = False
         torch.testing.assert_close(z[mask & ~at2], x[mask & ~at2], rtol=1e-5, atol=1e-6)
         assert (z[at2] - x[at2]).abs().amin(-1).min() > 0
+
+
+def test_pack_rows_known_answer():
+    from megfm.models.model import _pack_rows
+
+    rows, slots, width = _pack_rows(torch.tensor([0, 0, 2, 2, 2, 3]), 5)
+    assert slots.tolist() == [0, 1, 0, 1, 2, 0] and width == 3
+    assert _pack_rows(torch.zeros(0, dtype=torch.long), 4)[2] == 1  # nothing packed: width 1

@@ -39,30 +39,29 @@ from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
 __all__ = ["MaskedSignalModel"]
 
 
-def _visible_first(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices along the last axis that put True entries first, cut to the largest count.
+def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Slots of packed elements in a grid of ``n_rows`` rows, in order of appearance.
 
     Parameters
     ----------
-    flags : Tensor of bool, shape (..., S)
+    rows : Tensor of int64, shape (N,)
+        Row of each element, sorted (as ``nonzero`` returns them).
+    n_rows : int
+        Number of rows of the grid.
 
     Returns
     -------
-    order : Tensor of int64, shape (..., M)
-        ``M = max(1, flags.sum(-1).max())``; each row is a prefix of a permutation of S.
-    keep : Tensor of bool, shape (..., M)
-        ``flags`` gathered at ``order`` (False = padding slot).
+    rows : Tensor of int64, shape (N,)
+        ``rows`` itself.
+    slots : Tensor of int64, shape (N,)
+        Position of each element within its row (0, 1, ... in order).
+    width : int
+        The most elements of one row (at least 1): the width of the grid.
     """
-    m = max(int(flags.sum(-1).max()), 1) if flags.numel() else 1
-    order = torch.argsort((~flags).to(torch.uint8), dim=-1, stable=True)[..., :m]
-    return order, torch.gather(flags, -1, order)
-
-
-def _gather_rows(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """``values (B, S, C)`` per time patch at ``order (B, P, M)`` -> ``(B, P, M, C)``."""
-    b, p, m = order.shape
-    s, c = values.shape[1], values.shape[-1]
-    return torch.gather(values[:, None].expand(b, p, s, c), 2, order[..., None].expand(b, p, m, c))
+    counts = torch.bincount(rows, minlength=n_rows)
+    slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+    width = max(int(counts.max()), 1) if rows.numel() else 1
+    return rows, slots, width
 
 
 class MaskedSignalModel(nn.Module):
@@ -349,14 +348,16 @@ class MaskedSignalModel(nn.Module):
         """
         b, s, p, length = patches.shape
         dim, k = self.config.dim, self.config.n_latents
-        vis_t = visible.transpose(1, 2)  # (B, P, S)
-        order, key_mask = _visible_first(vis_t)  # (B, P, Sv): visible sensors first
-        sv = order.shape[-1]
-        empty = ~key_mask[..., 0]  # (B, P): time patch with no visible sensor
-        # gather visible patches only: hidden ones are dropped, not replaced
-        tok = torch.gather(
-            patches.transpose(1, 2), 2, order[..., None].expand(b, p, sv, length)
-        )  # (B, P, Sv, L)
+        # pack the visible sensor-patches: hidden ones are dropped, not replaced, and the
+        # per-token work (embedding, gain, MLP) runs on the visible ones only; the spatial
+        # attention then reads them from a grid (B * P, Sv, .) padded to the most visible
+        # sensors of any time patch
+        bi, pi, si = visible.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
+        rows, slots, sv = _pack_rows(bi * p + pi, b * p)
+        key_mask = torch.zeros(b * p, sv, dtype=torch.bool, device=patches.device)
+        key_mask[rows, slots] = True
+        empty = ~key_mask[:, 0].reshape(b, p)  # time patch with no visible sensor
+        tok = patches[bi, si, pi]  # (Nv, L)
         tw = geometry.shape[-1]
         if (self.config.scale_feature or self.scale_bias is not None) and rel_scale is None:
             rel_scale = patches.new_zeros(b, s)
@@ -372,8 +373,8 @@ class MaskedSignalModel(nn.Module):
             parts = [per_sensor * gain + geometry, gain]
         if self.scale_bias is not None:
             parts.append(rel_scale[..., None].to(geometry.dtype))
-        sensor_parts = _gather_rows(torch.cat(parts, dim=-1), order)  # (B, P, Sv, 2tw + 1)
-        tokens = F.linear(tok, weight[:, :length])  # (B, P, Sv, tw)
+        sensor_parts = torch.cat(parts, dim=-1)[bi, si]  # (Nv, 2tw + 1)
+        tokens = F.linear(tok, weight[:, :length])  # (Nv, tw)
         if self.spectrum_embed is not None:  # phase-free band power of each patch
             spectrum = log_amplitude_spectrum(tok).to(tokens.dtype)
             tokens = tokens + self.spectrum_embed(spectrum)
@@ -382,22 +383,24 @@ class MaskedSignalModel(nn.Module):
         tokens = tokens + sensor_parts[..., :tw]
         if self.token_mlp is not None:
             tokens = tokens + self.token_mlp(self.token_norm(tokens))
-        tokens = tokens * key_mask[..., None].to(tokens.dtype)  # padding slots carry nothing
+        grid = tokens.new_zeros(b * p, sv, tw)  # padding slots carry nothing
+        grid[rows, slots] = tokens
         key_bias = None
         if self.scale_bias is not None:
             # log amplitude of each sensor-patch relative to the median sensor of its type:
             # the sensor's log relative scale + the log rms of its normalised patch
-            amp = 0.5 * torch.log(tok.float().square().mean(-1) + 1e-3)  # (B, P, Sv)
-            log_amp = sensor_parts[..., -1] + amp.to(sensor_parts.dtype)
-            key_bias = (self.scale_bias, log_amp.reshape(b * p, sv))  # logit bias beta_h * a
+            amp = 0.5 * torch.log(tok.float().square().mean(-1) + 1e-3)  # (Nv,)
+            log_amp = sensor_parts.new_zeros(b * p, sv)
+            log_amp[rows, slots] = sensor_parts[..., -1] + amp.to(sensor_parts.dtype)
+            key_bias = (self.scale_bias, log_amp)  # logit bias beta_h * a
         time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
         queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
         # rows without any visible key attend to zeros; their output is replaced below
-        key_mask_safe = key_mask | empty[..., None]
+        key_mask_safe = key_mask | empty.reshape(b * p, 1)
         lat, w_spatial = self.spatial(
             queries[None].expand(b, p, k, dim).reshape(b * p, k, dim),
-            tokens.reshape(b * p, sv, tw),
-            key_mask=key_mask_safe.reshape(b * p, sv),
+            grid,
+            key_mask=key_mask_safe,
             key_bias=key_bias,
             need_weights=need_weights,
         )
@@ -406,11 +409,10 @@ class MaskedSignalModel(nn.Module):
         lat = torch.where(empty[..., None, None], fill[None], lat)  # (B, P, K, D)
         extras: dict = {}
         if need_weights:
-            w = w_spatial.mean(1).reshape(b, p, k, sv)  # head-averaged
-            w = w * (key_mask & ~empty[..., None])[:, :, None, :].to(w.dtype)
-            extras["spatial"] = w.new_zeros(b, p, k, s).scatter(
-                3, order[:, :, None, :].expand(b, p, k, sv), w
-            )  # (B, P, K, S)
+            w = w_spatial.mean(1)[rows, :, slots]  # head-averaged, (Nv, K)
+            spatial = w.new_zeros(b, p, s, k)
+            spatial[bi, pi, si] = w
+            extras["spatial"] = spatial.transpose(2, 3)  # (B, P, K, S)
             extras["temporal"] = []
         z = lat.reshape(b, p * k, dim)  # (B, N = P * K, D)
         blocks = []
@@ -464,10 +466,7 @@ class MaskedSignalModel(nn.Module):
         # them alone, not on a grid padded to the most hidden sensors of any time patch
         # (a whole hidden time patch under "time" masking would pad every row to S)
         bi, pi, si = hidden.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
-        rows = bi * p + pi  # (N,): the time patch whose latents each query reads
-        counts = torch.bincount(rows, minlength=b * p)
-        slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
-        n_slots = max(int(counts.max()), 1) if rows.numel() else 1
+        rows, slots, n_slots = _pack_rows(bi * p + pi, b * p)  # the time patch of each query
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
         q = self.decoder_geometry(geometry)[bi, si] + self.mask_token + time[pi]  # (N, Dd)
         memory = self.decoder_embed(latents).reshape(b * p, k, ddim)  # (B * P, K, Dd)
