@@ -49,3 +49,13 @@ def real_file(test_data_dir):
         return path
 
     return _get
+
+
+@pytest.fixture
+def restore_torch_threads():
+    """Put torch's thread count back after a test whose benchmark sets its own."""
+    import torch
+
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)

@@ -13,12 +13,7 @@ import bench_ablation  # noqa: E402
 
 from megfm import MaskedSignalModel, ModelConfig  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    old = torch.get_num_threads()  # the benchmark sets its own thread count
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # the benchmark sets threads
 
 
 def test_quick_variant_with_downstream_and_probe_of_an_exported_model(tmp_path, capsys):

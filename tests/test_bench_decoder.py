@@ -13,12 +13,7 @@ from bench_pretrain import _synthetic_batch  # noqa: E402
 
 from megfm import MaskedSignalModel, ModelConfig  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    old = torch.get_num_threads()  # the benchmark sets its own thread count
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # the benchmark sets threads
 
 
 def test_padded_baseline_predicts_what_the_packed_decoder_predicts():
