@@ -772,8 +772,12 @@ def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
 
 
 def test_pack_rows_known_answer():
+    from megfm.models.layers import to_grid
     from megfm.models.model import _pack_rows
 
-    rows, slots, width = _pack_rows(torch.tensor([0, 0, 2, 2, 2, 3]), 5)
+    rows = torch.tensor([0, 0, 2, 2, 2, 3])
+    slots, width = _pack_rows(rows, 5)
     assert slots.tolist() == [0, 1, 0, 1, 2, 0] and width == 3
-    assert _pack_rows(torch.zeros(0, dtype=torch.long), 4)[2] == 1  # nothing packed: width 1
+    assert _pack_rows(torch.zeros(0, dtype=torch.long), 4)[1] == 1  # nothing packed: width 1
+    grid = to_grid(torch.arange(1.0, 7.0), rows, slots, 5, width)
+    assert grid.tolist() == [[1, 2, 0], [0, 0, 0], [3, 4, 5], [6, 0, 0], [0, 0, 0]]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "CrossBlock", "Mlp", "SelfBlock", "sinusoidal_positions"]
+__all__ = ["Attention", "CrossBlock", "Mlp", "SelfBlock", "sinusoidal_positions", "to_grid"]
 
 
 def sinusoidal_positions(n: int, dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -27,6 +27,14 @@ def sinusoidal_positions(n: int, dim: int, *, device=None, dtype=torch.float32) 
     out[:, 0 : 2 * half : 2] = angles.sin()
     out[:, 1 : 2 * half : 2] = angles.cos()
     return out.to(dtype)
+
+
+def to_grid(values: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, n_rows: int,
+            width: int) -> torch.Tensor:
+    """Packed ``values (N, ...)`` placed at ``(rows, slots)`` of a zero grid ``(n_rows, width, ...)``."""
+    grid = values.new_zeros(n_rows, width, *values.shape[1:])
+    grid[rows, slots] = values
+    return grid
 
 
 class Attention(nn.Module):
@@ -316,8 +324,8 @@ class CrossBlock(nn.Module):
         -------
         x : Tensor, shape (N, dim)
         """
-        grid = x.new_zeros(context.shape[0], n_slots, x.shape[-1])
-        grid[rows, slots] = self.norm_q(x)  # empty slots attend too; their output is dropped
+        # empty slots attend too; their output is dropped
+        grid = to_grid(self.norm_q(x), rows, slots, context.shape[0], n_slots)
         a, _ = self.attn(grid, self.norm_kv(context),
                          value_context=None if self.value_norm else context)
         x = x + a[rows, slots]

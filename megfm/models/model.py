@@ -34,12 +34,12 @@ from ..tokenize import (
     robust_normalize,
 )
 from .config import ModelConfig
-from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
+from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions, to_grid
 
 __all__ = ["MaskedSignalModel"]
 
 
-def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, int]:
     """Slots of packed elements in a grid of ``n_rows`` rows, in order of appearance.
 
     Parameters
@@ -51,8 +51,6 @@ def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Ten
 
     Returns
     -------
-    rows : Tensor of int64, shape (N,)
-        ``rows`` itself.
     slots : Tensor of int64, shape (N,)
         Position of each element within its row (0, 1, ... in order).
     width : int
@@ -61,7 +59,7 @@ def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Ten
     counts = torch.bincount(rows, minlength=n_rows)
     slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
     width = max(int(counts.max()), 1) if rows.numel() else 1
-    return rows, slots, width
+    return slots, width
 
 
 class MaskedSignalModel(nn.Module):
@@ -353,9 +351,9 @@ class MaskedSignalModel(nn.Module):
         # attention then reads them from a grid (B * P, Sv, .) padded to the most visible
         # sensors of any time patch
         bi, pi, si = visible.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
-        rows, slots, sv = _pack_rows(bi * p + pi, b * p)
-        key_mask = torch.zeros(b * p, sv, dtype=torch.bool, device=patches.device)
-        key_mask[rows, slots] = True
+        rows = bi * p + pi  # the time patch of each visible sensor-patch
+        slots, sv = _pack_rows(rows, b * p)
+        key_mask = to_grid(torch.ones_like(rows, dtype=torch.bool), rows, slots, b * p, sv)
         empty = ~key_mask[:, 0].reshape(b, p)  # time patch with no visible sensor
         tok = patches[bi, si, pi]  # (Nv, L)
         tw = geometry.shape[-1]
@@ -383,15 +381,14 @@ class MaskedSignalModel(nn.Module):
         tokens = tokens + sensor_parts[..., :tw]
         if self.token_mlp is not None:
             tokens = tokens + self.token_mlp(self.token_norm(tokens))
-        grid = tokens.new_zeros(b * p, sv, tw)  # padding slots carry nothing
-        grid[rows, slots] = tokens
+        grid = to_grid(tokens, rows, slots, b * p, sv)  # padding slots carry nothing
         key_bias = None
         if self.scale_bias is not None:
             # log amplitude of each sensor-patch relative to the median sensor of its type:
             # the sensor's log relative scale + the log rms of its normalised patch
             amp = 0.5 * torch.log(tok.float().square().mean(-1) + 1e-3)  # (Nv,)
-            log_amp = sensor_parts.new_zeros(b * p, sv)
-            log_amp[rows, slots] = sensor_parts[..., -1] + amp.to(sensor_parts.dtype)
+            log_amp = to_grid(sensor_parts[..., -1] + amp.to(sensor_parts.dtype), rows, slots,
+                              b * p, sv)
             key_bias = (self.scale_bias, log_amp)  # logit bias beta_h * a
         time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
         queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
@@ -466,7 +463,8 @@ class MaskedSignalModel(nn.Module):
         # them alone, not on a grid padded to the most hidden sensors of any time patch
         # (a whole hidden time patch under "time" masking would pad every row to S)
         bi, pi, si = hidden.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
-        rows, slots, n_slots = _pack_rows(bi * p + pi, b * p)  # the time patch of each query
+        rows = bi * p + pi  # the time patch whose latents each query reads
+        slots, n_slots = _pack_rows(rows, b * p)
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
         q = self.decoder_geometry(geometry)[bi, si] + self.mask_token + time[pi]  # (N, Dd)
         memory = self.decoder_embed(latents).reshape(b * p, k, ddim)  # (B * P, K, Dd)
@@ -478,8 +476,7 @@ class MaskedSignalModel(nn.Module):
         out = self.decoder_pred(q)  # (N, L)
         if self.leadfield is not None:
             gains = self.leadfield(geometry)  # (B, S, K * r)
-            grid = gains.new_zeros(b * p, n_slots, gains.shape[-1])
-            grid[rows, slots] = gains[bi, si]
+            grid = to_grid(gains[bi, si], rows, slots, b * p, n_slots)
             sources = self.source_readout(latents).reshape(b * p, -1, length)  # (B * P, K * r, L)
             out = out + torch.bmm(grid, sources.to(grid.dtype))[rows, slots]
         pred = out.new_zeros(b, s, p, length)
