@@ -81,6 +81,26 @@ def test_finetune_learns_planted_effect(windows, model):
     assert any(not torch.equal(tuned[k], before[k]) for k in before)
 
 
+def test_encoder_trains_in_train_mode_even_from_an_eval_mode_checkpoint(windows, model,
+                                                                        monkeypatch):
+    # a loaded checkpoint is in eval mode; dropout must still act while fine-tuning
+    modes = []
+    step = FinetuneModule.training_step
+
+    def recording_step(self, batch, batch_idx):
+        modes.append((self.encoder.training,
+                      all(m.training for m in self.encoder.modules())))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(FinetuneModule, "training_step", recording_step)
+    model.eval()
+    subjects = sorted(set(windows.metadata["subject"]))
+    finetune(model, windows, train_subjects=subjects[:6], max_steps=2, seed=0,
+             accelerator="cpu")
+    assert modes == [(True, True)] * 2
+    assert not model.training  # the caller's model keeps its mode
+
+
 @pytest.mark.parametrize("kw", [{"linear_probe": True}, {"freeze_encoder": True}])
 def test_frozen_encoder_stays_frozen(windows, model, kw):
     subjects = sorted(set(windows.metadata["subject"]))

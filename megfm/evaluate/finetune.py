@@ -299,7 +299,9 @@ def _fit(checkpoint: Any, data, train_idx: np.ndarray, val_idx: np.ndarray | Non
         )
     pl.seed_everything(seed, workers=True, verbose=False)
     encoder = load_model(checkpoint)
-    encoder = copy.deepcopy(encoder)  # never modify the caller's model
+    # never modify the caller's model; train mode, as a loaded checkpoint comes in eval mode
+    # and Lightning keeps the mode it is given (dropout would stay off)
+    encoder = copy.deepcopy(encoder).train()
     weights = (counts.sum() / (len(classes) * counts)).tolist()
     module = FinetuneModule(encoder, len(classes), lr=lr, layer_decay=layer_decay,
                             weight_decay=weight_decay, freeze_encoder=freeze_encoder,
