@@ -18,6 +18,17 @@ row and the peak resident memory above the process baseline during training (CPU
 reset through ``/proc/self/clear_refs``, with glibc's mmap threshold fixed so freed tensors go
 back to the system; CUDA: ``torch.cuda.max_memory_allocated``).
 
+Times and memory come from two passes over the same cases. The timing pass runs first, with
+glibc's allocator as a training job has it; the memory pass follows with the fixed mmap
+threshold. That setting makes every tensor above 64 KiB a fresh ``mmap`` whose pages fault
+in again at each step, which slowed every model by 1.2-2x when both were measured in one
+pass (megfm ``small`` 2x, LUNA 1.9x, EEGPT 1.3x on the 2-core machine), so it is kept out of
+the times.
+
+A diagnostic row, ``megfm small spatial stage``, is ``small`` with one latent per time patch
+and one temporal block: the tokenizer and the spatial cross-attention over every sensor-patch,
+with almost nothing after them. It bounds what any temporal design could make of ``small``.
+
 braindecode is a benchmark-only dependency (``benchmarks/requirements.txt``). It imports
 torchaudio at import time; the torchaudio wheels available here do not load against torch
 2.13, so this script puts a stand-in (``benchmarks/_shims/torchaudio``) first on ``sys.path``.
@@ -142,11 +153,11 @@ class _CannotTake(Exception):
 
 
 class _MegfmClassifier(nn.Module):
-    def __init__(self, preset: str) -> None:
+    def __init__(self, preset: str, **overrides: Any) -> None:
         super().__init__()
         from megfm.models import MaskedSignalModel, ModelConfig
 
-        self.backbone = MaskedSignalModel(ModelConfig.preset(preset))
+        self.backbone = MaskedSignalModel(ModelConfig.preset(preset, **overrides))
         self.head = nn.Linear(self.backbone.config.dim, N_CLASSES)
 
     def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -155,9 +166,9 @@ class _MegfmClassifier(nn.Module):
         return self.head(self.backbone.forward_head(feats))
 
 
-def _megfm_classify(preset: str) -> Callable:
+def _megfm_classify(preset: str, **overrides: Any) -> Callable:
     def build(n_sensors: int, device: str):
-        model = _MegfmClassifier(preset)
+        model = _MegfmClassifier(preset, **overrides)
         # parameters that take part in the step (the pretraining decoder is not used)
         n_used = sum(p.numel() for n, p in model.named_parameters() if "decoder" not in n)
 
@@ -263,6 +274,9 @@ def model_table(include_peers: bool) -> list[tuple[str, str, Callable | None, st
         ("megfm small (classify)", "megfm", _megfm_classify("small"), "reference"),
         ("megfm small (pretrain)", "megfm", _megfm_pretrain("small"),
          "masked reconstruction, 50% hidden"),
+        ("megfm small spatial stage", "megfm",
+         _megfm_classify("small", n_latents=1, depth=1),
+         "diagnostic: small with 1 latent and 1 temporal block (tokenizer + spatial stage)"),
     ]
     for name in PEER_CONFIGS:
         if include_peers:
@@ -363,38 +377,15 @@ def _braindecode_available() -> str | None:
     return str(braindecode.__version__)
 
 
-def run(*, quick: bool, device: str = "cpu", threads: int = 2,
-        out: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark and write the JSON results; returns them."""
-    _fix_malloc()
-    torch.set_num_threads(threads)
-    bd_version = _braindecode_available()
-    batch_size = 2 if quick else 4
-    # --quick: 2 steps, the faster kept (the first pays one-time costs, so it rarely wins)
-    warmup, steps = (0, 2) if quick else (1, 3)
-    shapes = [("MEG-sized", 306), ("EEG-sized", 64)]
-    scaling = [153, 306, 612]
-    # --quick: scaling rows for megfm small and the linear-in-sensors peer (LUNA) only
-    scale_models = {"megfm small (classify)", "LUNA"} if quick else None
-    models = model_table(bd_version is not None)
-    if only:
-        models = [m for m in models if any(o.lower() in m[0].lower() for o in only)
-                  or m[0] == "megfm small (classify)"]
-    cases: list[tuple[str, int, tuple]] = [(label, s, m) for label, s in shapes for m in models]
-    cases += [(f"scaling {s}", s, m) for s in scaling for m in models
-              if scale_models is None or m[0] in scale_models]
-    rows: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    # one throw-away step first: the process's one-time costs (kernels, FFT plans, code
-    # pages) would otherwise land in the memory and time of the first model measured
-    measure(_megfm_classify("tiny"), make_batch(16, 1), device=device, warmup=0, steps=1)
-    _spectral_warmup()
-    batches: dict[int, dict] = {}
+def _measure_cases(cases: list, batches: dict, batch_size: int, *, device: str, warmup: int,
+                   steps: int, desc: str) -> list[dict[str, Any]]:
+    """One row per case: the measurement of :func:`measure`, or why there is none."""
     try:
         from tqdm import tqdm
-        progress = tqdm(cases, desc="bench_peers", unit="case", file=sys.stderr)
+        progress = tqdm(cases, desc=desc, unit="case", file=sys.stderr)
     except ImportError:  # pragma: no cover
         progress = cases
+    rows: list[dict[str, Any]] = []
     for label, n_sensors, (name, family, build, note) in progress:
         if n_sensors not in batches:
             batches[n_sensors] = make_batch(n_sensors, batch_size)
@@ -422,6 +413,44 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
             row["note"] = PEER_NOTES[name]
         rows.append(row)
         _log_row(progress, row)
+    return rows
+
+
+def run(*, quick: bool, device: str = "cpu", threads: int = 2,
+        out: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark and write the JSON results; returns them."""
+    torch.set_num_threads(threads)
+    bd_version = _braindecode_available()
+    batch_size = 2 if quick else 4
+    # --quick: 2 steps, the faster kept (the first pays one-time costs, so it rarely wins)
+    warmup, steps = (0, 2) if quick else (1, 3)
+    shapes = [("MEG-sized", 306), ("EEG-sized", 64)]
+    scaling = [153, 306, 612]
+    # --quick: scaling rows for megfm small and the linear-in-sensors peer (LUNA) only
+    scale_models = {"megfm small (classify)", "LUNA"} if quick else None
+    models = model_table(bd_version is not None)
+    if only:
+        models = [m for m in models if any(o.lower() in m[0].lower() for o in only)
+                  or m[0] == "megfm small (classify)"]
+    cases: list[tuple[str, int, tuple]] = [(label, s, m) for label, s in shapes for m in models]
+    cases += [(f"scaling {s}", s, m) for s in scaling for m in models
+              if scale_models is None or m[0] in scale_models]
+    t_start = time.perf_counter()
+    # one throw-away step first: the process's one-time costs (kernels, FFT plans, code
+    # pages) would otherwise land in the memory and time of the first model measured
+    measure(_megfm_classify("tiny"), make_batch(16, 1), device=device, warmup=0, steps=1)
+    _spectral_warmup()
+    batches: dict[int, dict] = {}
+    # pass 1, times, with the allocator a training job has; pass 2, peak memory, with freed
+    # tensors returned to the system (see the module docstring for why not both at once)
+    rows = _measure_cases(cases, batches, batch_size, device=device, warmup=warmup,
+                          steps=steps, desc="bench_peers (time)")
+    if not device.startswith("cuda"):
+        _fix_malloc()
+        memory = _measure_cases(cases, batches, batch_size, device=device, warmup=0,
+                                steps=1, desc="bench_peers (memory)")
+        for row, mem in zip(rows, memory, strict=True):
+            row["peak_mem_mb"] = mem["peak_mem_mb"]
     for row in rows:
         ref = next((r for r in rows if r["input"] == row["input"]
                     and r["model"] == "megfm small (classify)"), None)
@@ -439,6 +468,8 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
         "batch_size": batch_size,
         "warmup_steps": warmup,
         "timed_steps": steps,
+        "allocator": {"time": "glibc default",
+                      "memory": "mmap threshold 64 KiB, trim threshold 128 KiB (CPU only)"},
         "seconds": time.perf_counter() - t_start,
         "target": _target(rows),
         "rows": rows,
