@@ -45,6 +45,7 @@ from _results import write_json
 from megfm.data.epochs import make_windows
 from megfm.data.preprocess import PreprocessConfig, preprocess
 from megfm.data.windows import Windows
+from megfm.evaluate.finetune import finetune
 from megfm.explain import (
     EncoderClassifier,
     LinearHead,
@@ -189,6 +190,28 @@ def _cv_auroc(features: np.ndarray, y: np.ndarray, subjects: np.ndarray, *, n_sp
     return float(np.mean(aucs))
 
 
+def _cv_auroc_finetune(model, windows: Windows, y: np.ndarray, subjects: np.ndarray,
+                       args) -> float:
+    """Subject-level CV AUROC of the fine-tuned classifier: per stratified subject fold
+    (first repeat of :func:`_cv_auroc`'s folds), fine-tune on the training subjects and
+    score each test subject by its mean migraine probability over its windows."""
+    from sklearn.metrics import roc_auc_score
+
+    from megfm.evaluate.splits import subject_folds
+
+    window_subjects = np.asarray(windows.metadata["subject"])
+    score = np.zeros(len(y))
+    for fold in subject_folds(subjects, y, n_splits=args.folds, seed=0):
+        fitted = finetune(model, windows, train_subjects=list(fold.train),
+                          max_steps=args.finetune_steps, seed=0, progress=False)
+        test = np.flatnonzero(np.isin(window_subjects, fold.test))
+        names, proba = fitted.predict_proba_subjects(windows, indices=test)
+        positive = fitted.classes_.index("migraine")
+        for name, p in zip(names, proba[:, positive], strict=True):
+            score[np.flatnonzero(subjects == name)] = p
+    return float(roc_auc_score(y, score))
+
+
 def _theta_log_power(windows: Windows) -> np.ndarray:
     """Raw-signal baseline features: log theta (4-8 Hz) power per sensor and window."""
     n = windows.geometries[0].n_sensors
@@ -322,11 +345,21 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
     y = y.astype(int)
     _, theta_feat = _subject_table(_theta_log_power(windows), subjects)
     cv = {"n_splits": args.folds, "n_repeats": args.repeats}
-    auroc = _cv_auroc(emb, y, uniq, c=args.c, **cv)
+    auroc_embedding = _cv_auroc(emb, y, uniq, c=args.c, **cv)
     auroc_raw = _cv_auroc(theta_feat, y, uniq, c=args.c, **cv)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
-    clf.fit(emb, y)
-    classifier = EncoderClassifier(model, LinearHead.from_sklearn(clf))
+    if getattr(args, "classifier", "embedding") == "finetune":
+        # one fine-tune per fold for the CV AUROC (effect 1 only unless --cv-null: each
+        # costs a fine-tuning run), then one on every subject for the maps
+        auroc = (_cv_auroc_finetune(model, windows, y, uniq, args)
+                 if effect_scale == 1.0 or args.cv_null else float("nan"))
+        fitted = finetune(model, windows, train_subjects=list(uniq),
+                          max_steps=args.finetune_steps, seed=seed, progress=False).module
+        classifier = EncoderClassifier(fitted.encoder, fitted.head).eval()
+    else:
+        auroc = auroc_embedding
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
+        clf.fit(emb, y)
+        classifier = EncoderClassifier(model, LinearHead.from_sklearn(clf))
     rng = np.random.default_rng(seed)
     pick = np.concatenate([rng.choice(np.flatnonzero(subjects == s), size=args.ig_windows,
                                       replace=False) for s in uniq])
@@ -334,7 +367,9 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
     row = {"seed": seed, "region": region, "effect_scale": effect_scale,
            "theta_ratio": 1.0 + effect_scale * (args.theta_ratio - 1.0),
            "n_subjects": len(uniq), "n_windows_explained": len(pick),
-           "cv_auroc": auroc, "cv_auroc_raw_theta": auroc_raw}
+           "classifier": getattr(args, "classifier", "embedding"),
+           "cv_auroc": auroc, "cv_auroc_embedding": auroc_embedding,
+           "cv_auroc_raw_theta": auroc_raw}
     if args.noise_draws and getattr(args, "noise", None) is None:
         # the array and regions are the same in every seed: one null reference per run
         args.noise = noise_maps(explained.geometries[0], cohort, args.noise_draws)
@@ -368,6 +403,15 @@ def main() -> int:
     parser.add_argument("--noise-draws", type=int, default=40,
                         help="i.i.d. noise sensor maps ranked as a null reference of the "
                         "region ranking (part B; 0 skips)")
+    parser.add_argument("--classifier", choices=("embedding", "finetune"), default="embedding",
+                        help="part B's model classifier: a logistic regression on the mean "
+                        "embeddings (default) or the encoder fine-tuned end to end "
+                        "(megfm.finetune, MLP head)")
+    parser.add_argument("--finetune-steps", type=int, default=200,
+                        help="fine-tuning steps (batch 32) per fit with --classifier finetune")
+    parser.add_argument("--cv-null", action="store_true",
+                        help="with --classifier finetune, also cross-validate the effect-0 "
+                        "cohorts (one fine-tune per fold; skipped by default)")
     args = parser.parse_args()
     steps, seeds, theta_ratio = args.steps, args.seeds, args.theta_ratio
     args.subjects = 4 if args.quick else 8
@@ -428,6 +472,7 @@ def main() -> int:
               "top3_hits_noise_calibrated": hits_cal,
               "spread": _spread(b) if b else None, "noise_maps": noise,
               "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
+              "classifier": args.classifier, "finetune_steps": args.finetune_steps,
               "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
     write_json(out, result, indent=1)
