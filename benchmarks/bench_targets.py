@@ -167,9 +167,18 @@ def linear_oracle(train_store, test_store, *, n_train: int = 1500, n_test: int =
     return {k: float(sse[k] / sst[k]) for k in sse}
 
 
-def study(model, store, *, n_splits: int, n_permutations: int, seed: int) -> dict:
+def study(model, store, *, n_splits: int, n_permutations: int, seed: int,
+          finetune_steps: int = 0) -> dict:
     windows = megfm.read_store(store)
     out = {}
+    extra = {}
+    if finetune_steps:
+        # the encoder fine-tuned end to end and a linear probe of the frozen encoder, trained
+        # on the training windows of each of the study's own folds
+        kw = dict(max_steps=finetune_steps, seed=seed, accelerator="cpu")
+        extra = {"finetune": megfm.evaluate.make_finetune_method(model, store, **kw),
+                 "linear_probe": megfm.evaluate.make_finetune_method(model, store, linear_probe=True,
+                                                            **kw)}
     # run_study averages each subject's windows per state and concatenates the states
     features = {"megfm": megfm.embed(model, store, progress=False)[0]}
     features["raw"] = megfm.raw_features(windows)[0]
@@ -177,10 +186,22 @@ def study(model, store, *, n_splits: int, n_permutations: int, seed: int) -> dic
     res = megfm.run_study(features, windows.metadata, task="migraine-vs-HC",
                           classifiers=["logreg"], n_splits=n_splits,
                           n_permutations=n_permutations, reference="megfm", seed=seed,
-                          progress=False)
+                          extra_methods=extra, progress=False)
     summary = res.summary()
     out["methods"] = summary["methods"]
     out["comparisons"] = summary["comparisons"]
+    if extra:  # the question: does fine-tuning beat the linear probe, same folds?
+        from megfm.evaluate.stats import paired_permutation_test
+
+        t = res.tested
+        test = paired_permutation_test(res.y[t], res.scores["finetune"][t],
+                                       res.scores["linear_probe"][t],
+                                       n_permutations=n_permutations, seed=seed)
+        out["comparisons"].append({"reference": "finetune", "other": "linear_probe",
+                                   "auroc_reference": test["auroc_a"],
+                                   "auroc_other": test["auroc_b"],
+                                   "difference": test["difference"],
+                                   "p_value": test["p_value"]})
     out["n_subjects"] = summary["n_subjects"]
     return out
 
@@ -196,6 +217,10 @@ def main(argv=None) -> int:
                     "the budget allows (1,000 small-preset steps of 32 windows ~ 20 min on 2 "
                     "cores), or the schedule never leaves its warm-up")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--finetune-steps", type=int, default=0,
+                    help="also fine-tune the encoder end to end and train a linear probe of "
+                    "it for this many steps in each study fold (0: skip; each fold costs two "
+                    "fine-tuning runs)")
     ap.add_argument("--pretrain-subjects", type=int, default=24)
     ap.add_argument("--study-subjects", type=int, default=60)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per state, pretraining")
@@ -296,7 +321,8 @@ def main(argv=None) -> int:
         lap("attention")
 
     if "study" not in skip:
-        report["study"] = study(model, study_store, n_splits=5, n_permutations=1000, seed=0)
+        report["study"] = study(model, study_store, n_splits=5, n_permutations=1000, seed=0,
+                                finetune_steps=args.finetune_steps)
         _print_study("study", report["study"])
         lap("study")
 
