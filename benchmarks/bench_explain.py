@@ -11,7 +11,9 @@ Part B, attribution regions: for each seed, a resting cohort of 24 subjects (12 
 migraine) whose migraine group has a planted theta-power increase (x ``THETA_RATIO``) in ONE
 region; a logistic regression on per-subject mean embeddings (migraine vs HC; subject-level
 CV AUROC reported, with a raw-signal theta-power baseline) becomes a LinearHead on the
-encoder, integrated gradients attribute single windows, and two theta-band sensor maps are
+encoder (``--classifier finetune``: the encoder fine-tuned end to end by
+:func:`megfm.finetune` with its MLP head, on all subjects, its CV AUROC from one fine-tune
+per subject fold), integrated gradients attribute single windows, and two theta-band sensor maps are
 projected to sources (minimum norm, sphere model) and the simulator's regions ranked: the
 class contrast (:func:`megfm.explain.class_contrast`, migraine minus HC, positive part), the
 t contrast (the same with ``statistic="t"``: per-sensor Welch t over subjects, positive part)
@@ -25,7 +27,7 @@ diagnostic of the region ranking's own bias, printed beside the plain ranks). Ta
 with effect scale 0, the spread (top score / median score) shows whether a region stands out.
 
 Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]
-[--checkpoint MODEL_DIR]``; writes
+[--checkpoint MODEL_DIR] [--classifier finetune]``; writes
 ``benchmarks/results/explain.json`` and prints the tables.
 """
 

@@ -25,7 +25,9 @@ in again at each step, which slowed every model by 1.2-2x when both were measure
 pass (megfm ``small`` 2x, LUNA 1.9x, EEGPT 1.3x on the 2-core machine), so it is kept out of
 the times.
 
-A diagnostic row, ``megfm small spatial stage``, is ``small`` with one latent per time patch
+Two diagnostic rows: ``megfm small, 4 latents`` is ``small`` with 4 latent tokens per time
+patch instead of 16 (the temporal transformer's token count / 4; see the latents A/B in
+docs/benchmarks.md); ``megfm small spatial stage`` is ``small`` with one latent per time patch
 and one temporal block: the tokenizer and the spatial cross-attention over every sensor-patch,
 with almost nothing after them. It bounds what any temporal design could make of ``small``.
 
@@ -274,6 +276,8 @@ def model_table(include_peers: bool) -> list[tuple[str, str, Callable | None, st
         ("megfm small (classify)", "megfm", _megfm_classify("small"), "reference"),
         ("megfm small (pretrain)", "megfm", _megfm_pretrain("small"),
          "masked reconstruction, 50% hidden"),
+        ("megfm small, 4 latents", "megfm", _megfm_classify("small", n_latents=4),
+         "small with n_latents=4 (classify); 16 in the preset"),
         ("megfm small spatial stage", "megfm",
          _megfm_classify("small", n_latents=1, depth=1),
          "diagnostic: small with 1 latent and 1 temporal block (tokenizer + spatial stage)"),
