@@ -352,8 +352,9 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
     if getattr(args, "classifier", "embedding") == "finetune":
         # one fine-tune per fold for the CV AUROC (effect 1 only unless --cv-null: each
         # costs a fine-tuning run), then one on every subject for the maps
-        auroc = (_cv_auroc_finetune(model, windows, y, uniq, args)
-                 if effect_scale == 1.0 or args.cv_null else float("nan"))
+        cross_validate = (effect_scale == 1.0 or args.cv_null) and not args.no_finetune_cv
+        auroc = (_cv_auroc_finetune(model, windows, y, uniq, args) if cross_validate
+                 else float("nan"))
         fitted = finetune(model, windows, train_subjects=list(uniq),
                           max_steps=args.finetune_steps, seed=seed, progress=False).module
         classifier = EncoderClassifier(fitted.encoder, fitted.head).eval()
@@ -411,10 +412,20 @@ def main() -> int:
                         "(megfm.finetune, MLP head)")
     parser.add_argument("--finetune-steps", type=int, default=200,
                         help="fine-tuning steps (batch 32) per fit with --classifier finetune")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="part B runs seeds first-seed .. first-seed + seeds - 1 (seed k "
+                        "plants the region of seed k mod 5 in a cohort of its own): a later "
+                        "block of seeds replicates a first one on new subjects")
+    parser.add_argument("--effects", default="1,0",
+                        help="part B effect scales, comma-separated (default 1,0)")
+    parser.add_argument("--no-finetune-cv", action="store_true",
+                        help="with --classifier finetune, skip its CV AUROC (NaN in the "
+                        "table): one fine-tune per seed instead of folds + 1")
     parser.add_argument("--cv-null", action="store_true",
                         help="with --classifier finetune, also cross-validate the effect-0 "
                         "cohorts (one fine-tune per fold; skipped by default)")
     args = parser.parse_args()
+    args.effects = [float(v) for v in args.effects.split(",")]
     steps, seeds, theta_ratio = args.steps, args.seeds, args.theta_ratio
     args.subjects = 4 if args.quick else 8
     args.duration = 24.0 if args.quick else 40.0
@@ -443,8 +454,8 @@ def main() -> int:
         if "alignment" in a:
             print_part_a(a)
         b = []
-        for scale in (1.0, 0.0):
-            for seed in range(args.seeds):
+        for scale in args.effects:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 b.append(part_b_seed(args, work, model, seed, scale))
                 r = b[-1]
                 print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
@@ -473,7 +484,8 @@ def main() -> int:
               "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
               "top3_hits_noise_calibrated": hits_cal,
               "spread": _spread(b) if b else None, "noise_maps": noise,
-              "n_seeds": args.seeds, "theta_ratio": args.theta_ratio,
+              "n_seeds": args.seeds, "first_seed": args.first_seed,
+              "theta_ratio": args.theta_ratio,
               "classifier": args.classifier, "finetune_steps": args.finetune_steps,
               "n_subjects": args.b_subjects, "duration": args.b_duration}
     out = Path(args.out)
@@ -563,7 +575,8 @@ def print_part_b(b: list, n_seeds: int) -> None:
     if weak:
         print(f"classifier CV AUROC < 0.6 (near chance) in seeds {weak}: its attribution "
               "explains a classifier that does not separate the groups")
-    print("\nRegion table (contrast), seed 0, effect scale 1:")
+    print(f"\nRegion table (contrast), seed {b[0]['seed']}, effect scale "
+          f"{b[0]['effect_scale']:g}:")
     print(format_region_table(b[0]["table_contrast"], top=5))
 
 

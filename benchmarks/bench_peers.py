@@ -18,9 +18,10 @@ row and the peak resident memory above the process baseline during training (CPU
 reset through ``/proc/self/clear_refs``, with glibc's mmap threshold fixed so freed tensors go
 back to the system; CUDA: ``torch.cuda.max_memory_allocated``).
 
-Times and memory come from two passes over the same cases. The timing pass runs first, with
-glibc's allocator as a training job has it; the memory pass follows with the fixed mmap
-threshold. That setting makes every tensor above 64 KiB a fresh ``mmap`` whose pages fault
+Times and memory come from two passes over the same cases. The timing pass runs first, in a
+fresh process (``--timing-only``) with glibc's allocator as a training job has it; the memory
+pass follows in this process with the fixed mmap threshold (set before anything is measured:
+switched after a timing pass, the heap that pass left behind inflated the peaks). That setting makes every tensor above 64 KiB a fresh ``mmap`` whose pages fault
 in again at each step, which slowed every model by 1.2-2x when both were measured in one
 pass (megfm ``small`` 2x, LUNA 1.9x, EEGPT 1.3x on the 2-core machine), so it is kept out of
 the times.
@@ -50,6 +51,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -420,8 +422,22 @@ def _measure_cases(cases: list, batches: dict, batch_size: int, *, device: str, 
     return rows
 
 
+def _timing_rows_in_child(*, quick: bool, device: str, threads: int,
+                          only: list[str] | None) -> list[dict[str, Any]]:
+    """Rows of a ``--timing-only`` run of this script in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "timed.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--timing-only", "--out", str(out),
+               "--device", device, "--threads", str(threads)] + (["--quick"] if quick else [])
+        if only:
+            cmd += ["--only", *only]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["rows"]
+
+
 def run(*, quick: bool, device: str = "cpu", threads: int = 2,
-        out: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
+        out: Path | None = None, only: list[str] | None = None,
+        timing_only: bool = False) -> dict[str, Any]:
     """Run the benchmark and write the JSON results; returns them."""
     torch.set_num_threads(threads)
     bd_version = _braindecode_available()
@@ -440,21 +456,23 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
     cases += [(f"scaling {s}", s, m) for s in scaling for m in models
               if scale_models is None or m[0] in scale_models]
     t_start = time.perf_counter()
+    cpu_memory = not device.startswith("cuda") and not timing_only
+    if cpu_memory:
+        # times with the allocator a training job has, in a fresh process; peak memory here,
+        # with freed tensors returned to the system (the module docstring says why)
+        timed = _timing_rows_in_child(quick=quick, device=device, threads=threads, only=only)
+        _fix_malloc()
     # one throw-away step first: the process's one-time costs (kernels, FFT plans, code
     # pages) would otherwise land in the memory and time of the first model measured
     measure(_megfm_classify("tiny"), make_batch(16, 1), device=device, warmup=0, steps=1)
     _spectral_warmup()
-    batches: dict[int, dict] = {}
-    # pass 1, times, with the allocator a training job has; pass 2, peak memory, with freed
-    # tensors returned to the system (see the module docstring for why not both at once)
-    rows = _measure_cases(cases, batches, batch_size, device=device, warmup=warmup,
-                          steps=steps, desc="bench_peers (time)")
-    if not device.startswith("cuda"):
-        _fix_malloc()
-        memory = _measure_cases(cases, batches, batch_size, device=device, warmup=0,
-                                steps=1, desc="bench_peers (memory)")
-        for row, mem in zip(rows, memory, strict=True):
-            row["peak_mem_mb"] = mem["peak_mem_mb"]
+    rows = _measure_cases(cases, {}, batch_size, device=device, warmup=warmup, steps=steps,
+                          desc="bench_peers (memory)" if cpu_memory else "bench_peers")
+    if cpu_memory:
+        for row, t in zip(rows, timed, strict=True):
+            if (row["model"], row["input"]) != (t["model"], t["input"]):
+                raise RuntimeError("the timing process measured other cases than this one")
+            row.update({k: t.get(k) for k in ("windows_per_s", "step_s", "cpu_s_per_window")})
     for row in rows:
         ref = next((r for r in rows if r["input"] == row["input"]
                     and r["model"] == "megfm small (classify)"), None)
@@ -472,8 +490,9 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
         "batch_size": batch_size,
         "warmup_steps": warmup,
         "timed_steps": steps,
-        "allocator": {"time": "glibc default",
-                      "memory": "mmap threshold 64 KiB, trim threshold 128 KiB (CPU only)"},
+        "allocator": {"time": "glibc default (a separate process)",
+                      "memory": None if timing_only else
+                      "mmap threshold 64 KiB, trim threshold 128 KiB (CPU only)"},
         "seconds": time.perf_counter() - t_start,
         "target": _target(rows),
         "rows": rows,
@@ -558,12 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only the models whose name contains one of these strings "
                              "(megfm small classify is always kept as the reference)")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="times only, glibc's allocator untouched, no memory pass (what the "
+                        "main run starts in a child process)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "peers.json"),
                         help="where to write the JSON results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(quick=args.quick, device=args.device, threads=args.threads,
-                 out=Path(args.out), only=args.only)
+                 out=Path(args.out), only=args.only, timing_only=args.timing_only)
     print_table(result)
     return 0
 

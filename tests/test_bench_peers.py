@@ -16,7 +16,7 @@ bp = pytest.importorskip("bench_peers")
 
 
 @pytest.fixture
-def recorded(monkeypatch):
+def recorded(monkeypatch, tmp_path):
     """Replace the measurement and the allocator switch by recorders."""
     events = []
     state = {"malloc_fixed": False}
@@ -37,27 +37,43 @@ def recorded(monkeypatch):
     monkeypatch.setattr(bp, "_fix_malloc", fake_fix)
     monkeypatch.setattr(bp, "_spectral_warmup", lambda: None)
     monkeypatch.setattr(bp, "_braindecode_available", lambda: None)
+    # the timing process, run in-process with the same stand-ins
+    monkeypatch.setattr(bp, "_timing_rows_in_child", _in_process_child(events, tmp_path))
     return events
+
+
+def _in_process_child(events, folder):
+    def child(**kw):
+        events.append(("child",))
+        return bp.run(out=folder / "timed.json", timing_only=True, **kw)["rows"]
+    return child
 
 
 def test_times_come_from_the_default_allocator_and_memory_after_the_switch(recorded, tmp_path):
     out = tmp_path / "peers.json"
     result = bp.run(quick=True, out=out, only=["spatial"])
+    assert recorded.index(("child",)) < recorded.index(("fix_malloc",))
     switch = recorded.index(("fix_malloc",))
     before = [e for e in recorded[:switch] if e[0] == "measure"]
     after = [e for e in recorded[switch + 1:] if e[0] == "measure"]
     assert before and all(not fixed for _, fixed, _ in before)
     assert after and all(fixed for _, fixed, _ in after)
-    # the memory pass measures the same cases as the timing pass (minus the warm-up step)
-    assert [s for *_, s in after] == [s for *_, s in before[1:]]
+    # the memory pass measures the same cases as the timing pass
+    assert [s for *_, s in after] == [s for *_, s in before]
     measured = [r for r in result["rows"] if r["params"]]
     assert {r["model"] for r in measured} == {"megfm small (classify)",
                                               "megfm small spatial stage"}
     for row in measured:
         assert row["windows_per_s"] == 10.0 and row["cpu_s_per_window"] == 0.1
         assert row["peak_mem_mb"] == 99.0
-    assert result["allocator"]["time"] == "glibc default"
+    assert result["allocator"]["time"].startswith("glibc default")
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+
+
+def test_timing_only_run_leaves_the_allocator_alone(recorded, tmp_path):
+    result = bp.run(quick=True, out=tmp_path / "t.json", only=["spatial"], timing_only=True)
+    assert ("fix_malloc",) not in recorded
+    assert result["allocator"]["memory"] is None
 
 
 def test_peers_without_braindecode_are_listed_not_dropped(recorded, tmp_path):
