@@ -175,10 +175,10 @@ def study(model, store, *, n_splits: int, n_permutations: int, seed: int,
     if finetune_steps:
         # the encoder fine-tuned end to end and a linear probe of the frozen encoder, trained
         # on the training windows of each of the study's own folds
+        method = megfm.evaluate.make_finetune_method
         kw = dict(max_steps=finetune_steps, seed=seed, accelerator="cpu")
-        extra = {"finetune": megfm.evaluate.make_finetune_method(model, store, **kw),
-                 "linear_probe": megfm.evaluate.make_finetune_method(model, store, linear_probe=True,
-                                                            **kw)}
+        extra = {"finetune": method(model, store, **kw),
+                 "linear_probe": method(model, store, linear_probe=True, **kw)}
     # run_study averages each subject's windows per state and concatenates the states
     features = {"megfm": megfm.embed(model, store, progress=False)[0]}
     features["raw"] = megfm.raw_features(windows)[0]
