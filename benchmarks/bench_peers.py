@@ -18,13 +18,13 @@ row and the peak resident memory above the process baseline during training (CPU
 reset through ``/proc/self/clear_refs``, with glibc's mmap threshold fixed so freed tensors go
 back to the system; CUDA: ``torch.cuda.max_memory_allocated``).
 
-Times and memory come from two passes over the same cases. The timing pass runs first, in a
+Times and memory come from two passes over the same cases. On CPU, the timing pass runs in a
 fresh process (``--timing-only``) with glibc's allocator as a training job has it; the memory
-pass follows in this process with the fixed mmap threshold (set before anything is measured:
-switched after a timing pass, the heap that pass left behind inflated the peaks). That setting makes every tensor above 64 KiB a fresh ``mmap`` whose pages fault
-in again at each step, which slowed every model by 1.2-2x when both were measured in one
-pass (megfm ``small`` 2x, LUNA 1.9x, EEGPT 1.3x on the 2-core machine), so it is kept out of
-the times.
+pass runs in this process with the fixed mmap threshold set before anything is measured. The
+fixed threshold makes every tensor above 64 KiB a fresh ``mmap`` whose pages fault in again at
+each step; timed under it, models slowed 1.3-2x, unequally (megfm ``small`` 2x, LUNA 1.9x,
+EEGPT 1.3x on the 2-core machine), so it is kept out of the times. Set only after a timing
+pass in the same process, it inflated the peaks instead, hence two processes.
 
 Two diagnostic rows: ``megfm small, 4 latents`` is ``small`` with 4 latent tokens per time
 patch instead of 16 (the temporal transformer's token count / 4; see the latents A/B in
@@ -383,9 +383,10 @@ def _braindecode_available() -> str | None:
     return str(braindecode.__version__)
 
 
-def _measure_cases(cases: list, batches: dict, batch_size: int, *, device: str, warmup: int,
-                   steps: int, desc: str) -> list[dict[str, Any]]:
+def _measure_cases(cases: list, batch_size: int, *, device: str, warmup: int, steps: int,
+                   desc: str) -> list[dict[str, Any]]:
     """One row per case: the measurement of :func:`measure`, or why there is none."""
+    batches: dict[int, dict] = {}  # one seeded batch per sensor count, shared by the models
     try:
         from tqdm import tqdm
         progress = tqdm(cases, desc=desc, unit="case", file=sys.stderr)
@@ -466,7 +467,7 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
     # pages) would otherwise land in the memory and time of the first model measured
     measure(_megfm_classify("tiny"), make_batch(16, 1), device=device, warmup=0, steps=1)
     _spectral_warmup()
-    rows = _measure_cases(cases, {}, batch_size, device=device, warmup=warmup, steps=steps,
+    rows = _measure_cases(cases, batch_size, device=device, warmup=warmup, steps=steps,
                           desc="bench_peers (memory)" if cpu_memory else "bench_peers")
     if cpu_memory:
         for row, t in zip(rows, timed, strict=True):
@@ -490,9 +491,9 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
         "batch_size": batch_size,
         "warmup_steps": warmup,
         "timed_steps": steps,
-        "allocator": {"time": "glibc default (a separate process)",
-                      "memory": None if timing_only else
-                      "mmap threshold 64 KiB, trim threshold 128 KiB (CPU only)"},
+        "allocator": {"time": "glibc default" + (" (a separate process)" if cpu_memory else ""),
+                      "memory": "mmap threshold 64 KiB, trim threshold 128 KiB" if cpu_memory
+                      else None},
         "seconds": time.perf_counter() - t_start,
         "target": _target(rows),
         "rows": rows,
