@@ -258,6 +258,8 @@ def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> di
         out.update({f"{k}_{name}": v
                     for k, v in _rank(sensor_map, geom, cohort, region,
                                       getattr(args, "null_mean", None)).items()})
+        # kept so that other region-scoring methods can be compared on the same maps
+        out[f"map_{name}"] = [round(float(v), 6) for v in sensor_map]
     return out
 
 
@@ -424,7 +426,18 @@ def main() -> int:
     parser.add_argument("--cv-null", action="store_true",
                         help="with --classifier finetune, also cross-validate the effect-0 "
                         "cohorts (one fine-tune per fold; skipped by default)")
+    parser.add_argument("--subjects", type=int, default=None,
+                        help="subjects per part-B cohort, half per group (default 8 quick, 24 "
+                        "full; even)")
+    parser.add_argument("--ig-windows", type=int, default=None,
+                        help="windows explained per subject in part B (default 1 quick, 2 full)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the cores, at most 4)")
     args = parser.parse_args()
+    if args.subjects is not None and (args.subjects < 4 or args.subjects % 2):
+        parser.error(f"--subjects must be an even number >= 4; got {args.subjects}")
+    if args.ig_windows is not None and args.ig_windows < 1:
+        parser.error(f"--ig-windows must be >= 1; got {args.ig_windows}")
     args.effects = [float(v) for v in args.effects.split(",")]
     steps, seeds, theta_ratio = args.steps, args.seeds, args.theta_ratio
     args.subjects = 4 if args.quick else 8
@@ -434,13 +447,14 @@ def main() -> int:
     args.steps = args.steps if steps is None else steps
     args.seeds = args.seeds if seeds is None else seeds
     # part B: 24 subjects (12 per group) so that stratified subject folds are balanced
-    args.b_subjects = 8 if args.quick else 24
+    subjects, ig_windows = args.subjects, args.ig_windows
+    args.b_subjects = subjects or (8 if args.quick else 24)
     args.b_duration = 10.0 if args.quick else 30.0
     args.theta_ratio = theta_ratio
     args.folds, args.repeats, args.c = 4, (1 if args.quick else 3), 1.0
-    args.ig_windows = 1 if args.quick else 2  # per subject
+    args.ig_windows = ig_windows or (1 if args.quick else 2)  # per subject
     args.ig_steps = 4 if args.quick else 16
-    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -487,7 +501,8 @@ def main() -> int:
               "n_seeds": args.seeds, "first_seed": args.first_seed,
               "theta_ratio": args.theta_ratio,
               "classifier": args.classifier, "finetune_steps": args.finetune_steps,
-              "n_subjects": args.b_subjects, "duration": args.b_duration}
+              "n_subjects": args.b_subjects, "duration": args.b_duration,
+              "ig_windows_per_subject": args.ig_windows, "ig_steps": args.ig_steps}
     out = Path(args.out)
     write_json(out, result, indent=1)
     print(f"\nwrote {out} in {result['seconds']} s")

@@ -185,23 +185,13 @@ def study(model, store, *, n_splits: int, n_permutations: int, seed: int,
     features["spectral"] = megfm.spectral_features(windows)[0]
     res = megfm.run_study(features, windows.metadata, task="migraine-vs-HC",
                           classifiers=["logreg"], n_splits=n_splits,
-                          n_permutations=n_permutations, reference="megfm", seed=seed,
-                          extra_methods=extra, progress=False)
+                          n_permutations=n_permutations, seed=seed, extra_methods=extra,
+                          # and the question: does fine-tuning beat the linear probe?
+                          reference=["megfm", ("finetune", "linear_probe")] if extra
+                          else "megfm", progress=False)
     summary = res.summary()
     out["methods"] = summary["methods"]
     out["comparisons"] = summary["comparisons"]
-    if extra:  # the question: does fine-tuning beat the linear probe, same folds?
-        from megfm.evaluate.stats import paired_permutation_test
-
-        t = res.tested
-        test = paired_permutation_test(res.y[t], res.scores["finetune"][t],
-                                       res.scores["linear_probe"][t],
-                                       n_permutations=n_permutations, seed=seed)
-        out["comparisons"].append({"reference": "finetune", "other": "linear_probe",
-                                   "auroc_reference": test["auroc_a"],
-                                   "auroc_other": test["auroc_b"],
-                                   "difference": test["difference"],
-                                   "p_value": test["p_value"]})
     out["n_subjects"] = summary["n_subjects"]
     return out
 

@@ -75,6 +75,39 @@ def test_planted_effect_detected_against_null_baseline(tmp_path):
     assert scores[0].startswith("subject,label,tested,megfm/logreg") and len(scores) == 41
 
 
+def test_several_references_and_explicit_pairs_in_order_without_repeats():
+    meta, rng = _cohort({"HC": 12, "migraine": 12}, windows_per_subject=2, seed=3)
+    feats = {"megfm": _planted(meta, rng, d=4), "raw": rng.normal(size=(48, 4)),
+             "spectral": rng.normal(size=(48, 4))}
+    res = run_study(feats, meta, classifiers=("logreg",), n_splits=3, seed=0,
+                    reference=["megfm", ("spectral/logreg", "raw/logreg"),
+                               ("megfm/logreg", "raw/logreg")], **FAST)
+    pairs = [(c["reference"], c["other"]) for c in res.comparisons]
+    assert pairs == [("megfm/logreg", "raw/logreg"), ("megfm/logreg", "spectral/logreg"),
+                     ("spectral/logreg", "raw/logreg")]
+    m = res.metrics
+    diff = m["spectral/logreg"]["auroc"]["value"] - m["raw/logreg"]["auroc"]["value"]
+    assert res.comparisons[2]["difference"] == pytest.approx(diff)
+    assert 0 < res.comparisons[2]["p_value"] <= 1
+    assert res.config["reference"] == ["megfm", ["spectral/logreg", "raw/logreg"],
+                                       ["megfm/logreg", "raw/logreg"]]
+    # a single pair on its own
+    one = run_study(feats, meta, classifiers=("logreg",), n_splits=3, seed=0,
+                    reference=("raw/logreg", "megfm/logreg"), **FAST)
+    assert [(c["reference"], c["other"]) for c in one.comparisons] == [
+        ("raw/logreg", "megfm/logreg")]
+
+
+@pytest.mark.parametrize("reference", [("megfm/logreg", "nope"), ("megfm/logreg",) * 2,
+                                       ["megfm", "nope"]])
+def test_bad_reference_pairs_name_the_problem(reference):
+    meta, rng = _cohort({"HC": 6, "migraine": 6}, windows_per_subject=2)
+    feats = {"megfm": rng.normal(size=(24, 3)), "raw": rng.normal(size=(24, 3))}
+    with pytest.raises(ValueError, match="'reference'"):
+        run_study(feats, meta, classifiers=("logreg",), n_splits=3, reference=reference,
+                  **FAST)
+
+
 def test_label_permutation_test_against_chance(tmp_path):
     meta, rng = _cohort({"HC": 15, "migraine": 15}, windows_per_subject=2, seed=2)
     feats = {"megfm": _planted(meta, rng, d=6), "noise": rng.normal(size=(60, 6))}

@@ -422,26 +422,39 @@ def _check_inputs(features, metadata) -> tuple[dict[str, np.ndarray], dict[str, 
 
 def _comparison_pairs(reference, feature_names, classifier_names, extra_names,
                       methods) -> list[tuple[str, str]]:
+    """The (reference, other) method pairs of the paired tests, in order, without repeats."""
     if reference is None:
         return []
-    if reference in feature_names:
-        pairs = []
-        for c in classifier_names:
-            ref = f"{reference}/{c}"
-            pairs += [(ref, f"{f}/{c}") for f in feature_names if f != reference]
-            pairs += [(ref, e) for e in extra_names]
-        return pairs
-    if reference in methods:
-        return [(reference, m) for m in methods if m != reference]
-    raise ValueError(f"Invalid value for 'reference': {reference!r} is neither a feature set "
-                     f"{list(feature_names)} nor a method {list(methods)}; pass one of them or "
-                     "None (no comparison).")
+    items = [reference] if isinstance(reference, (str, tuple)) else list(reference)
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, tuple):
+            if len(item) != 2 or not all(m in methods for m in item) or item[0] == item[1]:
+                raise ValueError(f"Invalid pair in 'reference': {item!r}; a pair names two "
+                                 f"different methods of {list(methods)}.")
+            new = [tuple(item)]
+        elif item in feature_names:
+            new = []
+            for c in classifier_names:
+                ref = f"{item}/{c}"
+                new += [(ref, f"{f}/{c}") for f in feature_names if f != item]
+                new += [(ref, e) for e in extra_names]
+        elif item in methods:
+            new = [(item, m) for m in methods if m != item]
+        else:
+            raise ValueError(f"Invalid value for 'reference': {item!r} is neither a feature "
+                             f"set {list(feature_names)} nor a method {list(methods)}; pass "
+                             "one of them, a (reference, other) pair of methods, a list of "
+                             "these, or None (no comparison).")
+        pairs += [p for p in new if p not in pairs]
+    return pairs
 
 
 def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               classifiers: Sequence | Mapping = CLASSIFIERS, level: str = "subject",
               n_splits: int = 5, n_repeats: int = 1, balanced_test: bool = False,
-              extra_methods: Mapping[str, Callable] | None = None, reference: str | None = "megfm",
+              extra_methods: Mapping[str, Callable] | None = None,
+              reference: str | tuple[str, str] | Sequence[str | tuple[str, str]] | None = "megfm",
               preprocessors: Mapping[str, BaseEstimator] | None = None,
               n_permutations: int = 1000, n_chance_permutations: int = 0,
               n_bootstrap: int = 1000, ci: float = 0.95,
@@ -482,10 +495,13 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         positive class (shape ``(n_test,)``) or of each class in :attr:`StudyResult.classes`
         order (shape ``(n_test, n_classes)``). A subject's score is the mean over its
         windows.
-    reference : str | None
-        The method compared with the others: a feature set name (then ``<ref>/<clf>`` is
+    reference : str | tuple of (str, str) | list of these | None
+        What the paired tests compare: a feature set name (then ``<ref>/<clf>`` is
         compared with ``<other>/<clf>`` for each classifier, and with each extra method),
-        a full method name, or None for no comparison.
+        a full method name (compared with every other method), a ``(reference, other)``
+        pair of method names (that test alone, e.g. ``("finetune", "linear_probe")``), a
+        list of any of these (their tests in order, each pair once), or None for no
+        comparison.
     preprocessors : dict of str to transformer | None
         A transformer fitted on the training rows of each fold before the classifier,
         per feature set. Default: :class:`~megfm.evaluate.baselines.RawPCA` for a feature
@@ -615,7 +631,10 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               "ci": float(ci), "classifiers": {k: repr(v) for k, v in clfs.items()},
               "feature_sets": {k: int(v.shape[1]) for k, v in feats.items()},
               "preprocessors": {k: repr(v) for k, v in preprocessors.items()},
-              "extra_methods": list(extra), "reference": reference,
+              "extra_methods": list(extra),
+              "reference": reference if reference is None or isinstance(reference, str)
+              else [list(r) if isinstance(r, tuple) else r for r in
+                    ([reference] if isinstance(reference, tuple) else reference)],
               "states": state_order.tolist() if level == "subject" else None,
               "subjects_without_features": missing}
     result = StudyResult(task=task, classes=classes, level=level, subjects=subjects, y=y,
