@@ -54,6 +54,7 @@ from megfm.explain import (
     alignment_score,
     attention_maps,
     class_contrast,
+    decision_pattern,
     format_region_table,
     integrated_gradients,
     null_region_scores,
@@ -263,6 +264,19 @@ def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> di
     return out
 
 
+def _pattern(classifier, windows: Windows, cohort: dict, region: str, args) -> dict:
+    """The decision pattern (:func:`megfm.explain.decision_pattern`): per-sensor correlation
+    over subjects of theta log power with the migraine log-odds, on every window of the
+    cohort, positive part ranked to regions like the attribution maps."""
+    pattern = decision_pattern(classifier, windows, band=(4.0, 8.0),
+                               groups=windows.metadata["subject"])
+    sensor_map = pattern.positive()
+    out = {f"{k}_pattern": v for k, v in _rank(sensor_map, windows.geometries[0], cohort,
+                                                 region, getattr(args, "null_mean", None)).items()}
+    out["map_pattern"] = [round(float(v), 6) for v in sensor_map]
+    return out
+
+
 def _rank(sensor_map: np.ndarray, geom, cohort: dict, region: str,
           null_mean: dict | None = None) -> dict:
     """Rank regions; with ``null_mean`` (region -> mean score of noise maps) also the rank by
@@ -380,12 +394,15 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
         args.noise = noise_maps(explained.geometries[0], cohort, args.noise_draws)
         args.null_mean = args.noise["null_mean"]
     row.update(_maps(classifier, explained, cohort, region, args))
+    row.update(_pattern(classifier, windows, cohort, region, args))
     raw = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
     raw.fit(theta_feat, y)
     raw_clf = ThetaPowerClassifier(LinearHead.from_sklearn(raw),
                                    windows.geometries[0].n_sensors, windows.sfreq)
     row.update({f"raw_{k}": v for k, v in _maps(raw_clf, explained, cohort, region,
                                                  args).items()})
+    row.update({f"raw_{k}": v for k, v in _pattern(raw_clf, windows, cohort, region,
+                                                    args).items()})
     return row
 
 
@@ -426,7 +443,7 @@ def main() -> int:
     parser.add_argument("--cv-null", action="store_true",
                         help="with --classifier finetune, also cross-validate the effect-0 "
                         "cohorts (one fine-tune per fold; skipped by default)")
-    parser.add_argument("--subjects", type=int, default=None,
+    parser.add_argument("--subjects", type=int, default=None, dest="b_subjects_arg",
                         help="subjects per part-B cohort, half per group (default 8 quick, 24 "
                         "full; even)")
     parser.add_argument("--ig-windows", type=int, default=None,
@@ -434,8 +451,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the cores, at most 4)")
     args = parser.parse_args()
-    if args.subjects is not None and (args.subjects < 4 or args.subjects % 2):
-        parser.error(f"--subjects must be an even number >= 4; got {args.subjects}")
+    if args.b_subjects_arg is not None and (args.b_subjects_arg < 4 or args.b_subjects_arg % 2):
+        parser.error(f"--subjects must be an even number >= 4; got {args.b_subjects_arg}")
     if args.ig_windows is not None and args.ig_windows < 1:
         parser.error(f"--ig-windows must be >= 1; got {args.ig_windows}")
     args.effects = [float(v) for v in args.effects.split(",")]
@@ -447,12 +464,11 @@ def main() -> int:
     args.steps = args.steps if steps is None else steps
     args.seeds = args.seeds if seeds is None else seeds
     # part B: 24 subjects (12 per group) so that stratified subject folds are balanced
-    subjects, ig_windows = args.subjects, args.ig_windows
-    args.b_subjects = subjects or (8 if args.quick else 24)
+    args.b_subjects = args.b_subjects_arg or (8 if args.quick else 24)
     args.b_duration = 10.0 if args.quick else 30.0
     args.theta_ratio = theta_ratio
     args.folds, args.repeats, args.c = 4, (1 if args.quick else 3), 1.0
-    args.ig_windows = ig_windows or (1 if args.quick else 2)  # per subject
+    args.ig_windows = args.ig_windows or (1 if args.quick else 2)  # per subject
     args.ig_steps = 4 if args.quick else 16
     torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
     t0 = time.perf_counter()
@@ -474,6 +490,7 @@ def main() -> int:
                 r = b[-1]
                 print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
                       f"{r['rank_contrast']}, t {r['rank_t']}, plain {r['rank_plain']}, "
+                      f"pattern {r['rank_pattern']} (noise ref. {r.get('rank_cal_pattern')}), "
                       f"raw t {r['raw_rank_t']}, CV AUROC "
                       f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         noise = getattr(args, "noise", None)
@@ -486,7 +503,8 @@ def main() -> int:
         hits_plain = sum(r["rank_plain"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_raw = sum(r["raw_rank_contrast"] <= 3 for r in b if r["effect_scale"] == 1.0)
         hits_t = {k: sum(r[k] <= 3 for r in b if r["effect_scale"] == 1.0)
-                  for k in ("rank_t", "raw_rank_t", "raw_rank_plain")}
+                  for k in ("rank_t", "raw_rank_t", "raw_rank_plain", "rank_pattern",
+                            "raw_rank_pattern")}
         hits_cal = {f"{p}{m}": sum(r[f"{p}rank_cal_{m}"] <= 3 for r in b
                                    if r["effect_scale"] == 1.0)
                     for p in ("", "raw_") for m in MAPS} if b and "rank_cal_t" in b[0] else None
@@ -496,6 +514,8 @@ def main() -> int:
               "top3_hits_raw_theta_contrast": hits_raw, "top3_hits_t": hits_t["rank_t"],
               "top3_hits_raw_theta_t": hits_t["raw_rank_t"],
               "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
+              "top3_hits_pattern": hits_t["rank_pattern"],
+              "top3_hits_raw_theta_pattern": hits_t["raw_rank_pattern"],
               "top3_hits_noise_calibrated": hits_cal,
               "spread": _spread(b) if b else None, "noise_maps": noise,
               "n_seeds": args.seeds, "first_seed": args.first_seed,
@@ -521,7 +541,7 @@ def print_part_a(a: dict) -> None:
               f"{r['untrained_spatial']:.2f} | {r['signal_power_baseline']:.2f} |")
 
 
-MAPS = ("contrast", "t", "plain")
+MAPS = ("contrast", "t", "plain", "pattern")
 
 
 def _spread(b: list) -> dict:
@@ -571,15 +591,25 @@ def print_part_b(b: list, n_seeds: int) -> None:
                   f"{r['rank_cal_contrast']} | {r['rank_cal_t']} | {r['rank_cal_plain']} | "
                   f"{r['top_cal_t']} | {r['raw_rank_cal_contrast']} | {r['raw_rank_cal_t']} | "
                   f"{r['raw_rank_cal_plain']} | {r['raw_top_cal_t']} |")
+    print("\nDecision pattern (correlation over subjects of theta log power with the migraine "
+          "log-odds, positive part), rank of the planted region, uniform / noise reference:")
+    print("| effect | seed | planted region | model | model, noise ref. | top (noise ref.) | "
+          "raw theta | raw theta, noise ref. |")
+    print("|---:|---:|---|---:|---:|---|---:|---:|")
+    for r in b:
+        print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank_pattern']} | "
+              f"{r.get('rank_cal_pattern', '-')} | {r.get('top_cal_pattern', '-')} | "
+              f"{r['raw_rank_pattern']} | {r.get('raw_rank_cal_pattern', '-')} |")
     print("\nSpread (top score / median score, min-max over seeds):")
     for key, by_scale in _spread(b).items():
         print(f"  {key}: " + "; ".join(f"effect {s}: {lo:.1f}-{hi:.1f}"
                                         for s, (lo, hi) in by_scale.items()))
     keys = [("rank_contrast", "model, contrast"), ("rank_t", "model, t"),
-            ("rank_plain", "model, plain"),
+            ("rank_plain", "model, plain"), ("rank_pattern", "model, decision pattern"),
             ("raw_rank_contrast", "raw-theta classifier, contrast"),
             ("raw_rank_t", "raw-theta classifier, t"),
-            ("raw_rank_plain", "raw-theta classifier, plain")]
+            ("raw_rank_plain", "raw-theta classifier, plain"),
+            ("raw_rank_pattern", "raw-theta classifier, decision pattern")]
     if "rank_cal_t" in b[0]:
         keys += [(k.replace("rank_", "rank_cal_"), f"{n}, noise-calibrated")
                  for k, n in keys]

@@ -6,6 +6,8 @@
   :func:`integrated_gradients`) -> :class:`Attribution`; :class:`LinearHead`,
   :class:`EncoderClassifier`;
 * :func:`class_contrast` -> :class:`ClassContrast` (where the evidence differs between classes);
+* :func:`decision_pattern` -> :class:`DecisionPattern` (where band power moves with the
+  decision: the classifier's activation pattern);
 * :func:`project_to_sources`, :func:`region_scores`, :func:`rank_regions`;
 * :func:`alignment_score`;
 * :func:`plot_sensor_map`, :func:`plot_state_topomaps`.
@@ -32,6 +34,8 @@ _LAZY = {
     "integrated_gradients": "attribution",
     "ClassContrast": "contrast",
     "class_contrast": "contrast",
+    "DecisionPattern": "pattern",
+    "decision_pattern": "pattern",
     "SourceMap": "regions",
     "format_region_table": "regions",
     "null_region_scores": "regions",
