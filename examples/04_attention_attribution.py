@@ -14,6 +14,10 @@ What it shows
 3. The attribution's sensor map is plotted as a topomap and projected to the sources
    (sphere head model, minimum norm); ``rank_regions`` ranks the simulator's named regions
    (auditory cortex, S1, ...) by their share of the projected power.
+4. ``decision_pattern`` asks the data instead of the gradients: per subject, how each
+   sensor's theta power moves with the classifier's migraine log-odds (the classifier's
+   activation pattern); its positive part is ranked to regions the same way, with the
+   noise reference.
 
 With ``--quick`` the model is pretrained for only 15 steps, so its attention is still
 close to uniform (about 1/n_sensors everywhere) and the scores are near 1; run without
@@ -24,7 +28,7 @@ Run
     python examples/04_attention_attribution.py --quick --out /tmp/ex04
 
 Writes ``figures/attention_<state>.png`` (one per state), ``attribution_topomap.png`` and
-``regions.md`` in ``--out`` (default: a new temporary folder), next to the shared cohort,
+``regions.md`` (attribution and decision-pattern tables) in ``--out`` (default: a new temporary folder), next to the shared cohort,
 store and model.
 """
 
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         LinearHead,
         attention_maps,
         attribute,
+        decision_pattern,
         format_region_table,
         plot_sensor_map,
         plot_state_topomaps,
@@ -112,9 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     dev_head_t = sensor_array(truth["array"])["dev_head_t"]
     table = rank_regions(sensor_map, geometry, truth["regions"], dev_head_t=dev_head_t)
     text = format_region_table(table)
-    (out / "regions.md").write_text("# Regions ranked by attribution (auditory windows)\n\n"
-                                    + text + "\n")
     print(format_region_table(table, top=5))
+
+    # --- 4. the decision pattern: where theta power moves with the decision --------------------
+    pattern = decision_pattern(classifier, windows, target=1, band=(4.0, 8.0),
+                               groups=windows.metadata["subject"])
+    print(f"decision pattern over {len(pattern.units)} subjects: strongest sensor "
+          f"{pattern.geometry.names[int(np.nanargmax(pattern.values))]} "
+          f"(r = {np.nanmax(pattern.values):.2f})")
+    pattern_table = rank_regions(pattern.positive(), pattern.geometry, truth["regions"],
+                                 dev_head_t=dev_head_t, reference="noise",
+                                 n_null=10 if args.quick else 40)
+    (out / "regions.md").write_text(
+        "# Regions ranked by attribution (auditory windows)\n\n" + text + "\n\n"
+        "# Regions ranked by the decision pattern (theta, noise reference)\n\n"
+        + format_region_table(pattern_table) + "\n")
     print(f"figures: {out / 'attribution_topomap.png'} and {len(figures)} attention topomaps")
     return 0
 

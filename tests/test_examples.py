@@ -96,7 +96,9 @@ def test_04_attention_attribution(shared_out):
     _assert_png(shared_out / "attribution_topomap.png")
     regions = (shared_out / "regions.md").read_text()
     assert "| rank | region |" in regions
-    assert "alignment" in stdout
+    assert "decision pattern (theta, noise reference)" in regions
+    assert regions.count("| rank | region |") == 2
+    assert "alignment" in stdout and "decision pattern over 6 subjects" in stdout
 
 
 @pytest.mark.slow
