@@ -194,25 +194,28 @@ def _cv_auroc(features: np.ndarray, y: np.ndarray, subjects: np.ndarray, *, n_sp
 
 
 def _cv_auroc_finetune(model, windows: Windows, y: np.ndarray, subjects: np.ndarray,
-                       args) -> float:
+                       args) -> tuple[float, np.ndarray]:
     """Subject-level CV AUROC of the fine-tuned classifier: per stratified subject fold
     (first repeat of :func:`_cv_auroc`'s folds), fine-tune on the training subjects and
-    score each test subject by its mean migraine probability over its windows."""
+    score each test subject by its mean migraine probability over its windows. Also the
+    out-of-fold migraine log-odds of every window (for the held-out decision pattern)."""
     from sklearn.metrics import roc_auc_score
 
     from megfm.evaluate.splits import subject_folds
 
     window_subjects = np.asarray(windows.metadata["subject"])
     score = np.zeros(len(y))
+    oof = np.full(windows.n_windows, np.nan)
     for fold in subject_folds(subjects, y, n_splits=args.folds, seed=0):
         fitted = finetune(model, windows, train_subjects=list(fold.train),
                           max_steps=args.finetune_steps, seed=0, progress=False)
         test = np.flatnonzero(np.isin(window_subjects, fold.test))
-        names, proba = fitted.predict_proba_subjects(windows, indices=test)
         positive = fitted.classes_.index("migraine")
-        for name, p in zip(names, proba[:, positive], strict=True):
-            score[np.flatnonzero(subjects == name)] = p
-    return float(roc_auc_score(y, score))
+        p = np.clip(fitted.predict_proba(windows, indices=test)[:, positive], 1e-6, 1 - 1e-6)
+        oof[test] = np.log(p / (1.0 - p))
+        for name in fold.test:
+            score[np.flatnonzero(subjects == name)] = p[window_subjects[test] == name].mean()
+    return float(roc_auc_score(y, score)), oof
 
 
 def _theta_log_power(windows: Windows) -> np.ndarray:
@@ -266,8 +269,9 @@ def _maps(classifier, explained: Windows, cohort: dict, region: str, args) -> di
 
 def _pattern(classifier, windows: Windows, cohort: dict, region: str, args) -> dict:
     """The decision pattern (:func:`megfm.explain.decision_pattern`): per-sensor correlation
-    over subjects of theta log power with the migraine log-odds, on every window of the
-    cohort, positive part ranked to regions like the attribution maps."""
+    over subjects of theta log power with the migraine log-odds (of ``classifier``, or
+    precomputed per window, e.g. out of fold), on every window of the cohort, positive part
+    ranked to regions like the attribution maps."""
     pattern = decision_pattern(classifier, windows, band=(4.0, 8.0),
                                groups=windows.metadata["subject"])
     sensor_map = pattern.positive()
@@ -369,13 +373,13 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
         # one fine-tune per fold for the CV AUROC (effect 1 only unless --cv-null: each
         # costs a fine-tuning run), then one on every subject for the maps
         cross_validate = (effect_scale == 1.0 or args.cv_null) and not args.no_finetune_cv
-        auroc = (_cv_auroc_finetune(model, windows, y, uniq, args) if cross_validate
-                 else float("nan"))
+        auroc, oof = (_cv_auroc_finetune(model, windows, y, uniq, args) if cross_validate
+                      else (float("nan"), None))
         fitted = finetune(model, windows, train_subjects=list(uniq),
                           max_steps=args.finetune_steps, seed=seed, progress=False).module
         classifier = EncoderClassifier(fitted.encoder, fitted.head).eval()
     else:
-        auroc = auroc_embedding
+        auroc, oof = auroc_embedding, None
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
         clf.fit(emb, y)
         classifier = EncoderClassifier(model, LinearHead.from_sklearn(clf))
@@ -395,6 +399,11 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
         args.null_mean = args.noise["null_mean"]
     row.update(_maps(classifier, explained, cohort, region, args))
     row.update(_pattern(classifier, windows, cohort, region, args))
+    if getattr(args, "classifier", "embedding") == "finetune" and oof is not None:
+        # the same pattern from held-out scores: each subject scored by a fine-tune that
+        # never saw it, so it shows what the classifier generalises from
+        row.update({k.replace("_pattern", "_pattern_cv"): v
+                    for k, v in _pattern(oof, windows, cohort, region, args).items()})
     raw = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=3000))
     raw.fit(theta_feat, y)
     raw_clf = ThetaPowerClassifier(LinearHead.from_sklearn(raw),
@@ -490,7 +499,8 @@ def main() -> int:
                 r = b[-1]
                 print(f"part B effect {scale:g} seed {seed}: {r['region']} rank contrast "
                       f"{r['rank_contrast']}, t {r['rank_t']}, plain {r['rank_plain']}, "
-                      f"pattern {r['rank_pattern']} (noise ref. {r.get('rank_cal_pattern')}), "
+                      f"pattern {r['rank_pattern']} (noise ref. {r.get('rank_cal_pattern')}, "
+                      f"held out {r.get('rank_cal_pattern_cv', '-')}), "
                       f"raw t {r['raw_rank_t']}, CV AUROC "
                       f"{r['cv_auroc']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         noise = getattr(args, "noise", None)
@@ -515,6 +525,9 @@ def main() -> int:
               "top3_hits_raw_theta_t": hits_t["raw_rank_t"],
               "top3_hits_raw_theta_plain": hits_t["raw_rank_plain"],
               "top3_hits_pattern": hits_t["rank_pattern"],
+              "top3_hits_pattern_cv": sum(r["rank_cal_pattern_cv"] <= 3 for r in b
+                                          if r["effect_scale"] == 1.0
+                                          and "rank_cal_pattern_cv" in r),
               "top3_hits_raw_theta_pattern": hits_t["raw_rank_pattern"],
               "top3_hits_noise_calibrated": hits_cal,
               "spread": _spread(b) if b else None, "noise_maps": noise,
@@ -594,11 +607,12 @@ def print_part_b(b: list, n_seeds: int) -> None:
     print("\nDecision pattern (correlation over subjects of theta log power with the migraine "
           "log-odds, positive part), rank of the planted region, uniform / noise reference:")
     print("| effect | seed | planted region | model | model, noise ref. | top (noise ref.) | "
-          "raw theta | raw theta, noise ref. |")
-    print("|---:|---:|---|---:|---:|---|---:|---:|")
+          "model, held-out scores, noise ref. | raw theta | raw theta, noise ref. |")
+    print("|---:|---:|---|---:|---:|---|---:|---:|---:|")
     for r in b:
         print(f"| {r['effect_scale']:g} | {r['seed']} | {r['region']} | {r['rank_pattern']} | "
               f"{r.get('rank_cal_pattern', '-')} | {r.get('top_cal_pattern', '-')} | "
+              f"{r.get('rank_cal_pattern_cv', '-')} | "
               f"{r['raw_rank_pattern']} | {r.get('raw_rank_cal_pattern', '-')} |")
     print("\nSpread (top score / median score, min-max over seeds):")
     for key, by_scale in _spread(b).items():

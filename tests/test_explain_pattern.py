@@ -105,6 +105,20 @@ def test_covariance_statistic_is_haufe_pattern_and_window_units():
     assert np.allclose(s, p[:, EFFECT] - p[:, CANCEL], atol=1e-3)
 
 
+def test_precomputed_scores_give_the_classifiers_pattern():
+    windows = _cohort(seed=6)
+    groups = windows.metadata["subject"]
+    head = _cancelling_head()
+    with torch.no_grad():
+        logits = head(torch.as_tensor(windows.data), None, None, None, None).numpy()
+    from_model = decision_pattern(head, windows, groups=groups)
+    from_scores = decision_pattern(logits[:, 1] - logits[:, 0], windows, groups=groups)
+    np.testing.assert_allclose(from_scores.values, from_model.values, atol=1e-5)
+    for bad in (np.zeros(5), np.full(windows.n_windows, np.nan)):
+        with pytest.raises(ValueError, match="Precomputed scores"):
+            decision_pattern(bad, windows, groups=groups)
+
+
 def test_absent_sensors_are_nan():
     windows = _cohort(n_subjects=6, seed=3)
     windows.geometries[0].bads[5] = True

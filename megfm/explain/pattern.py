@@ -139,7 +139,7 @@ def _decision_scores(classifier: torch.nn.Module, windows: Windows, target: int,
     return np.concatenate(out)
 
 
-def decision_pattern(classifier: torch.nn.Module, windows, *, target: int = 1,
+def decision_pattern(classifier, windows, *, target: int = 1,
                      band: tuple[float, float] | None = (4.0, 8.0), groups=None,
                      statistic: str = "corr", batch_size: int = 64,
                      device=None) -> DecisionPattern:
@@ -148,11 +148,15 @@ def decision_pattern(classifier: torch.nn.Module, windows, *, target: int = 1,
 
     Parameters
     ----------
-    classifier : torch.nn.Module
+    classifier : torch.nn.Module | array, shape (n_windows,)
         Maps the batch contract ``(x, pos, ori, sensor_type, sensor_mask)`` to logits of
         shape ``(n_windows, n_classes)``, e.g. :class:`~megfm.explain.EncoderClassifier` or
         the ``module`` of :func:`megfm.finetune`'s result wrapped in one. Only forward
-        passes are run, so it need not be differentiable.
+        passes are run, so it need not be differentiable. Or the decision score of each
+        window, precomputed: e.g. *out-of-fold* log-odds from cross-validation, each
+        subject scored by a classifier that never saw it, so that the pattern shows what
+        the classifier generalises from rather than what it fitted (``target`` is then
+        unused).
     windows : Windows | path-like
         The windows whose decisions are explained (a store path is read).
     target : int
@@ -183,8 +187,9 @@ def decision_pattern(classifier: torch.nn.Module, windows, *, target: int = 1,
     ------
     ValueError
         An unknown ``statistic``, ``groups`` of the wrong length, fewer than three units, a
-        band outside the windows' spectrum, logits of the wrong shape, or a decision score
-        that is the same for every unit (then nothing covaries with it).
+        band outside the windows' spectrum, logits of the wrong shape, precomputed scores
+        of the wrong length or not finite, or a decision score that is the same for every
+        unit (then nothing covaries with it).
     """
     if statistic not in ("corr", "cov"):
         raise ValueError(f"Invalid value for 'statistic': expected 'corr' or 'cov'; got "
@@ -202,7 +207,15 @@ def decision_pattern(classifier: torch.nn.Module, windows, *, target: int = 1,
         raise ValueError(f"A decision pattern needs at least three units (subjects with "
                          f"'groups'); got {len(names)}.")
     power = _log_band_power(windows, None if band is None else tuple(band), union)
-    scores = _decision_scores(classifier, windows, int(target), batch_size, device)
+    if isinstance(classifier, torch.nn.Module):
+        scores = _decision_scores(classifier, windows, int(target), batch_size, device)
+    else:
+        scores = np.asarray(classifier, dtype=np.float64)
+        if scores.shape != (windows.n_windows,) or not np.all(np.isfinite(scores)):
+            raise ValueError(f"Precomputed scores must be finite, one per window "
+                             f"({windows.n_windows}); got shape {scores.shape}"
+                             + ("" if scores.shape != (windows.n_windows,)
+                                else " with NaN/Inf") + ".")
     if groups is not None:
         with warnings.catch_warnings():  # sensors absent in every window of a subject
             warnings.simplefilter("ignore", RuntimeWarning)
