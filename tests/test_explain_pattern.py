@@ -119,6 +119,29 @@ def test_precomputed_scores_give_the_classifiers_pattern():
             decision_pattern(bad, windows, groups=groups)
 
 
+def test_windows_of_two_arrays_are_mapped_to_the_union_of_their_sensors():
+    import dataclasses
+
+    windows = _cohort(n_subjects=6, seed=7)
+    geom = windows.geometries[0]
+    other = dataclasses.replace(geom, names=["X"] + list(geom.names[1:]),
+                                bads=np.zeros(geom.n_sensors, bool))
+    recording = np.arange(windows.n_windows) % 2  # odd windows from the second array
+    mixed = Windows(data=windows.data, sfreq=SFREQ, geometries=[geom, other],
+                    metadata={**windows.metadata, "recording": recording})
+    pattern = decision_pattern(_cancelling_head(), mixed, band=(4.0, 8.0))
+    assert pattern.geometry.names == list(geom.names) + ["X"]
+    x_col, first = 16, 0
+    spec = np.abs(np.fft.rfft(windows.data[:, 0].astype(np.float64), axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(N_TIMES, 1.0 / SFREQ)
+    log_theta = np.log(spec[:, (freqs >= 4.0) & (freqs < 8.0)].sum(-1))
+    odd = recording == 1
+    np.testing.assert_allclose(pattern.power[odd, x_col], log_theta[odd], rtol=1e-9)
+    np.testing.assert_allclose(pattern.power[~odd, first], log_theta[~odd], rtol=1e-9)
+    assert np.isnan(pattern.power[~odd, x_col]).all() and np.isnan(pattern.power[odd, first]).all()
+    assert np.isfinite(pattern.values).all()
+
+
 def test_absent_sensors_are_nan():
     windows = _cohort(n_subjects=6, seed=3)
     windows.geometries[0].bads[5] = True

@@ -197,6 +197,20 @@ def _group_keys(windows: Windows, by: tuple[str, ...]) -> list[tuple]:
     return [tuple(str(windows.metadata[c][i]) for c in by) for i in range(windows.n_windows)]
 
 
+def _union_columns(windows: Windows, union: SensorGeometry
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per recording geometry: ``(window rows, its valid sensor rows, their union columns)``,
+    to place per-window, per-sensor values on the union geometry (bad sensors left out)."""
+    col = {n: i for i, n in enumerate(union.names)}
+    rec = np.asarray(windows.metadata["recording"]) if "recording" in windows.metadata else \
+        np.zeros(windows.n_windows, int)
+    for g_i, geom in enumerate(windows.geometries):
+        rows = np.flatnonzero(rec == g_i)
+        if len(rows):
+            valid = np.flatnonzero(~np.asarray(geom.bads, bool))
+            yield rows, valid, np.array([col[geom.names[i]] for i in valid], dtype=np.int64)
+
+
 def _union_geometry(geometries: list[SensorGeometry]) -> SensorGeometry:
     """Sensors of all geometries, by name, in order of first appearance."""
     seen: dict[str, tuple[int, int]] = {}

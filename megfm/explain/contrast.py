@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.geometry import SensorGeometry
-from ._common import _union_geometry
+from ._common import _union_columns, _union_geometry
 
 __all__ = ["ClassContrast", "class_contrast"]
 
@@ -121,17 +121,9 @@ def _per_window(attribution, band) -> tuple[np.ndarray, SensorGeometry | None]:
             per = attribution.to_bands({"band": tuple(band)})["band"]
         w = attribution.windows
         union = _union_geometry(w.geometries)
-        col = {n: i for i, n in enumerate(union.names)}
         out = np.full((w.n_windows, union.n_sensors), np.nan)
-        rec = np.asarray(w.metadata["recording"]) if "recording" in w.metadata else \
-            np.zeros(w.n_windows, int)
-        for g_i, geom in enumerate(w.geometries):
-            rows = np.flatnonzero(rec == g_i)
-            if not len(rows):
-                continue
-            cols = np.array([col[n] for n in geom.names])
-            valid = ~np.asarray(geom.bads, bool)
-            out[np.ix_(rows, cols[valid])] = per[np.ix_(rows, np.flatnonzero(valid))]
+        for rows, valid, cols in _union_columns(w, union):
+            out[np.ix_(rows, cols)] = per[np.ix_(rows, valid)]
         return out, union
     arr = np.asarray(attribution, dtype=np.float64)
     if arr.ndim != 2:

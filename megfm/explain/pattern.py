@@ -36,7 +36,7 @@ import torch
 
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
-from ._common import _iter_batches, _load_windows, _union_geometry
+from ._common import _iter_batches, _load_windows, _union_columns, _union_geometry
 
 __all__ = ["DecisionPattern", "decision_pattern"]
 
@@ -94,16 +94,8 @@ def _log_band_power(windows: Windows, band, union: SensorGeometry) -> np.ndarray
             raise ValueError(f"The band {tuple(band)} Hz holds no frequency of a "
                              f"{windows.n_times}-sample window at {windows.sfreq:g} Hz "
                              f"(resolution {freqs[1]:g} Hz, up to {freqs[-1]:g} Hz); widen it.")
-    col = {n: i for i, n in enumerate(union.names)}
-    rec = np.asarray(windows.metadata["recording"]) if "recording" in windows.metadata else \
-        np.zeros(windows.n_windows, int)
     out = np.full((windows.n_windows, union.n_sensors), np.nan)
-    for g_i, geom in enumerate(windows.geometries):
-        rows = np.flatnonzero(rec == g_i)
-        if not len(rows):
-            continue
-        valid = np.flatnonzero(~np.asarray(geom.bads, bool))
-        cols = np.array([col[geom.names[i]] for i in valid])
+    for rows, valid, cols in _union_columns(windows, union):
         for start in range(0, len(rows), 256):  # bounded memory on long stores
             r = rows[start:start + 256]
             spec = np.abs(np.fft.rfft(np.asarray(windows.data[r][:, valid], np.float64),
