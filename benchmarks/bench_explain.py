@@ -399,7 +399,7 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
         args.null_mean = args.noise["null_mean"]
     row.update(_maps(classifier, explained, cohort, region, args))
     row.update(_pattern(classifier, windows, cohort, region, args))
-    if getattr(args, "classifier", "embedding") == "finetune" and oof is not None:
+    if oof is not None:  # only the fine-tuned classifier has out-of-fold scores
         # the same pattern from held-out scores: each subject scored by a fine-tune that
         # never saw it, so it shows what the classifier generalises from
         row.update({k.replace("_pattern", "_pattern_cv"): v

@@ -197,6 +197,14 @@ def _group_keys(windows: Windows, by: tuple[str, ...]) -> list[tuple]:
     return [tuple(str(windows.metadata[c][i]) for c in by) for i in range(windows.n_windows)]
 
 
+def _mean_units(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Rows averaged per group (NaN-aware), groups in ``np.unique`` order; ``values`` as is
+    when ``groups`` is None (the windows are the units)."""
+    if groups is None:
+        return values
+    return np.stack([np.nanmean(values[groups == g], axis=0) for g in np.unique(groups)])
+
+
 def _union_columns(windows: Windows, union: SensorGeometry
                    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per recording geometry: ``(window rows, its valid sensor rows, their union columns)``,

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.geometry import SensorGeometry
-from ._common import _union_columns, _union_geometry
+from ._common import _mean_units, _union_columns, _union_geometry
 
 __all__ = ["ClassContrast", "class_contrast"]
 
@@ -133,12 +133,6 @@ def _per_window(attribution, band) -> tuple[np.ndarray, SensorGeometry | None]:
         raise ValueError("'band' needs an Attribution (band limits act on its gradients); "
                          "pass band=None with an array of per-sensor values.")
     return arr, None
-
-
-def _mean_units(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    if groups is None:
-        return values
-    return np.stack([np.nanmean(values[groups == g], axis=0) for g in np.unique(groups)])
 
 
 def _welch_t(tgt: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

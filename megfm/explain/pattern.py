@@ -36,7 +36,13 @@ import torch
 
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
-from ._common import _iter_batches, _load_windows, _union_columns, _union_geometry
+from ._common import (
+    _iter_batches,
+    _load_windows,
+    _mean_units,
+    _union_columns,
+    _union_geometry,
+)
 
 __all__ = ["DecisionPattern", "decision_pattern"]
 
@@ -208,13 +214,11 @@ def decision_pattern(classifier, windows, *, target: int = 1,
                              f"({windows.n_windows}); got shape {scores.shape}"
                              + ("" if scores.shape != (windows.n_windows,)
                                 else " with NaN/Inf") + ".")
-    if groups is not None:
-        with warnings.catch_warnings():  # sensors absent in every window of a subject
-            warnings.simplefilter("ignore", RuntimeWarning)
-            power = np.stack([np.nanmean(power[units == u], axis=0) for u in names])
-        scores = np.array([scores[units == u].mean() for u in names])
-    else:
-        names = units
+    grouping = None if groups is None else units  # without groups each window is a unit
+    with warnings.catch_warnings():  # sensors absent in every window of a subject
+        warnings.simplefilter("ignore", RuntimeWarning)
+        power = _mean_units(power, grouping)
+    scores = _mean_units(scores, grouping)
     centred = scores - scores.mean()
     if not np.any(np.abs(centred) > 1e-12 * max(1.0, np.abs(scores).max())):
         raise ValueError("The classifier gives every unit the same decision score, so no "
