@@ -485,9 +485,9 @@ def test_a_few_steps_reduce_the_loss():
 # --- bad input
 def test_bad_input_is_refused(model):
     batch = make_batch()
-    with pytest.raises(ValueError, match="shorter than one patch"):
+    with pytest.raises(ValueError, match=r"20 samples .* patches of 40 samples .*--window"):
         model(*_args(make_batch(n_times=20)))
-    with pytest.raises(ValueError, match="not a multiple of patch_samples.*crop"):
+    with pytest.raises(ValueError, match=r"210 samples \(1.05 s\).*0.2 s.*--window"):
         model(*_args(make_batch(n_times=210)))
     with pytest.raises(ValueError, match="250 Hz.*200 Hz.*resample"):
         model(*_args(batch), sfreq=250.0)
@@ -660,42 +660,61 @@ def _encode_masked(model, batch, *, seed):
     return target, mask, geo, latents
 
 
-def test_spectrum_head_adds_its_loss_on_hidden_patches_only():
-    from megfm.tokenize import log_amplitude_spectrum
+def test_band_log_power_of_a_theta_rhythm():
+    from megfm.tokenize import BANDS, band_log_power
+
+    sfreq, n = 200.0, 400
+    t = torch.arange(n) / sfreq
+    noise = 0.05 * torch.randn(2, n, generator=torch.Generator().manual_seed(0))
+    x = torch.stack([torch.sin(2 * torch.pi * 6.0 * t), torch.sin(2 * torch.pi * 10.0 * t)])
+    power = band_log_power(x + noise, sfreq)
+    assert power.shape == (2, len(BANDS)) and power.dtype == torch.float32
+    assert power.argmax(-1).tolist() == [list(BANDS).index("theta"), list(BANDS).index("alpha")]
+    # relative: scaling the signal changes nothing; the relative powers sum to 1
+    torch.testing.assert_close(band_log_power(3.0 * (x + noise), sfreq), power)
+    torch.testing.assert_close(torch.exp(power).sum(-1), torch.ones(2), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="no frequency bin"):
+        band_log_power(x[:, :20], sfreq, {"narrow": (4.0, 5.0)})
+
+
+def test_band_power_head_adds_its_loss_on_hidden_patches_only():
+    from megfm.tokenize import BANDS, band_log_power, unpatchify
 
     torch.manual_seed(0)
-    model = MaskedSignalModel(ModelConfig.preset("tiny", spectrum_weight=0.5)).eval()
+    model = MaskedSignalModel(ModelConfig.preset("tiny", band_power_weight=0.5)).eval()
     batch = make_batch()
     target, mask, geo, latents = _encode_masked(model, batch, seed=5)
-    pred, spec = model.forward_decoder(latents, geo, mask, return_spectrum=True)
-    assert spec.shape == (*mask.shape, TINY.patch_samples // 2 + 1)
-    assert torch.all(spec[~mask] == 0) and torch.all(spec[mask].abs().sum(-1) > 0)
-    loss = model.forward_loss(pred, target, mask, spec)
+    pred, bands = model.forward_decoder(latents, geo, mask, return_bands=True)
+    assert bands.shape == (*mask.shape, len(BANDS))
+    assert torch.all(bands[~mask] == 0) and torch.all(bands[mask].abs().sum(-1) > 0)
+    loss = model.forward_loss(pred, target, mask, bands)
     wave = ((pred - target) ** 2).mean(-1)[mask].mean()
-    extra = ((spec - log_amplitude_spectrum(target)) ** 2).mean(-1)[mask].mean()
+    # every hidden patch of a sensor predicts that sensor's band power over the whole window
+    truth = band_log_power(unpatchify(target), TINY.sfreq)[:, :, None].expand_as(bands)
+    extra = ((bands - truth) ** 2).mean(-1)[mask].mean()
     torch.testing.assert_close(loss, wave + 0.5 * extra)
     # the model's own forward uses the head, with the same mask
     out = model(*_args(batch), mask=mask)
     torch.testing.assert_close(out["loss"], loss)
-    spec_in = spec.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model.forward_loss(pred.detach(), target, mask, spec_in),
-                                  spec_in)
+    bands_in = bands.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.forward_loss(pred.detach(), target, mask, bands_in),
+                                  bands_in)
     assert torch.all(grad[~mask] == 0) and torch.all(grad[mask].abs().sum(-1) > 0)
 
 
-def test_spectrum_head_is_refused_without_spectrum_weight(model, tmp_path):
+def test_band_power_head_is_refused_without_its_weight(model, tmp_path):
     _, mask, geo, latents = _encode_masked(model, make_batch(), seed=1)
-    with pytest.raises(ValueError, match="spectrum_weight"):
-        model.forward_decoder(latents, geo, mask, return_spectrum=True)
-    with pytest.raises(ValueError, match="spectrum_weight must be >= 0"):
-        ModelConfig.preset("tiny", spectrum_weight=-1.0)
+    with pytest.raises(ValueError, match="band_power_weight"):
+        model.forward_decoder(latents, geo, mask, return_bands=True)
+    with pytest.raises(ValueError, match="band_power_weight must be >= 0"):
+        ModelConfig.preset("tiny", band_power_weight=-1.0)
     # a checkpoint with the head loads back with it
     torch.manual_seed(0)
-    with_head = MaskedSignalModel(ModelConfig.preset("tiny", spectrum_weight=1.0))
+    with_head = MaskedSignalModel(ModelConfig.preset("tiny", band_power_weight=1.0))
     with_head.save_pretrained(tmp_path / "ckpt")
     loaded = load_pretrained(tmp_path / "ckpt")
-    assert loaded.config.spectrum_weight == 1.0
-    torch.testing.assert_close(loaded.decoder_spectrum.weight, with_head.decoder_spectrum.weight)
+    assert loaded.config.band_power_weight == 1.0
+    torch.testing.assert_close(loaded.decoder_bands.weight, with_head.decoder_bands.weight)
 
 
 def test_spectral_tokens_see_band_power_not_phase(tmp_path):
@@ -743,7 +762,7 @@ def test_spectral_tokens_see_band_power_not_phase(tmp_path):
                                model.forward_features(*_args(batch)))
 
 
-@pytest.mark.parametrize("extra", [{}, {"leadfield_readout": True, "spectrum_weight": 0.5}])
+@pytest.mark.parametrize("extra", [{}, {"leadfield_readout": True, "band_power_weight": 0.5}])
 def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
     """The decoder packs the hidden sensor-patches: a prediction depends on its sensor and on
     the latents of its time patch only, not on which other patches are hidden."""
@@ -754,13 +773,13 @@ def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
     more = mask.clone()
     more[0, :, 1] = batch["sensor_mask"][0]  # a whole hidden time patch in one window only
     more[2, :4] = True
-    spec = "spectrum_weight" in extra
+    spec = "band_power_weight" in extra
     with torch.no_grad():
-        a = model.forward_decoder(latents, geo, mask, return_spectrum=spec)
-        b = model.forward_decoder(latents, geo, more, return_spectrum=spec)
+        a = model.forward_decoder(latents, geo, mask, return_bands=spec)
+        b = model.forward_decoder(latents, geo, more, return_bands=spec)
         shifted = latents.clone()
         shifted[:, 2] += 1.0  # other latents for time patch 2
-        c = model.forward_decoder(shifted, geo, mask, return_spectrum=spec)
+        c = model.forward_decoder(shifted, geo, mask, return_bands=spec)
     for x, y, z in zip(*(v if spec else (v,) for v in (a, b, c)), strict=True):
         assert torch.all(x[~mask] == 0) and torch.all(y[~more] == 0)
         assert torch.all(x[mask].abs().sum(-1) > 0)
@@ -781,3 +800,11 @@ def test_pack_rows_known_answer():
     assert _pack_rows(torch.zeros(0, dtype=torch.long), 4)[1] == 1  # nothing packed: width 1
     grid = to_grid(torch.arange(1.0, 7.0), rows, slots, 5, width)
     assert grid.tolist() == [[1, 2, 0], [0, 0, 0], [3, 4, 5], [6, 0, 0], [0, 0, 0]]
+
+
+def test_config_with_removed_option_names_the_version_that_reads_it():
+    old = ModelConfig.preset("tiny").to_dict()
+    # an older checkpoint holds the removed option at its neutral value: the same model
+    assert ModelConfig.from_dict({**old, "spectral_weight": 0.0}) == ModelConfig.preset("tiny")
+    with pytest.raises(ValueError, match=r"spectral_weight=0\.5.*megfm 0\.1\.0"):
+        ModelConfig.from_dict({**old, "spectral_weight": 0.5})

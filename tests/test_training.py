@@ -282,14 +282,14 @@ def test_cli_pretrain_set_overrides_model_config_fields(tmp_path, capsys):
     base = ["pretrain", str(store), "--max-steps", "2", "--batch-size", "4", "--accelerator",
             "cpu", "--no-progress", "--val-fraction", "0"]
     out = tmp_path / "run"
-    assert main(base + ["--out", str(out), "--set", "spectrum_weight=0.5",
+    assert main(base + ["--out", str(out), "--set", "band_power_weight=0.5",
                         "--set", "mask_mode=sensor"]) == 0
     config = json.loads((out / "model" / "config.json").read_text())["model"]
-    assert config["spectrum_weight"] == 0.5 and config["mask_mode"] == "sensor"
+    assert config["band_power_weight"] == 0.5 and config["mask_mode"] == "sensor"
     assert config["dim"] == 32  # the rest is the tiny preset
-    assert main(base + ["--out", str(tmp_path / "bad"), "--set", "spectrum_wieght=1"]) == 1
+    assert main(base + ["--out", str(tmp_path / "bad"), "--set", "band_power_wieght=1"]) == 1
     err = capsys.readouterr().err
-    assert "unknown ModelConfig field(s) ['spectrum_wieght']" in err and "spectrum_weight" in err
+    assert "unknown ModelConfig field(s) ['band_power_wieght']" in err and "band_power_weight" in err
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "bad"), "--set", "novalue"])
     assert "expected KEY=VALUE" in capsys.readouterr().err

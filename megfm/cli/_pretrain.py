@@ -16,7 +16,7 @@ def _setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(
-            f"expected KEY=VALUE (a ModelConfig field), e.g. spectrum_weight=0.3; got {text!r}")
+            f"expected KEY=VALUE (a ModelConfig field), e.g. band_power_weight=0.3; got {text!r}")
     try:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="override one megfm.ModelConfig field of the preset, e.g. "
-                   "--set spectrum_weight=0.3 (repeatable; VALUE is read as JSON)")
+                   "--set band_power_weight=0.3 (repeatable; VALUE is read as JSON)")
     p.add_argument("--max-steps", type=int, default=1000,
                    help="total optimiser steps, including those before a resume (default 1000)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per device and step (default 32)")

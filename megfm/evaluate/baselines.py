@@ -30,19 +30,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..data.geometry import SENSOR_TYPES, SensorGeometry
 from ..data.windows import Windows
+from ..tokenize import BANDS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BANDS", "REGIONS", "RawPCA", "raw_features", "sensor_regions", "spectral_features"]
 
-#: Frequency bands of the relative band power features, in Hz (low inclusive, high exclusive).
-BANDS: dict[str, tuple[float, float]] = {
-    "delta": (1.0, 4.0),
-    "theta": (4.0, 8.0),
-    "alpha": (8.0, 13.0),
-    "beta": (13.0, 30.0),
-    "gamma": (30.0, 45.0),
-}
 
 #: Scalp regions that sensors are grouped into (see :func:`sensor_regions`).
 REGIONS: tuple[str, ...] = (

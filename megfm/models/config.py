@@ -14,7 +14,15 @@ from typing import Any
 from ..masking import MASK_MODES
 from ..tokenize import NORM_METHODS
 
-__all__ = ["NORM_SCOPES", "PRESETS", "QK_INITS", "ModelConfig"]
+__all__ = ["NORM_SCOPES", "PRESETS", "QK_INITS", "REMOVED_FIELDS", "ModelConfig"]
+
+#: Options that older megfm versions had: name -> (the value that left the model unchanged,
+#: the last version that reads other values). A config holding the neutral value loads (the
+#: model is the same); any other value is refused with the version to use.
+REMOVED_FIELDS: dict[str, tuple[Any, str]] = {
+    "spectral_weight": (0.0, "0.1.0"),
+    "spectrum_weight": (0.0, "0.1.0"),
+}
 
 #: Scopes of the robust scale accepted by ``ModelConfig.norm_scope``.
 NORM_SCOPES: tuple[str, ...] = ("sensor", "type")
@@ -83,11 +91,11 @@ class ModelConfig:
     mask_mode: str = "mixed"  # default masking mode (megfm.masking.MASK_MODES)
     mask_ratio: float = 0.5  # default fraction hidden
     time_block: int = 2  # contiguous patches per block of "time" masking
-    spectral_weight: float = 0.0  # weight of an extra loss on |rFFT| of the masked patches
-    spectrum_weight: float = 0.0  # weight of an auxiliary loss of a separate decoder head that
-    #   predicts log(1 + |rFFT|) of each hidden sensor-patch (its amplitude spectrum). The
-    #   waveform MSE cannot reward band power: the phase of a rhythm is unpredictable, so the
-    #   best waveform guess shrinks to zero; the amplitude spectrum is predictable. 0 = no head
+    band_power_weight: float = 0.0  # weight of an auxiliary loss of a separate decoder head
+    #   that predicts, for each hidden sensor-patch, the log relative power of its sensor in
+    #   each band (megfm.tokenize.BANDS) over the whole window. The waveform MSE cannot reward
+    #   band power (a rhythm's phase is unpredictable, so the best waveform guess shrinks to
+    #   zero); band power over a window is predictable and is what group effects move. 0 = off
 
     def __post_init__(self) -> None:
         checks = [
@@ -109,8 +117,7 @@ class ModelConfig:
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
             (self.time_block >= 1, "time_block must be >= 1"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (self.spectral_weight >= 0.0, "spectral_weight must be >= 0"),
-            (self.spectrum_weight >= 0.0, "spectrum_weight must be >= 0"),
+            (self.band_power_weight >= 0.0, "band_power_weight must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -159,6 +166,16 @@ class ModelConfig:
         if not isinstance(d, dict):
             raise TypeError(f"Expected a dict of ModelConfig fields; got {type(d).__name__}.")
         known = {f.name for f in fields(cls)}
+        d = dict(d)
+        for name in sorted(set(d) & set(REMOVED_FIELDS)):
+            default, last_version = REMOVED_FIELDS[name]
+            if d[name] != default:
+                raise ValueError(
+                    f"This model's config sets {name}={d[name]!r}, an option removed after megfm "
+                    f"{last_version}; load it with megfm {last_version} "
+                    f"(pip install 'megfm=={last_version}')."
+                )
+            del d[name]  # the removed option at its old default: the same model
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(

@@ -25,18 +25,28 @@ from torch import nn
 
 from ..masking import make_mask
 from ..tokenize import (
+    BANDS,
     GeometryEmbedding,
     NormStats,
+    band_log_power,
     log_amplitude_spectrum,
     patchify,
     pool_scale_by_type,
     relative_log_scale,
     robust_normalize,
+    unpatchify,
 )
 from .config import ModelConfig
 from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions, to_grid
 
 __all__ = ["MaskedSignalModel"]
+
+
+def _pink_noise_band_log_power() -> torch.Tensor:
+    """Log relative power of each band of :data:`BANDS` for a 1/f power spectrum."""
+    edges = torch.tensor(list(BANDS.values()), dtype=torch.float64)  # (n_bands, 2)
+    width = torch.log(edges[:, 1] / edges[:, 0])  # integral of 1/f over the band
+    return torch.log(width / width.sum()).float()
 
 
 def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, int]:
@@ -133,10 +143,9 @@ class MaskedSignalModel(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(ddim)
         self.decoder_pred = nn.Linear(ddim, c.patch_samples)
-        # amplitude-spectrum head (config.spectrum_weight): log(1 + |rFFT|) per hidden patch
-        self.decoder_spectrum = (
-            nn.Linear(ddim, c.patch_samples // 2 + 1) if c.spectrum_weight > 0 else None
-        )
+        # band-power head (config.band_power_weight): log relative band power of the hidden
+        # sensor-patch's sensor over the window
+        self.decoder_bands = nn.Linear(ddim, len(BANDS)) if c.band_power_weight > 0 else None
         # lead-field read-out: each latent is a "source" with a time course per patch; a
         # hidden sensor adds the sum of those time courses weighted by signed gains computed
         # from its geometry (a learned lead field), the linear map a field obeys
@@ -160,6 +169,12 @@ class MaskedSignalModel(nn.Module):
             nn.init.constant_(self.scale_bias, float(self.config.scale_attention_bias))
         if self.leadfield is not None:  # gains of order 1, so the read-out learns at once
             nn.init.xavier_uniform_(self.leadfield[-1].weight)
+        if self.decoder_bands is not None:
+            # start at a 1/f spectrum's relative band powers, so the head's first gradients
+            # are of the size of the waveform loss's, not the log offset's (which shook the
+            # shared decoder off the waveform)
+            with torch.no_grad():
+                self.decoder_bands.bias.copy_(_pink_noise_band_log_power())
         if self.config.qk_init == "xavier":
             for m in self.modules():
                 if isinstance(m, Attention):
@@ -243,7 +258,16 @@ class MaskedSignalModel(nn.Module):
                 f"{self.config.sfreq:g} Hz (config.sfreq); resample the data to "
                 f"{self.config.sfreq:g} Hz (megfm.PreprocessConfig(sfreq=...))."
             )
-        patchify(x[:0], self.config.patch_samples)  # length checks with a clear message
+        patch = self.config.patch_samples
+        if n_times < patch or n_times % patch:
+            rate = self.config.sfreq
+            raise ValueError(
+                f"Windows of {n_times} samples ({n_times / rate:g} s) do not split into this "
+                f"model's patches of {patch} samples ({patch / rate:g} s); cut the recordings "
+                f"into windows of a multiple of {patch / rate:g} s (at least {4 * patch / rate:g}"
+                " s is best): `megfm prepare --window SECONDS` or "
+                "megfm.prepare(window_seconds=...)."
+            )
         valid = sensor_mask.to(torch.bool)
         empty = ~valid.any(1)
         if bool(empty.any()):
@@ -429,7 +453,7 @@ class MaskedSignalModel(nn.Module):
         geometry: torch.Tensor,
         hidden: torch.Tensor,
         *,
-        return_spectrum: bool = False,
+        return_bands: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict the hidden sensor-patches from the latents of their time patch.
 
@@ -439,22 +463,22 @@ class MaskedSignalModel(nn.Module):
         geometry : Tensor, shape (B, S, token_width)
         hidden : Tensor of bool, shape (B, S, P)
             Sensor-patches to predict.
-        return_spectrum : bool
-            Also return the amplitude-spectrum head's predictions (needs
-            ``config.spectrum_weight > 0``).
+        return_bands : bool
+            Also return the band-power head's predictions (needs
+            ``config.band_power_weight > 0``).
 
         Returns
         -------
         pred : Tensor, shape (B, S, P, L)
             Predictions at hidden sensor-patches, zeros elsewhere.
-        spectrum : Tensor, shape (B, S, P, L // 2 + 1)
-            Predicted ``log(1 + |rFFT|)`` (orthonormal FFT) of the hidden sensor-patches, zeros
-            elsewhere; only when ``return_spectrum``.
+        bands : Tensor, shape (B, S, P, n_bands)
+            Predicted log relative band power (:func:`megfm.tokenize.band_log_power`) of the
+            sensor of each hidden sensor-patch, zeros elsewhere; only when ``return_bands``.
         """
-        if return_spectrum and self.decoder_spectrum is None:
+        if return_bands and self.decoder_bands is None:
             raise ValueError(
-                "This model has no amplitude-spectrum head (config.spectrum_weight == 0); "
-                "build it with ModelConfig(spectrum_weight=...) > 0 or drop return_spectrum."
+                "This model has no band-power head (config.band_power_weight == 0); "
+                "build it with ModelConfig(band_power_weight=...) > 0 or drop return_bands."
             )
         b, p, k, _ = latents.shape
         s = geometry.shape[1]
@@ -481,11 +505,11 @@ class MaskedSignalModel(nn.Module):
             out = out + torch.bmm(grid, sources.to(grid.dtype))[rows, slots]
         pred = out.new_zeros(b, s, p, length)
         pred[bi, si, pi] = out
-        if not return_spectrum:
+        if not return_bands:
             return pred
-        spectrum = self.decoder_spectrum(q)
-        full = spectrum.new_zeros(b, s, p, spectrum.shape[-1])
-        full[bi, si, pi] = spectrum
+        bands = self.decoder_bands(q)
+        full = bands.new_zeros(b, s, p, bands.shape[-1])
+        full[bi, si, pi] = bands
         return pred, full
 
     def forward_loss(
@@ -493,26 +517,21 @@ class MaskedSignalModel(nn.Module):
         pred: torch.Tensor,
         target: torch.Tensor,
         hidden: torch.Tensor,
-        spectrum: torch.Tensor | None = None,
+        bands: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean squared error over hidden sensor-patches only (+ optional spectral terms).
+        """Mean squared error over hidden sensor-patches only (+ the band-power term).
 
-        ``spectrum`` (B, S, P, L // 2 + 1), the amplitude-spectrum head's output, adds
-        ``config.spectrum_weight`` times its MSE against :func:`log_amplitude_spectrum` of the
-        target, over the same hidden patches.
+        ``bands`` (B, S, P, n_bands), the band-power head's output, adds
+        ``config.band_power_weight`` times its MSE against :func:`band_log_power` of each
+        sensor's whole (normalised) window, over the same hidden sensor-patches.
         """
         n = hidden.sum().clamp_min(1)
         weight = hidden.to(pred.dtype)
         loss = (((pred - target) ** 2).mean(-1) * weight).sum() / n  # (B, S, P) -> scalar
-        if self.config.spectral_weight > 0:
-            spec = (
-                torch.fft.rfft(pred.float(), norm="ortho").abs()
-                - torch.fft.rfft(target.float(), norm="ortho").abs()
-            ) ** 2
-            loss = loss + self.config.spectral_weight * (spec.mean(-1) * weight).sum() / n
-        if spectrum is not None:
-            err = (spectrum.float() - log_amplitude_spectrum(target)) ** 2
-            loss = loss + self.config.spectrum_weight * (err.mean(-1) * weight).sum() / n
+        if bands is not None:
+            truth = band_log_power(unpatchify(target), self.config.sfreq)  # (B, S, n_bands)
+            err = ((bands.float() - truth[:, :, None]) ** 2).mean(-1)  # (B, S, P)
+            loss = loss + self.config.band_power_weight * (err * weight).sum() / n
         return loss
 
     # ------------------------------------------------------------------ public API
@@ -585,12 +604,12 @@ class MaskedSignalModel(nn.Module):
             target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
             need_weights=return_attention,
         )
-        spectrum = None
-        if self.decoder_spectrum is not None:
-            pred, spectrum = self.forward_decoder(latents, geometry, mask, return_spectrum=True)
+        bands = None
+        if self.decoder_bands is not None:
+            pred, bands = self.forward_decoder(latents, geometry, mask, return_bands=True)
         else:
             pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
-        loss = self.forward_loss(pred, target, mask, spectrum)
+        loss = self.forward_loss(pred, target, mask, bands)
         out = {
             "loss": loss,
             "pred": torch.where(mask[..., None], pred, target),
