@@ -39,6 +39,7 @@ _LAZY_ATTRS: dict[str, str] = {
     "embed": "megfm.embedding",
     "Embedder": "megfm.embedding",
     "run_study": "megfm.evaluate",
+    "scorecard": "megfm.evaluate",
     "raw_features": "megfm.evaluate",
     "spectral_features": "megfm.evaluate",
     "finetune": "megfm.evaluate",

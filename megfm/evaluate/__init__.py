@@ -33,8 +33,15 @@ _LAZY_ATTRS: dict[str, str] = {
     "finetune": "finetune",
     "make_finetune_method": "finetune",
     "evaluate_reconstruction": "reconstruction",
+    "covariance_features": "riemann",
+    "TangentSpaceBlocks": "riemann",
+    "scorecard": "card",
+    "Scorecard": "card",
+    "layer_features": "card",
+    "subject_variance_fraction": "card",
 }
-_SUBMODULES = ("baselines", "classification", "splits", "stats", "finetune", "reconstruction")
+_SUBMODULES = ("baselines", "classification", "splits", "stats", "finetune", "reconstruction",
+               "riemann", "card")
 
 __all__ = [*_LAZY_ATTRS, *_SUBMODULES]
 

@@ -1,0 +1,447 @@
+"""Scorecard: what a model's features carry, measured in one call.
+
+For one model and one labelled store, :func:`scorecard` reports
+
+* the **downstream study** (:func:`~megfm.evaluate.run_study`, subject-level folds): the
+  model's features against raw signals, relative band power, Riemannian tangent-space
+  covariances, the model's features concatenated with band power, and the same architecture
+  with random weights (what pretraining added), with paired permutation tests;
+* **linear probes** of relative band power (per band, over sensor type x scalp region) from
+  the pooled output of every encoder block, so "does my model encode alpha power, and where?"
+  has an answer; the bands the simulator planted an effect in come from ``ground_truth.json``;
+* the **fraction of feature variance explained by subject identity** (frozen brain
+  features carry strong subject identity, which a classifier of groups must see through).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.windows import Windows
+from .baselines import BANDS, _as_windows
+
+__all__ = ["Scorecard", "find_ground_truth", "layer_features", "scorecard",
+           "subject_variance_fraction"]
+
+logger = logging.getLogger(__name__)
+
+#: Effect kinds of the simulator's ground truth -> the band whose relative power they move.
+_EFFECT_BANDS = {"theta_power": "theta", "alpha_power": "alpha"}
+
+
+# ------------------------------------------------------------------------ ground truth
+def find_ground_truth(store: str | os.PathLike) -> Path | None:
+    """The ``ground_truth.json`` of the simulated cohort a store was prepared from.
+
+    Looked for beside each recording the store names as its source, and in the folders
+    above it (a cohort keeps it at its root). None when there is none.
+    """
+    from ..data.store import StoreReader
+
+    with StoreReader(store) as reader:
+        sources = {str(info.get("source", "")) for info in reader.shard_infos}
+    sources.discard("")
+    for source in sorted(sources):
+        for folder in Path(source).parents:
+            candidate = folder / "ground_truth.json"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _planted_bands(ground_truth: dict) -> list[str]:
+    bands = {_EFFECT_BANDS[e["kind"]] for e in ground_truth.get("effects", [])
+             if e.get("kind") in _EFFECT_BANDS}
+    return sorted(bands)
+
+
+def _load_ground_truth(ground_truth, store) -> dict | None:
+    if isinstance(ground_truth, dict):
+        return ground_truth
+    if ground_truth is None:
+        path = find_ground_truth(store) if isinstance(store, (str, os.PathLike)) else None
+        if path is None:
+            return None
+    else:
+        path = Path(ground_truth)
+        if not path.is_file():
+            raise FileNotFoundError(f"No ground truth at {path}; pass the cohort's "
+                                    "ground_truth.json (written by megfm.simulate_cohort).")
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------ features
+def layer_features(model, windows_or_store, *, batch_size: int = 64, device=None,
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """Pooled output of every encoder block, and the model's own read-out.
+
+    Parameters
+    ----------
+    model : MaskedSignalModel | path-like | str
+        As :func:`megfm.embed` takes it.
+    windows_or_store : Windows | path-like
+        The windows (a store is streamed).
+    batch_size : int
+        Windows per forward pass.
+    device : str | torch.device | None
+        Device (default CUDA when available).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    features : dict of str to array, shape (n_windows, n_features)
+        ``"block1"`` ... ``"block<depth>"``: each block's latents, layer-normalised and
+        averaged over time patches and latents; ``"embedding"``: what :func:`megfm.embed`
+        returns. Rows in the order of the windows (the store's global index).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..embedding import data_sfreq, iter_batches, load_model
+
+    net = load_model(model)
+    was_training = net.training
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = net.to(device).eval()
+    sfreq = data_sfreq(windows_or_store)
+    batches = iter_batches(windows_or_store, batch_size=batch_size)
+    n = next(batches)
+    out: dict[str, list] = {}
+    order = []
+    with torch.inference_mode(), tqdm(total=n, desc="layer features", unit="win",
+                                      disable=not progress) as bar:
+        for batch in batches:
+            order.append(batch["index"].numpy())
+            batch = {k: v.to(device) for k, v in batch.items()}
+            final, blocks = net.forward_intermediates(
+                batch["x"], batch["pos"], batch["ori"], batch["sensor_type"],
+                batch["sensor_mask"], sfreq=sfreq)
+            for i, z in enumerate(blocks):
+                z = torch.nn.functional.layer_norm(z.float(), z.shape[-1:])
+                out.setdefault(f"block{i + 1}", []).append(z.mean((1, 2)).cpu().numpy())
+            out.setdefault("embedding", []).append(
+                net.forward_head(final, pre_logits=True).float().cpu().numpy())
+            bar.update(len(order[-1]))
+    net.train(was_training)
+    index = np.concatenate(order)
+    rank = np.argsort(index, kind="stable")
+    return {k: np.concatenate(v)[rank].astype(np.float32) for k, v in out.items()}
+
+
+def subject_variance_fraction(features: np.ndarray, subjects) -> float:
+    """Fraction of the (standardised) feature variance explained by subject identity.
+
+    Each column is standardised over windows; the fraction is the between-subject sum of
+    squares over the total sum of squares, pooled over columns (one-way ANOVA's eta squared).
+    With ``n`` windows of ``g`` subjects, features that carry no subject information give
+    about ``(g - 1) / (n - 1)``.
+    """
+    x = np.asarray(features, np.float64)
+    subjects = np.asarray(subjects).astype(str)
+    if x.ndim != 2 or len(x) != len(subjects):
+        raise ValueError(f"Expected features (n, d) and n subjects; got {x.shape} and "
+                         f"{subjects.shape}.")
+    sd = x.std(0)
+    x = (x[:, sd > 0] - x[:, sd > 0].mean(0)) / sd[sd > 0]
+    if not x.size:
+        return float("nan")
+    _, inverse, counts = np.unique(subjects, return_inverse=True, return_counts=True)
+    means = np.zeros((len(counts), x.shape[1]))
+    np.add.at(means, inverse, x)
+    means /= counts[:, None]
+    between = float((counts[:, None] * means ** 2).sum())
+    return between / float((x ** 2).sum())
+
+
+def _probe_r2(features: np.ndarray, targets: np.ndarray, subjects: np.ndarray,
+              n_splits: int, level: str) -> np.ndarray:
+    """Cross-validated R^2 (ridge, folds over subjects) of each target column.
+
+    ``level="subject"`` first averages features and targets over each subject's windows
+    (the planted quantities are per subject; a window's band power is mostly estimation
+    noise), ``"window"`` fits the windows themselves with folds grouped by subject.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .._grouping import group_means
+
+    ok = np.isfinite(targets).all(1) & np.isfinite(features).all(1)
+    x, y, g = features[ok], targets[ok], subjects[ok]
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    if level == "subject":
+        _, codes = np.unique(g, return_inverse=True)
+        n_groups = int(codes.max()) + 1
+        x = group_means(x, codes, n_groups, skipna=False)[0]
+        y = group_means(y, codes, n_groups, skipna=False)[0]
+        cv = KFold(n_splits, shuffle=True, random_state=0)
+        pred = cross_val_predict(probe, x, y, cv=cv)
+    else:
+        pred = cross_val_predict(probe, x, y, groups=g, cv=GroupKFold(n_splits))
+    return 1.0 - ((pred - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+
+
+# ------------------------------------------------------------------------ the scorecard
+@dataclass
+class Scorecard:
+    """Result of :func:`scorecard`.
+
+    Attributes
+    ----------
+    study : StudyResult
+        The downstream study (methods ``<features>/<classifier>``).
+    probes : dict of str to dict of str to float
+        ``{layer: {band: R^2}}``: cross-validated R^2 of each band's relative power (mean
+        over the sensor type x region columns), per encoder block and for the embedding,
+        at ``probe_level``.
+    planted_bands : list of str
+        Bands the cohort's ground truth planted an effect in (empty without ground truth).
+    subject_variance : dict of str to float
+        Per feature set, the fraction of its variance explained by subject identity (rest
+        windows), and ``"chance"``, the value of features without subject information.
+    state : str
+        The state whose windows the probes and the subject fraction use.
+    """
+
+    study: Any
+    probes: dict = field(default_factory=dict)
+    planted_bands: list = field(default_factory=list)
+    subject_variance: dict = field(default_factory=dict)
+    state: str = "rest"
+    probe_level: str = "subject"
+
+    def auroc(self, name: str) -> float:
+        """AUROC of a feature set (its first classifier) or of a full method name."""
+        metrics = self.study.metrics
+        key = name if name in metrics else next(
+            (m for m in metrics if m.split("/")[0] == name), None)
+        if key is None:
+            raise KeyError(f"No method {name!r}; methods are {list(metrics)}.")
+        return float(metrics[key]["auroc"]["value"])
+
+    def planted_probe(self, layer: str = "best") -> float:
+        """Mean probe R^2 over the planted bands (``"best"``: the best layer)."""
+        if not self.planted_bands:
+            raise ValueError("No planted band is known: the scorecard ran without a "
+                             "ground_truth.json (pass ground_truth= to megfm.evaluate.scorecard).")
+        vals = {k: float(np.mean([v[b] for b in self.planted_bands]))
+                for k, v in self.probes.items()}
+        return max(vals.values()) if layer == "best" else vals[layer]
+
+    def summary(self) -> dict:
+        """JSON-ready dict of everything measured."""
+        study = self.study.summary()
+        return {"methods": {m: v["auroc"] for m, v in study["methods"].items()},
+                "comparisons": study["comparisons"], "n_subjects": study["n_subjects"],
+                "probes": self.probes, "planted_bands": self.planted_bands,
+                "subject_variance": self.subject_variance, "state": self.state,
+                "probe_level": self.probe_level}
+
+    def to_markdown(self) -> str:
+        """The scorecard as Markdown tables."""
+        s = self.summary()
+        lines = [f"# Scorecard ({s['n_subjects']} subjects)", "",
+                 "| features | AUROC [95% CI] |", "|---|---|"]
+        for m, a in s["methods"].items():
+            lines.append(f"| {m} | {a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] |")
+        if s["comparisons"]:
+            lines += ["", "| comparison | difference | p |", "|---|---:|---:|"]
+            for c in s["comparisons"]:
+                p = "n/a" if c["p_value"] is None else f"{c['p_value']:.4f}"
+                lines.append(f"| {c['reference']} - {c['other']} | {c['difference']:+.3f} | {p} |")
+        if self.probes:
+            bands = list(next(iter(self.probes.values())))
+            lines += ["", f"Probe R^2 of relative band power ({self.state} windows, "
+                      f"{self.probe_level} level; planted: "
+                      f"{', '.join(self.planted_bands) or 'unknown'})", "",
+                      "| layer | " + " | ".join(bands) + " |",
+                      "|---|" + "---:|" * len(bands)]
+            for layer, r2 in self.probes.items():
+                lines.append(f"| {layer} | " + " | ".join(f"{r2[b]:.3f}" for b in bands) + " |")
+        if self.subject_variance:
+            lines += ["", f"Variance explained by subject identity ({self.state} windows)", "",
+                      "| features | fraction |", "|---|---:|"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in self.subject_variance.items()]
+        return "\n".join(lines) + "\n"
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write ``scorecard.json`` and ``scorecard.md`` (and the study's report) to ``out``."""
+        from .._io import atomic_write_text
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "scorecard.json",
+                          json.dumps(self.summary(), indent=2, default=float) + "\n")
+        atomic_write_text(out / "scorecard.md", self.to_markdown())
+        self.study.save(out / "study")
+        return out
+
+
+def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectral", "riemann"),
+              combine: bool = True, probe_bands="planted", ground_truth=None,
+              state: str = "rest", probe_level: str = "subject", task: str = "migraine-vs-HC",
+              classifier: str = "logreg",
+              n_splits: int = 5, n_permutations: int = 1000, n_bootstrap: int = 1000,
+              riemann_components: int = 32, seed: int = 0, batch_size: int = 64,
+              out=None, progress: bool = True) -> Scorecard:
+    """Score a model's features on a labelled store.
+
+    Parameters
+    ----------
+    model : MaskedSignalModel | path-like | str
+        The model or its checkpoint folder (see :func:`megfm.embed`).
+    store : path-like | Windows
+        Labelled windows (``label`` and ``subject`` metadata).
+    random_seeds : sequence of int
+        Seeds of encoders of the same configuration with random weights, scored on the same
+        folds (``random<seed>``); empty to skip.
+    baselines : sequence of str
+        Any of ``"raw"`` (:func:`raw_features`), ``"spectral"`` (relative band power,
+        :func:`spectral_features`) and ``"riemann"`` (tangent-space covariances,
+        :func:`~megfm.evaluate.riemann.covariance_features`).
+    combine : bool
+        Also score the model's features concatenated with the spectral ones
+        (``megfm+spectral``; needs ``"spectral"`` in ``baselines``).
+    probe_bands : ``"planted"`` | list of str | None
+        Bands whose relative power the probes predict: ``"planted"`` = every band of
+        :data:`BANDS`, with the planted ones read from the ground truth (required);
+        a list of band names (no ground truth needed); None: no probes.
+    ground_truth : path-like | dict | None
+        The cohort's ``ground_truth.json`` (default: found from the store's sources).
+    state : str
+        State of the windows used by the probes and the subject-variance fraction.
+    probe_level : ``"subject"`` | ``"window"``
+        ``"subject"``: probes fit each subject's mean features to its mean band power
+        (5 folds over subjects); ``"window"``: windows, with folds grouped by subject.
+    task, classifier, n_splits, n_permutations, n_bootstrap, seed
+        Passed to :func:`~megfm.evaluate.run_study`. Comparisons: ``megfm`` against every
+        other feature set, and ``megfm+spectral`` against ``spectral``.
+    riemann_components : int
+        Reduced sensor space of the Riemannian baseline.
+    batch_size : int
+        Windows per forward pass.
+    out : path-like | None
+        Folder for ``scorecard.json``, ``scorecard.md`` and the study report.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    scorecard : Scorecard
+
+    Raises
+    ------
+    ValueError
+        ``probe_bands="planted"`` on a store without a ground truth (its message names
+        ``ground_truth.json``), unknown bands or baselines, or no window of ``state``.
+    """
+    import torch
+
+    from ..embedding import load_model
+    from ..models import MaskedSignalModel
+    from .baselines import raw_features, spectral_features
+    from .classification import run_study
+    from .riemann import TangentSpaceBlocks, covariance_features
+
+    if probe_level not in ("subject", "window"):
+        raise ValueError(f"Invalid value for 'probe_level': expected 'subject' or 'window'; "
+                         f"got {probe_level!r}.")
+    unknown = sorted(set(baselines) - {"raw", "spectral", "riemann"})
+    if unknown:
+        raise ValueError(f"Unknown baseline(s) {unknown}; choose from 'raw', 'spectral', "
+                         "'riemann'.")
+    truth = None
+    if probe_bands == "planted":
+        truth = _load_ground_truth(ground_truth, store)
+        if truth is None:
+            raise ValueError(
+                f"The store {store} carries no ground truth (no ground_truth.json found above "
+                "its recordings), so the planted quantities are unknown; pass "
+                "ground_truth='COHORT/ground_truth.json' or probe_bands=['theta', ...].")
+        bands, planted = list(BANDS), _planted_bands(truth)
+    elif probe_bands is None:
+        bands, planted = [], []
+    else:
+        bands, planted = list(probe_bands), []
+        bad = sorted(set(bands) - set(BANDS))
+        if bad:
+            raise ValueError(f"Unknown band(s) {bad}; bands are {list(BANDS)}.")
+    windows: Windows = _as_windows(store)
+    meta = windows.metadata
+    in_state = np.flatnonzero(np.asarray(meta["state"]).astype(str) == state)
+    if not len(in_state):
+        raise ValueError(f"No window of state {state!r}; states are "
+                         f"{sorted(set(np.asarray(meta['state']).astype(str)))}.")
+    net = load_model(model)
+    layers = layer_features(net, store, batch_size=batch_size, progress=progress)
+    features: dict[str, np.ndarray] = {"megfm": layers["embedding"]}
+    for s in random_seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(s))
+            random_net = MaskedSignalModel(net.config).eval()
+        features[f"random{s}"] = layer_features(random_net, store, batch_size=batch_size,
+                                                progress=progress)["embedding"]
+    spectral = None
+    if "raw" in baselines:
+        features["raw"] = raw_features(windows)[0]
+    if "spectral" in baselines or bands:
+        spectral, spectral_names = spectral_features(windows)
+    if "spectral" in baselines:
+        features["spectral"] = spectral
+        if combine:
+            features["megfm+spectral"] = np.concatenate([features["megfm"], spectral], axis=1)
+    preprocessors = {}
+    if "raw" in baselines:
+        from .baselines import RawPCA
+
+        preprocessors["raw"] = RawPCA()
+    if "riemann" in baselines:
+        features["riemann"] = covariance_features(windows, n_components=riemann_components)[0]
+        preprocessors["riemann"] = TangentSpaceBlocks(n_channels=riemann_components)
+    reference: list = ["megfm"]
+    if "megfm+spectral" in features:
+        reference.append((f"megfm+spectral/{classifier}", f"spectral/{classifier}"))
+    study = run_study(features, meta, task=task, classifiers=[classifier], n_splits=n_splits,
+                      n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed,
+                      reference=reference, preprocessors=preprocessors, progress=progress)
+    subjects = np.asarray(meta["subject"]).astype(str)
+    probes: dict[str, dict[str, float]] = {}
+    if bands:
+        n_subjects = len(np.unique(subjects[in_state]))
+        if n_subjects < 2:
+            raise ValueError(f"Probes need windows of >= 2 subjects in state {state!r}.")
+        for band in bands:
+            cols = [i for i, name in enumerate(spectral_names)
+                    if name.startswith(f"relpow_{band}_")]
+            if not cols:
+                raise ValueError(f"Band {band!r} lies above the Nyquist frequency of the store.")
+        for layer, x in layers.items():
+            r2 = {}
+            for band in bands:
+                cols = [i for i, name in enumerate(spectral_names)
+                        if name.startswith(f"relpow_{band}_")]
+                r2[band] = float(np.mean(_probe_r2(x[in_state], spectral[in_state][:, cols],
+                                                   subjects[in_state], min(5, n_subjects),
+                                                   probe_level)))
+            probes[layer] = r2
+    variance = {name: subject_variance_fraction(x[in_state], subjects[in_state])
+                for name, x in features.items() if name in ("megfm", "spectral")
+                or name.startswith("random")}
+    n_groups = len(np.unique(subjects[in_state]))
+    variance["chance"] = (n_groups - 1) / max(len(in_state) - 1, 1)
+    card = Scorecard(study=study, probes=probes, planted_bands=planted,
+                     subject_variance=variance, state=state, probe_level=probe_level)
+    if out is not None:
+        card.save(out)
+    return card
