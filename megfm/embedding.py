@@ -457,7 +457,7 @@ class Embedder(TransformerMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input (n_sensors * n_times of fit)."
             )
         data = flat.reshape(flat.shape[0], n_sensors, -1)
-        patch = _patch_samples(self.model_) if hasattr(self, "model_") else None
+        patch = self.model_.config.patch_samples if hasattr(self, "model_") else None
         if patch and data.shape[2] < patch:
             raise ValueError(
                 f"Windows of {data.shape[2]} samples are shorter than one patch ({patch} "
@@ -534,12 +534,3 @@ class Embedder(TransformerMixin, BaseEstimator):
 def _model_sfreq(model) -> float | None:
     value = getattr(getattr(model, "config", None), "sfreq", None)
     return float(value) if value else None
-
-
-def _patch_samples(model) -> int | None:
-    config = getattr(model, "config", None)
-    for name in ("patch_samples", "patch_len", "patch_size"):
-        value = getattr(config, name, None)
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-    return None
