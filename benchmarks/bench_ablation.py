@@ -38,7 +38,8 @@ import torch
 import megfm
 from megfm.explain import alignment_score, attention_maps
 from megfm.explain._common import _iter_batches
-from megfm.models import MaskedSignalModel, ModelConfig
+from megfm.masking import SINGLE_MASK_MODES
+from megfm.models import PRESETS, MaskedSignalModel, ModelConfig
 from megfm.tokenize import denormalize, robust_normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,7 +47,7 @@ from _results import write_json  # noqa: E402
 from bench_learning import to_torch  # noqa: E402  (batch dict -> model tensors)
 
 HERE = Path(__file__).resolve().parent
-MODES = ("random", "sensor", "time")
+MODES = SINGLE_MASK_MODES
 
 
 def score(model: MaskedSignalModel, batches: list[dict]) -> dict[str, float]:
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="a bench_targets.py --work folder")
     ap.add_argument("--quick", action="store_true", help="smoke run (run_all.py --quick): "
                     "a tiny cohort in a temporary folder, tiny preset, 20 steps")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="small", choices=tuple(PRESETS))
     ap.add_argument("--variant", action="append", default=None,
                     help="NAME=JSON of ModelConfig overrides (plus optional 'lr'); repeatable "
                     "(default: the preset alone)")

@@ -37,12 +37,13 @@ import megfm
 from megfm.data.preprocess import PreprocessConfig
 from megfm.explain import attention_maps
 from megfm.explain._common import _iter_batches
+from megfm.masking import SINGLE_MASK_MODES
 from megfm.models import MaskedSignalModel, ModelConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SFREQ = 200.0
-MODES = ("random", "sensor", "time")
+MODES = SINGLE_MASK_MODES
 #: the architecture before the learning/speed changes, as overrides of the new fields
 BEFORE = dict(token_dim=0, token_mlp_ratio=4.0, scale_feature=False, scale_attention_bias=None,
               qk_init="trunc_normal", geometry_gain=False)

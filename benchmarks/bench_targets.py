@@ -41,7 +41,7 @@ from _results import write_json
 import megfm
 from megfm.explain import alignment_score, attention_maps
 from megfm.explain.attention import increase_over_baseline
-from megfm.models import ModelConfig
+from megfm.models import PRESETS, ModelConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -199,7 +199,7 @@ def study(model, store, *, n_splits: int, n_permutations: int, seed: int,
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny model, small cohorts (~3 min)")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="small", choices=tuple(PRESETS))
     ap.add_argument("--minutes", type=float, default=20.0, help="pretraining wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=1000,
                     help="steps of the learning-rate schedule (warm-up + cosine); the run "

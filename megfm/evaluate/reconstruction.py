@@ -39,12 +39,13 @@ from tqdm.auto import tqdm
 from ..data.geometry import SENSOR_TYPES, SensorGeometry, fit_sphere
 from ..data.windows import Windows
 from ..embedding import data_sfreq, iter_batches, load_model, store_metadata
+from ..masking import SINGLE_MASK_MODES
 
 __all__ = ["evaluate_reconstruction", "info_from_geometry", "plot_reconstruction"]
 
 logger = logging.getLogger(__name__)
 
-_MODES = ("random", "sensor", "time")
+_MODES = SINGLE_MASK_MODES
 # physical unit of megfm data -> SI for MNE: fT -> T, fT/cm -> T/m
 _SI = {"mag": 1e-15, "planar_grad": 1e-13, "axial_grad": 1e-15, "opm": 1e-15}
 

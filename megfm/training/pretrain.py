@@ -33,7 +33,6 @@ __all__ = ["load_metrics", "pretrain"]
 
 logger = logging.getLogger(__name__)
 
-_PRESETS = ("tiny", "small", "base")
 _RUN_FILE = "run.json"
 
 
@@ -79,12 +78,12 @@ def _read_manifest(store: Path) -> dict:
 
 
 def _resolve_config(model: Any):
-    from ..models import ModelConfig
+    from ..models import PRESETS, ModelConfig
 
     if isinstance(model, str):
-        if model not in _PRESETS:
+        if model not in PRESETS:
             raise ValueError(
-                f"Invalid value for 'model': expected one of {_PRESETS} or a ModelConfig; "
+                f"Invalid value for 'model': expected one of {tuple(PRESETS)} or a ModelConfig; "
                 f"got {model!r}."
             )
         return ModelConfig.preset(model)
@@ -95,7 +94,7 @@ def _resolve_config(model: Any):
     if dataclasses.is_dataclass(model) and not isinstance(model, type):
         return model
     raise TypeError(
-        f"Invalid value for 'model': expected a preset name {_PRESETS} or a ModelConfig; "
+        f"Invalid value for 'model': expected a preset name {tuple(PRESETS)} or a ModelConfig; "
         f"got {type(model).__name__}."
     )
 
