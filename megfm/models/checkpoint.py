@@ -18,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .._io import atomic_dir
 from .._version import __version__
@@ -85,9 +88,8 @@ def write_checkpoint(
     -------
     directory : Path
     """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
+    given = Path(directory)
+    directory = Path(os.path.abspath(given))  # "ckpt/." or "." have no name to swap
     if directory.exists():
         if not directory.is_dir():
             raise ValueError(f"Cannot save a checkpoint to {directory}: it is a file, not a folder.")
@@ -110,7 +112,7 @@ def write_checkpoint(
         }
         text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
         (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
-    return directory
+    return given
 
 
 def _read_meta(directory: Path) -> dict:
@@ -170,9 +172,6 @@ def _config_of(directory: Path, meta: dict) -> ModelConfig:
 
 
 def _read_safetensors(directory: Path, meta: dict, map_location: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise ValueError(f"{directory} is not a complete megfm checkpoint: {WEIGHTS_NAME} is missing.")
