@@ -29,6 +29,7 @@ demo: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -q -d site
 
+# quick runs write to benchmarks/scratch/ (git-ignored), never over benchmarks/results/
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --quick
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_json
+from _results import parse_args, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small stores, under 30 s")
     parser.add_argument("--stream", metavar="STORE", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "store")
     if args.stream:
         print(json.dumps(_stream(args.stream)))
         return 0
@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(quick=args.quick)
     print(format_table(rows))
     print(f"({time.perf_counter() - t0:.1f} s{', quick' if args.quick else ''})")
-    out = ROOT / "benchmarks" / "results" / "store.json"
-    write_json(out, {"quick": args.quick, "rows": rows})
+    write_json(args.out, {"quick": args.quick, "rows": rows})
     return 0
 
 

@@ -21,7 +21,8 @@ Run::
         --variant 'lr3e-3={"lr": 3e-3}' --variant 'no-bias={"scale_attention_bias": null}'
     python benchmarks/bench_ablation.py --work WORK --probe RUN1/model --probe RUN2/model
 
-Writes ``benchmarks/results/ablation.json`` (``--out``) and prints a table.
+Writes ``--out`` (default ``benchmarks/scratch/ablation[_quick].json``, ``probe.json`` with
+``--probe``) and prints a table.
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ import torch
 import megfm
 from megfm.explain import alignment_score, attention_maps
 from megfm.explain._common import _iter_batches
-from megfm.models import MaskedSignalModel, ModelConfig
+from megfm.masking import SINGLE_MASK_MODES
+from megfm.models import PRESETS, MaskedSignalModel, ModelConfig
 from megfm.tokenize import denormalize, robust_normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_json  # noqa: E402
+from _results import parse_args, write_json  # noqa: E402
 from bench_learning import to_torch  # noqa: E402  (batch dict -> model tensors)
 
 HERE = Path(__file__).resolve().parent
-MODES = ("random", "sensor", "time")
+MODES = SINGLE_MASK_MODES
 
 
 def score(model: MaskedSignalModel, batches: list[dict]) -> dict[str, float]:
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="a bench_targets.py --work folder")
     ap.add_argument("--quick", action="store_true", help="smoke run (run_all.py --quick): "
                     "a tiny cohort in a temporary folder, tiny preset, 20 steps")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="small", choices=tuple(PRESETS))
     ap.add_argument("--variant", action="append", default=None,
                     help="NAME=JSON of ModelConfig overrides (plus optional 'lr'); repeatable "
                     "(default: the preset alone)")
@@ -184,10 +186,7 @@ def main(argv=None) -> int:
                     help="train nothing: score these exported models (megfm.load_pretrained "
                     "folders) with the --downstream measures on the study store; repeatable")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None,
-                    help="JSON output (default results/ablation.json, ablation_quick.json "
-                    "with --quick)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, lambda a: "probe" if a.probe else "ablation")
     torch.set_num_threads(args.threads)
     args.variant = args.variant or ["preset={}"]
     tmp = None
@@ -215,7 +214,7 @@ def main(argv=None) -> int:
             results[folder] = downstream(model, test, seed=args.seed, theta=theta)
             print("{}: AUROC {auroc:.2f} theta-probe R2 {theta_probe_r2:.3f}".format(
                 folder, **results[folder]), flush=True)
-        out = Path(args.out or HERE / "results" / "probe.json")
+        out = Path(args.out)
         write_json(out, {"args": vars(args), "results": results})
         print(f"wrote {out}")
         return 0
@@ -244,8 +243,7 @@ def main(argv=None) -> int:
             + ("  AUROC {auroc:.2f} theta-probe R2 {theta_probe_r2:.3f}".format(
                 **r["downstream"]) if "downstream" in r else "")
             + f"  ({r['train_seconds']:.0f} s)", flush=True)
-    out = Path(args.out or HERE / "results" / (
-        "ablation_quick.json" if args.quick else "ablation.json"))
+    out = Path(args.out)
     write_json(out, {"args": vars(args), "results": results})
     print(f"wrote {out}")
     if tmp is not None:

@@ -17,7 +17,7 @@ Target: megfm's time <= 1.3x the baseline. Each case runs on its own copy of the
 throughput with 0 and 2 workers, peak RSS while streaming a 10x larger store) are printed
 too.
 
-Run: ``python benchmarks/bench_data.py [--quick]``; writes ``benchmarks/results/data.json``.
+Run: ``python benchmarks/bench_data.py [--quick] [--out benchmarks/results/data.json]``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_json
+from _results import parse_args, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -156,7 +156,7 @@ def _fmt(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the tables and write ``benchmarks/results/data.json``."""
+    """Run the benchmark, print the tables and write the JSON (``--out``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="1-minute recording and small stores (well under a minute)")
@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=os.environ.get("MEGFM_TEST_DATA",
                                                          str(ROOT.parent / "shared" / "meg-data")),
                         help="folder of the MNE test recordings (default: $MEGFM_TEST_DATA)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data.json"),
-                        help="JSON file for the results")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "data")
     repeats = args.repeats or (2 if args.quick else 1)
 
     t0 = time.perf_counter()

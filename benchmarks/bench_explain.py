@@ -27,8 +27,8 @@ diagnostic of the region ranking's own bias, printed beside the plain ranks). Ta
 with effect scale 0, the spread (top score / median score) shows whether a region stands out.
 
 Run: ``python benchmarks/bench_explain.py [--quick] [--figures docs/figures]
-[--checkpoint MODEL_DIR] [--classifier finetune]``; writes
-``benchmarks/results/explain.json`` and prints the tables.
+[--checkpoint MODEL_DIR] [--classifier finetune] [--out FILE]``; writes ``--out`` (the
+recorded result: ``benchmarks/results/explain.json``) and prints the tables.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import torch
-from _results import write_json
+from _results import parse_args, write_json
 
 from megfm.data.epochs import make_windows
 from megfm.data.preprocess import PreprocessConfig, preprocess
@@ -415,12 +415,10 @@ def part_b_seed(args, work: Path, model, seed: int, effect_scale: float) -> dict
     return row
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small cohorts, few steps, 1 seed (well under a minute)")
     parser.add_argument("--figures", default=None, help="folder for the topomap PNGs")
-    parser.add_argument("--out", default="benchmarks/results/explain.json",
-                        help="JSON results file")
     parser.add_argument("--steps", type=int, default=None,
                         help="pretraining steps (default 30 quick, 300 full)")
     parser.add_argument("--seeds", type=int, default=None,
@@ -459,7 +457,7 @@ def main() -> int:
                         help="windows explained per subject in part B (default 1 quick, 2 full)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the cores, at most 4)")
-    args = parser.parse_args()
+    args = parse_args(parser, argv, "explain")
     if args.b_subjects_arg is not None and (args.b_subjects_arg < 4 or args.b_subjects_arg % 2):
         parser.error(f"--subjects must be an even number >= 4; got {args.b_subjects_arg}")
     if args.ig_windows is not None and args.ig_windows < 1:

@@ -19,7 +19,7 @@ Usage::
     python benchmarks/bench_learning.py --quick     # ~2 min on one core (~4 with --ablations)
     python benchmarks/bench_learning.py --steps 300
 
-Writes ``benchmarks/results/learning.json``.
+Writes ``--out`` (the recorded result: ``benchmarks/results/learning.json``).
 """
 
 from __future__ import annotations
@@ -31,18 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_json
+from _results import parse_args, write_json
 
 import megfm
 from megfm.data.preprocess import PreprocessConfig
 from megfm.explain import attention_maps
 from megfm.explain._common import _iter_batches
+from megfm.masking import SINGLE_MASK_MODES
 from megfm.models import MaskedSignalModel, ModelConfig
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 SFREQ = 200.0
-MODES = ("random", "sensor", "time")
+MODES = SINGLE_MASK_MODES
 #: the architecture before the learning/speed changes, as overrides of the new fields
 BEFORE = dict(token_dim=0, token_mlp_ratio=4.0, scale_feature=False, scale_attention_bias=None,
               qk_init="trunc_normal", geometry_gain=False)
@@ -199,8 +199,7 @@ def main(argv=None) -> int:
                     "contains this text, e.g. 'after'")
     ap.add_argument("--work", default=None, help="folder for the cohort and store (kept); "
                     "a temporary folder when omitted")
-    ap.add_argument("--out", default=str(RESULTS / "learning.json"), help="JSON output")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "learning")
     if args.quick:
         args.subjects, args.duration, args.steps = 4, 30.0, min(args.steps, 120)
         args.presets = "tiny"

@@ -38,8 +38,8 @@ torchaudio at import time; the torchaudio wheels available here do not load agai
 The measured models never call torchaudio. Without braindecode, peers are skipped with a line
 in the table.
 
-Run ``python benchmarks/bench_peers.py [--quick] [--device cpu|cuda]``; writes
-``benchmarks/results/peers.json``.
+Run ``python benchmarks/bench_peers.py [--quick] [--device cpu|cuda] [--out FILE]``; writes
+``--out`` (the recorded result: ``benchmarks/results/peers.json``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ for _p in (str(ROOT),):
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from _results import write_json  # noqa: E402
+from _results import output_path, parse_args, write_json  # noqa: E402
 from torch import nn  # noqa: E402
 
 logger = logging.getLogger("bench_peers")
@@ -498,8 +498,7 @@ def run(*, quick: bool, device: str = "cpu", threads: int = 2,
         "target": _target(rows),
         "rows": rows,
     }
-    out = out or ROOT / "benchmarks" / "results" / "peers.json"
-    write_json(out, result)
+    write_json(out or output_path(None, "peers", quick=quick), result)
     return result
 
 
@@ -581,9 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing-only", action="store_true",
                         help="times only, glibc's allocator untouched, no memory pass (what the "
                         "main run starts in a child process)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "peers.json"),
-                        help="where to write the JSON results")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "peers")
     logging.basicConfig(level=logging.WARNING)
     result = run(quick=args.quick, device=args.device, threads=args.threads,
                  out=Path(args.out), only=args.only, timing_only=args.timing_only)

@@ -36,8 +36,8 @@ braindecode is a benchmark-only dependency; run with the benchmark venv of docs/
     /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py --quick   # ~80 s, 1 core
     /work/benchvenv/bin/python benchmarks/bench_peers_downstream.py           # default size
 
-Without braindecode the peers get a ``skipped`` row. Writes
-``benchmarks/results/peers_downstream.json`` (``--out``) and prints a Markdown table.
+Without braindecode the peers get a ``skipped`` row. Writes ``--out`` (default
+``benchmarks/scratch/peers_downstream[_quick].json``) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ for _p in (str(ROOT), str(HERE)):
 
 import bench_peers  # noqa: E402  (sets up the torchaudio stand-in and the peer builders)
 import torch  # noqa: E402
-from _results import write_json  # noqa: E402
+from _results import parse_args, write_json  # noqa: E402
 from bench_targets import simulate_and_prepare  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -494,8 +494,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="folder of a pretrained megfm model; default: pretrain a tiny "
                              "model on a separate simulated cohort (seed 101)")
-    parser.add_argument("--out", default=str(HERE / "results" / "peers_downstream.json"),
-                        help="where to write the JSON results")
     parser.add_argument("--work", default=None,
                         help="folder kept for the cohorts, stores and model (default: a "
                              "temporary folder, removed at the end)")
@@ -518,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of folds, initial weights, batch order, bootstrap, tests")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "peers_downstream")
     for k, v in SIZES["quick" if args.quick else "default"].items():
         if getattr(args, k) is None:
             setattr(args, k, v)

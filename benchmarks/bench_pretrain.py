@@ -30,11 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-from _results import write_json
+from _results import parse_args, write_json
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
 
 # Dense bf16 peak (FLOP/s) of common accelerators, matched on the CUDA device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
@@ -220,14 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("megfm", "reference"), help="models to run")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak bf16 TFLOP/s of the device for MFU (auto for H100/H200/A100)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON output (default results/pretrain.json, or pretrain_quick.json "
-                             "with --quick)")
     parser.add_argument("--reuse-reference", type=Path, default=None,
                         help="take the reference rows from this earlier JSON result instead of "
                              "running them again (they are slow); settings must match")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "pretrain")
 
     if args._worker is not None:
         print(json.dumps(_worker(json.loads(args._worker))))
@@ -239,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (10 if cuda else 3)
     seconds = args.seconds or (2.0 if args.quick else 4.0)
     args.threads = args.threads or (1 if args.quick else 2)
-    out_path = args.out or RESULTS / ("pretrain_quick.json" if args.quick else "pretrain.json")
+    out_path = args.out
     peak = _peak_flops(args.device, args.peak_tflops)
 
     print(f"megfm pretraining step: preset={preset} device={args.device} "

@@ -7,7 +7,7 @@ Baseline, in the same run: :func:`mne.simulation.simulate_raw` with the same for
 and source count (one forward per call, as a naive loop over recordings would do), timed on
 a few recordings and extrapolated to the cohort (marked as such in the table).
 
-Prints a table and writes ``benchmarks/results/simulate.json``.
+Prints a table and writes ``--out`` (the recorded result: ``benchmarks/results/simulate.json``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mne
 import numpy as np
-from _results import write_json
+from _results import parse_args, write_json
 
 from megfm.simulate import sensor_array, simulate_cohort
 from megfm.simulate.sources import make_subject_anatomy
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true",
                         help="small cohort (4 subjects x 3 states x 20 s at 500 Hz)")
     parser.add_argument("--n-jobs", type=int, default=2, help="workers (default 2)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
-                                             "simulate.json"),
-                        help="JSON output path")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "simulate")
     if args.quick:
         cfg = dict(n_subjects=4, duration=20.0, sfreq=500.0, block_size=5)
         n_timed = 1

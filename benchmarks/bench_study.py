@@ -15,7 +15,7 @@ Usage::
 
     python benchmarks/bench_study.py [--quick]
 
-Prints a table and writes ``benchmarks/results/study.json``.
+Prints a table and writes ``--out`` (the recorded result: ``benchmarks/results/study.json``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
-from _results import write_json
+from _results import parse_args, write_json
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, permutation_test_score
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
@@ -67,10 +66,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--subjects", type=int, default=60, help="number of subjects")
     parser.add_argument("--windows", type=int, default=None,
                         help="windows per subject (default 20, 10 with --quick)")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "study.json",
-                        help="JSON output file")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "study")
     args.windows = args.windows or (10 if args.quick else 20)
     feats, meta = _data(args.subjects, args.windows, seed=0)
 
@@ -136,7 +132,6 @@ def main(argv=None) -> dict:
         "auroc": {m: v["auroc"] for m, v in res.metrics.items()},
         "comparisons": res.comparisons,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
     return result
 

@@ -22,8 +22,8 @@ Run::
     python benchmarks/bench_targets.py                 # ~45 min on 2 CPU cores
     python benchmarks/bench_targets.py --quick         # ~3 min, tiny model, small cohorts
 
-Writes ``benchmarks/results/targets.json`` (``targets_quick.json`` with ``--quick``) and
-prints the tables.
+Writes ``--out`` (default ``benchmarks/scratch/targets[_quick].json``; the recorded result is
+``--out benchmarks/results/targets.json``) and prints the tables.
 """
 
 from __future__ import annotations
@@ -36,15 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_json
+from _results import parse_args, write_json
 
 import megfm
 from megfm.explain import alignment_score, attention_maps
 from megfm.explain.attention import increase_over_baseline
-from megfm.models import ModelConfig
+from megfm.models import PRESETS, ModelConfig
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 STATES = ["rest", "auditory", "somatosensory"]
 
 
@@ -199,7 +198,7 @@ def study(model, store, *, n_splits: int, n_permutations: int, seed: int,
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny model, small cohorts (~3 min)")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="small", choices=tuple(PRESETS))
     ap.add_argument("--minutes", type=float, default=20.0, help="pretraining wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=1000,
                     help="steps of the learning-rate schedule (warm-up + cosine); the run "
@@ -220,13 +219,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: "
                     "recon,oracle,attention,study,null,cross")
     ap.add_argument("--work", default=None, help="folder kept for cohorts, stores and model")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "targets")
     if args.quick:
         args.preset, args.minutes, args.max_steps = "tiny", 1.0, 60
         args.pretrain_subjects, args.study_subjects = 4, 12
         args.duration, args.study_duration, args.recon_windows = 20.0, 20.0, 60
-    out_path = Path(args.out or RESULTS / ("targets_quick.json" if args.quick else "targets.json"))
+    out_path = Path(args.out)
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(args.threads)
     tmp = None

@@ -4,13 +4,16 @@
 
 1. runs each ``benchmarks/bench_*.py`` present, in name order, as its own process with the
    same Python interpreter and ``--quick`` (or no flag for ``--full``); a benchmark that fails
-   or runs past ``--timeout`` is reported and the others still run;
-2. reads every ``benchmarks/results/*.json`` (whoever wrote it);
-3. writes ``docs/benchmarks_tables.md``: one section per results file, a table for every list of
-   records in it (e.g. ``rows``) and a table of its scalar settings, with the command lines and
-   their status at the end.
+   or runs past ``--timeout`` is reported and the others still run. Without ``--out`` each
+   writes its JSON to the git-ignored ``benchmarks/scratch/``, never over the recorded
+   results of ``benchmarks/results/`` (see ``_results.py``);
+2. reads every ``*.json`` of ``--results`` (default ``benchmarks/scratch/``);
+3. writes ``--out`` (default ``benchmarks/scratch/benchmarks_tables.md``): one section per
+   results file, a table for every list of records in it (e.g. ``rows``) and a table of its
+   scalar settings, with the command lines and their status at the end.
 
-``--tables-only`` skips step 1 (regenerate the tables from the JSON files already there).
+``--tables-only`` skips step 1 and by default renders the recorded results,
+``benchmarks/results/*.json``, into ``docs/benchmarks_tables.md``.
 """
 
 from __future__ import annotations
@@ -27,10 +30,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
-RESULTS_DIR = BENCH_DIR / "results"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+from _results import RESULTS as RESULTS_DIR  # noqa: E402
+from _results import SCRATCH  # noqa: E402
+
 TABLES = ROOT / "docs" / "benchmarks_tables.md"
 
-__all__ = ["discover", "render_markdown", "render_results", "run_benchmarks", "write_tables"]
+__all__ = ["discover", "render_markdown", "render_results", "run_benchmarks", "table_paths",
+           "write_tables"]
 
 
 def discover(bench_dir: Path = BENCH_DIR) -> list[Path]:
@@ -181,6 +189,19 @@ def write_tables(out: Path = TABLES, results_dir: Path = RESULTS_DIR,
     return out
 
 
+def table_paths(tables_only: bool, results: str | None, out: str | None) -> tuple[Path, Path]:
+    """The results folder read and the Markdown file written.
+
+    Running benchmarks renders what they wrote (the scratch folder) into the scratch folder;
+    only ``--tables-only`` renders the recorded results into the committed docs page.
+    """
+    if tables_only:
+        default_results, default_out = RESULTS_DIR, TABLES
+    else:
+        default_results, default_out = SCRATCH, SCRATCH / "benchmarks_tables.md"
+    return (Path(results) if results else default_results, Path(out) if out else default_out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -195,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                              "bench_peers.py and bench_data.py")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds after which one benchmark is stopped (default: none)")
-    parser.add_argument("--results", default=str(RESULTS_DIR),
-                        help="folder of the JSON results")
-    parser.add_argument("--out", default=str(TABLES), help="Markdown file to write")
+    parser.add_argument("--results", default=None,
+                        help="folder of the JSON results (default: benchmarks/scratch, or "
+                        "benchmarks/results with --tables-only)")
+    parser.add_argument("--out", default=None,
+                        help="Markdown file to write (default: "
+                        "benchmarks/scratch/benchmarks_tables.md, or docs/benchmarks_tables.md "
+                        "with --tables-only)")
     args = parser.parse_args(argv)
+    results, out = table_paths(args.tables_only, args.results, args.out)
     status = None
     if not args.tables_only:
         scripts = discover()
@@ -211,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{[s.name for s in scripts]}")
             scripts = [s for s in scripts if s.name in wanted]
         status = run_benchmarks(scripts, quick=args.quick, timeout=args.timeout)
-    out = write_tables(Path(args.out), Path(args.results), status)
+    out = write_tables(out, results, status)
     print(f"[run_all] tables written to {out}")
     return 0 if not status or all(s["status"] == "ok" for s in status) else 1
 

@@ -10,7 +10,7 @@ What it shows
    optimiser, schedule, step counter and mask seeds carry on where they stopped.
 3. ``megfm.training.load_metrics`` joins the logs of both pieces; the loss curve is saved
    as a PNG, with the resume point marked.
-4. ``megfm.load_pretrained`` loads the exported model (``weights_only=True``).
+4. ``megfm.load_pretrained`` loads the exported model (``model.safetensors``, no pickle).
 
 Run
 ---

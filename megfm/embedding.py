@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Pooling modes of :func:`embed`.
 POOLINGS = ("mean", "state_concat", "attention")
+#: Poolings of :class:`Embedder`, one row per window (``state_concat`` gives one per subject).
+WINDOW_POOLINGS = tuple(p for p in POOLINGS if p != "state_concat")
 
 
 # ---------------------------------------------------------------------- inputs
@@ -43,11 +45,11 @@ def load_model(model: Any) -> torch.nn.Module:
         (``OUT`` or ``OUT/model``), or a preset name (``"tiny"``...) for an untrained,
         seeded model (only useful as a baseline or in tests).
     """
-    from .models import MaskedSignalModel, ModelConfig, load_pretrained
+    from .models import PRESETS, MaskedSignalModel, ModelConfig, load_pretrained
 
     if isinstance(model, torch.nn.Module):
         return model
-    if isinstance(model, str) and model in ("tiny", "small", "base") and not Path(model).exists():
+    if isinstance(model, str) and model in PRESETS and not Path(model).exists():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return MaskedSignalModel(ModelConfig.preset(model)).eval()
@@ -457,7 +459,7 @@ class Embedder(TransformerMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input (n_sensors * n_times of fit)."
             )
         data = flat.reshape(flat.shape[0], n_sensors, -1)
-        patch = _patch_samples(self.model_) if hasattr(self, "model_") else None
+        patch = self.model_.config.patch_samples if hasattr(self, "model_") else None
         if patch and data.shape[2] < patch:
             raise ValueError(
                 f"Windows of {data.shape[2]} samples are shorter than one patch ({patch} "
@@ -481,9 +483,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         -------
         self : Embedder
         """
-        if self.pooling not in ("mean", "attention"):
+        if self.pooling not in WINDOW_POOLINGS:
             raise ValueError(
-                f"Invalid value for 'pooling': expected 'mean' or 'attention' (window-level); "
+                f"Invalid value for 'pooling': expected one of {WINDOW_POOLINGS} (window-level); "
                 f"got {self.pooling!r}. Use megfm.embed(pooling='state_concat') for subject rows."
             )
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
@@ -534,12 +536,3 @@ class Embedder(TransformerMixin, BaseEstimator):
 def _model_sfreq(model) -> float | None:
     value = getattr(getattr(model, "config", None), "sfreq", None)
     return float(value) if value else None
-
-
-def _patch_samples(model) -> int | None:
-    config = getattr(model, "config", None)
-    for name in ("patch_samples", "patch_len", "patch_size"):
-        value = getattr(config, name, None)
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-    return None

@@ -25,11 +25,12 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["MASK_MODES", "make_mask"]
+__all__ = ["MASK_MODES", "SINGLE_MASK_MODES", "make_mask"]
 
 #: Masking modes accepted by :func:`make_mask`.
 MASK_MODES: tuple[str, ...] = ("random", "sensor", "time", "mixed")
-_BASE_MODES = ("random", "sensor", "time")
+#: The single modes, of which ``"mixed"`` draws one per window.
+SINGLE_MASK_MODES: tuple[str, ...] = tuple(m for m in MASK_MODES if m != "mixed")
 
 
 def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
@@ -127,12 +128,12 @@ def make_mask(
         raise ValueError(f"Invalid mask ratio: expected a value in (0, 1); got {ratio}.")
     if int(time_block) < 1:
         raise ValueError(f"Invalid time_block: expected a positive int; got {time_block}.")
-    modes = _BASE_MODES if mode == "mixed" else ((mode,) if isinstance(mode, str) else tuple(mode))
-    bad = [m for m in modes if m not in _BASE_MODES]
+    modes = SINGLE_MASK_MODES if mode == "mixed" else ((mode,) if isinstance(mode, str) else tuple(mode))
+    bad = [m for m in modes if m not in SINGLE_MASK_MODES]
     if bad or not modes:
         raise ValueError(
             f"Invalid value for 'mode': expected one of {MASK_MODES} or a tuple of "
-            f"{_BASE_MODES}; got {mode!r}."
+            f"{SINGLE_MASK_MODES}; got {mode!r}."
         )
     n_valid = valid.sum(1)
     if bool((n_valid == 0).any()):

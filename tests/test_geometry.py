@@ -169,3 +169,108 @@ def test_invalid_frame():
 
 def test_type_codes_match_names():
     assert SENSOR_TYPES.index("planar_grad") == 1
+
+
+# --- SensorGeometry.to_info and fit_sphere
+def _cap(n: int, radius: float = 0.11, centre=(0.0, 0.01, 0.04), seed: int = 0) -> np.ndarray:
+    """``n`` points on the upper part of a sphere, as sensors on a helmet."""
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(0.0, 1.2, n)
+    phi = rng.uniform(0.0, 2 * np.pi, n)
+    unit = np.c_[np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)]
+    return np.asarray(centre) + radius * unit
+
+
+def _mixed_geometry() -> SensorGeometry:
+    """Two sensors of every megfm type: radial normals, tangential planar gradients."""
+    pos = _cap(8)
+    radial = (pos - [0.0, 0.01, 0.04]) / 0.11
+    tangent = np.cross(radial, [0.0, 0.0, 1.0])
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    ori = np.where(np.isin(np.arange(8), [2, 3])[:, None], tangent, radial)
+    return SensorGeometry(names=[f"S{i}" for i in range(8)], positions=pos, orientations=ori,
+                          types=np.repeat(np.arange(4), 2),
+                          bads=np.array([False, True] + [False] * 6))
+
+
+def test_fit_sphere_recovers_a_helmet_and_falls_back_on_a_plane():
+    from megfm.data.geometry import fit_sphere
+
+    centre, radius = fit_sphere(_cap(30))
+    np.testing.assert_allclose(centre, [0.0, 0.01, 0.04], atol=1e-9)
+    assert radius == pytest.approx(0.11)
+    np.testing.assert_allclose(centre, _fit_sphere(_cap(30)))  # the textbook formula
+    # nearly flat points: the fitted centre is far away, so the mean stands in
+    flat = np.c_[np.random.default_rng(1).uniform(-0.1, 0.1, (20, 2)), np.full(20, 0.3)]
+    flat += 1e-4 * np.random.default_rng(2).standard_normal((20, 3))
+    centre, radius = fit_sphere(flat)
+    np.testing.assert_allclose(centre, flat.mean(0))
+    np.testing.assert_allclose(radius, np.median(np.linalg.norm(flat - flat.mean(0), axis=1)))
+    np.testing.assert_allclose(fit_sphere(_cap(3))[0], _cap(3).mean(0))  # too few points
+    # a ring in a plane: a centre on its axis (the topomap projection relies on it)
+    angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    ring = np.c_[0.1 * np.cos(angles), 0.1 * np.sin(angles), np.full(12, 0.05)]
+    np.testing.assert_allclose(fit_sphere(ring)[0][:2], [0.0, 0.0], atol=1e-12)
+
+
+def test_to_info_coils_and_channel_types_per_sensor_type():
+    from mne.io.constants import FIFF
+
+    geom = _mixed_geometry()
+    info = geom.to_info(250.0)
+    assert info["sfreq"] == 250.0 and info["ch_names"] == geom.names
+    assert info.get_channel_types() == ["mag", "mag", "grad", "grad", "mag", "mag", "mag", "mag"]
+    coils = [int(ch["coil_type"]) for ch in info["chs"]]
+    assert coils == [FIFF.FIFFV_COIL_POINT_MAGNETOMETER] * 2 + [FIFF.FIFFV_COIL_VV_PLANAR_T1] * 2 \
+        + [FIFF.FIFFV_COIL_CTF_GRAD] * 2 + [FIFF.FIFFV_COIL_QUSPIN_ZFOPM_MAG2] * 2
+    units = [int(ch["unit"]) for ch in info["chs"]]
+    assert units == [FIFF.FIFF_UNIT_T] * 2 + [FIFF.FIFF_UNIT_T_M] * 2 + [FIFF.FIFF_UNIT_T] * 4
+    assert all(ch["coord_frame"] == FIFF.FIFFV_COORD_DEVICE for ch in info["chs"])
+    assert info["bads"] == ["S1"]
+    np.testing.assert_allclose(info["dev_head_t"]["trans"], np.eye(4))
+    for ch in info["chs"]:  # orthonormal, right-handed coil frames
+        axes = ch["loc"][3:12].reshape(3, 3)
+        np.testing.assert_allclose(axes @ axes.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(axes) == pytest.approx(1.0)
+    # planar gradiometers: gradient along the orientation, normal radial from the sphere centre
+    for i in (2, 3):
+        ex, ez = info["chs"][i]["loc"][3:6], info["chs"][i]["loc"][9:12]
+        np.testing.assert_allclose(ex, geom.orientations[i], atol=1e-12)
+        radial = geom.positions[i] - [0.0, 0.01, 0.04]
+        np.testing.assert_allclose(ez, radial / np.linalg.norm(radial), atol=1e-6)
+    # MNE computes fields on it: every coil type has a definition
+    sphere = mne.make_sphere_model(r0=(0.0, 0.01, 0.04), head_radius=0.09, verbose=False)
+    dip = mne.Dipole(np.array([0.0]), np.array([[0.02, 0.01, 0.09]]), np.array([1e-8]),
+                     np.array([[0.0, 1.0, 0.0]]), np.array([1.0]))
+    fwd, _ = mne.make_forward_dipole(dip, sphere, info, verbose=False)
+    field = fwd["sol"]["data"][:, 0]
+    assert field.shape == (8,) and np.all(np.isfinite(field)) and np.all(field != 0)
+
+
+def test_to_info_round_trips_through_from_info():
+    geom = _mixed_geometry()
+    back = SensorGeometry.from_info(geom.to_info(1000.0))
+    assert back.names == geom.names
+    np.testing.assert_allclose(back.positions, geom.positions, atol=1e-12)
+    np.testing.assert_allclose(back.orientations, geom.orientations, atol=1e-12)
+    np.testing.assert_array_equal(back.types, geom.types)
+    np.testing.assert_array_equal(back.bads, geom.bads)
+    # a device->head transform is recorded for a device-frame geometry only
+    trans = np.eye(4)
+    trans[:3, 3] = [0.0, 0.0, 0.04]
+    info = geom.to_info(1000.0, dev_head_t=trans)
+    np.testing.assert_allclose(info["dev_head_t"]["trans"], trans)
+    head = SensorGeometry.from_info(info, frame="head")
+    np.testing.assert_allclose(head.positions, geom.positions + [0.0, 0.0, 0.04], atol=1e-12)
+    with pytest.raises(ValueError, match="4x4 transform"):
+        geom.to_info(1000.0, dev_head_t=np.eye(3))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", list(REAL))
+def test_to_info_round_trips_real_systems(geometries, name):
+    geom = geometries[name]
+    back = SensorGeometry.from_info(geom.to_info(1000.0))
+    np.testing.assert_allclose(back.positions, geom.positions, atol=1e-6)
+    np.testing.assert_allclose(back.orientations, geom.orientations, atol=1e-5)
+    np.testing.assert_array_equal(back.types, geom.types)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+from pathlib import Path
 
 import pytest
 import torch
 
+import megfm
 from megfm import MaskedSignalModel, ModelConfig, load_pretrained
+from megfm.models import save_pretrained
 from megfm.models.layers import Attention
 from megfm.tokenize import denormalize, unpatchify
 
@@ -532,22 +537,94 @@ def test_config_json_roundtrip_and_presets(tmp_path):
 
 
 # --- checkpoints
-class _NotATensor:
-    """An arbitrary Python object: weights_only loading must refuse to unpickle it."""
+class _Boom:
+    """Unpickling this touches a marker file: proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _legacy_export(model, folder):
+    """An export as megfm wrote it before safetensors: format 1, ``weights.pt``."""
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "weights.pt")
+    meta = {"format": "megfm-checkpoint", "format_version": 1,
+            "megfm_version": megfm.__version__, "model": model.config.to_dict()}
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _record_sha(folder):
+    """Rewrite config.json with the sha256 of the current weights (a consistent but bad export)."""
+    meta = json.loads((folder / "config.json").read_text())
+    meta["weights"]["sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "config.json").write_text(json.dumps(meta))
 
 
 def test_save_load_roundtrip(model, tmp_path):
     path = model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.pt"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((path / "config.json").read_text())
     assert meta["megfm_version"] and meta["model"] == TINY.to_dict()
+    assert meta["format_version"] == 2
+    sha = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    assert meta["weights"] == {"file": "model.safetensors", "sha256": sha}
+    # a plain safetensors file: any safetensors reader gets the same tensors, no megfm needed
+    from safetensors.torch import load_file
+
+    raw = load_file(path / "model.safetensors")
+    assert raw.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(raw[name], value)
     loaded = load_pretrained(path, expected_config=TINY)
     assert not loaded.training
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
     batch = make_batch()
     a = model(*_args(batch), generator=torch.Generator().manual_seed(0))
     b = loaded(*_args(batch), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a["pred"], b["pred"], rtol=0, atol=0)
     assert isinstance(MaskedSignalModel.from_pretrained(path), MaskedSignalModel)
+
+
+def test_save_replaces_an_export_whole_and_keeps_other_folders(model, tmp_path):
+    path = _legacy_export(model, tmp_path / "ckpt")
+    other = MaskedSignalModel(TINY)
+    other.save_pretrained(path)
+    # the old weights.pt is gone with the old export, and no temporary sibling is left
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    replaced = load_pretrained(path).state_dict()
+    assert all(torch.equal(replaced[k], v) for k, v in other.state_dict().items())
+    assert not all(torch.equal(replaced[k], v) for k, v in model.state_dict().items())
+    # a folder with unrelated files is refused, not wiped
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not part of a megfm export \(notes.txt\).*new or empty"):
+        model.save_pretrained(tmp_path / "work")
+    assert (tmp_path / "work" / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        model.save_pretrained(tmp_path / "file")
+    with pytest.raises(TypeError, match="Expected a MaskedSignalModel"):
+        save_pretrained(object(), tmp_path / "x")
+
+
+def test_interrupted_save_keeps_the_previous_export(model, tmp_path, monkeypatch):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("megfm.models.checkpoint._sha256", fail)
+    with pytest.raises(OSError, match="disk full"):
+        MaskedSignalModel(TINY).save_pretrained(path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
 
 def test_checkpoint_refusals(model, tmp_path):
@@ -570,7 +647,7 @@ def test_checkpoint_refusals(model, tmp_path):
     meta = json.loads((path / "config.json").read_text())
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "weights.pt").write_bytes((path / "weights.pt").read_bytes())
+    (bad / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
     (bad / "config.json").write_text(json.dumps({**meta, "model": {**meta["model"], "dim": 64}}))
     with pytest.raises(ValueError, match="do not fit the config"):
         load_pretrained(bad)
@@ -580,17 +657,78 @@ def test_checkpoint_refusals(model, tmp_path):
     (bad / "config.json").write_text(json.dumps({**meta, "megfm_version": "7.0.0"}))
     with pytest.raises(ValueError, match="incompatible"):
         load_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "weights"}))
+    with pytest.raises(ValueError, match="records no sha256.*re-export"):
+        load_pretrained(bad)
     (bad / "config.json").write_text(json.dumps(meta))
-    (bad / "weights.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="Cannot read the weights"):
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="model.safetensors is missing"):
         load_pretrained(bad)
-    (bad / "weights.pt").unlink()
+
+
+def test_changed_or_broken_weights_are_refused_in_one_line(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    # another model's weights (a valid file) under this config: the sha256 catches it
+    MaskedSignalModel(TINY).save_pretrained(tmp_path / "other")
+    weights.write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError) as err:
+        load_pretrained(path)
+    assert str(err.value) == (
+        f"weights file {weights} does not match the sha256 recorded in config.json: the file "
+        "is corrupt or was replaced; re-export or re-download it."
+    )
+    # truncated, then garbage: refused even when config.json records their sha256
+    for broken in (data[: len(data) // 2], b"\x00garbage" * 10, b""):
+        weights.write_bytes(broken)
+        with pytest.raises(ValueError, match="does not match the sha256"):
+            load_pretrained(path)
+        _record_sha(path)
+        with pytest.raises(ValueError, match="not a valid safetensors file") as err:
+            load_pretrained(path)
+        assert "\n" not in str(err.value)
+
+
+def test_a_pickle_in_a_checkpoint_is_never_unpickled(model, tmp_path):
+    marker = tmp_path / "unpickled"
+    torch.save({"x": _Boom(marker)}, tmp_path / "evil.pt")
+    # sanity: unpickling this file for real does touch the marker
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    # as model.safetensors (with a matching sha256): not a safetensors file, never unpickled
+    path = model.save_pretrained(tmp_path / "ckpt")
+    (path / "model.safetensors").write_bytes((tmp_path / "evil.pt").read_bytes())
+    _record_sha(path)
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        load_pretrained(path)
+    # as an old-style weights.pt: weights_only loading refuses it
+    legacy = _legacy_export(model, tmp_path / "legacy")
+    (legacy / "weights.pt").write_bytes((tmp_path / "evil.pt").read_bytes())
+    with pytest.raises(ValueError, match="Cannot read the weights"):
+        load_pretrained(legacy)
+    assert not marker.exists()
+
+
+def test_old_weights_pt_export_still_loads_with_a_warning(model, tmp_path, caplog):
+    legacy = _legacy_export(model, tmp_path / "legacy")
+    with caplog.at_level(logging.WARNING, logger="megfm.models.checkpoint"):
+        loaded = load_pretrained(legacy, expected_config=TINY)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "old megfm export (weights.pt" in warned[0]
+    assert "save_pretrained" in warned[0] and "\n" not in warned[0]
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    # re-saving as the warning says gives a safetensors export
+    loaded.save_pretrained(legacy)
+    assert sorted(p.name for p in legacy.iterdir()) == ["config.json", "model.safetensors"]
+    (legacy / "config.json").write_text(json.dumps({
+        "format": "megfm-checkpoint", "format_version": 1, "megfm_version": megfm.__version__,
+        "model": TINY.to_dict()}))
+    (legacy / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="weights.pt is missing"):
-        load_pretrained(bad)
-    # a pickled object (not a plain state dict) is refused by weights_only loading
-    torch.save({"x": _NotATensor()}, bad / "weights.pt")
-    with pytest.raises(ValueError, match="Cannot read the weights"):
-        load_pretrained(bad)
+        load_pretrained(legacy)
 
 
 def test_norm_scope_type_round_trip_and_errors():
@@ -808,3 +946,15 @@ def test_config_with_removed_option_names_the_version_that_reads_it():
     assert ModelConfig.from_dict({**old, "spectral_weight": 0.0}) == ModelConfig.preset("tiny")
     with pytest.raises(ValueError, match=r"spectral_weight=0\.5.*megfm 0\.1\.0"):
         ModelConfig.from_dict({**old, "spectral_weight": 0.5})
+
+
+def test_checkpoint_io_knows_nothing_of_the_model_class():
+    """The layering: model.py uses checkpoint.py, never the reverse (no import cycle)."""
+    import ast
+
+    import megfm.models.checkpoint as ckpt
+
+    tree = ast.parse(Path(ckpt.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert not {m for m in imported if m and (m == "model" or m.endswith(".model"))}

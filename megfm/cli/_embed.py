@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._choices import registry
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``embed`` subcommand."""
@@ -21,8 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint folder (`megfm pretrain` --out folder or its model/)")
     p.add_argument("store", help="store folder written by `megfm prepare`")
     p.add_argument("--out", required=True, help="output .npz file (written atomically)")
-    p.add_argument("--pooling", default="mean", choices=("mean", "state_concat", "attention"),
-                   help="mean: one row per window (mean over time and latents); attention: "
+    p.add_argument("--pooling", default="mean", choices=registry("megfm.embedding", "POOLINGS"),
+                   metavar="POOLING", help="one of %(choices)s. mean: one row per window (mean over time and latents); attention: "
                    "attention-weighted latents per window; state_concat: one row per subject, "
                    "mean embedding of each state concatenated (default mean)")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")

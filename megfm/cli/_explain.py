@@ -20,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with its expected sensors and a ranked table of the simulator's regions.",
     )
     parser.add_argument("checkpoint", metavar="CKPT",
-                        help="checkpoint folder (config.json + weights.pt) of a pretrained model")
+                        help="checkpoint folder (config.json + model.safetensors) of a pretrained model")
     parser.add_argument("store", metavar="STORE", help="store folder written by megfm prepare")
     parser.add_argument("--out", required=True,
                         help="output folder for the PNGs and explain.json (created)")

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 
+from ._choices import registry
+
 
 def _states(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
@@ -34,8 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("store", help="store folder written by `megfm prepare`")
     p.add_argument("--out", required=True, help="run folder (created; never overwritten "
                    "without --resume or --overwrite)")
-    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "base"),
-                   help="model size: tiny (tests), small (CPU), base (GPU); default tiny")
+    p.add_argument("--preset", default="tiny", choices=registry("megfm.models.config", "PRESETS"),
+                   metavar="PRESET", help="model preset, one of %(choices)s (tiny for tests, "
+                   "small on a CPU, base on a GPU; default tiny)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="override one megfm.ModelConfig field of the preset, e.g. "
@@ -44,8 +47,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="total optimiser steps, including those before a resume (default 1000)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per device and step (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
-    p.add_argument("--mask-mode", default=None,
-                   help="masking mode (random, sensor, time, ...); default: the model's")
+    p.add_argument("--mask-mode", default=None, choices=registry("megfm.masking", "MASK_MODES"),
+                   metavar="MODE", help="masking mode, one of %(choices)s; default: the model's")
     p.add_argument("--mask-ratio", type=float, default=None,
                    help="fraction of sensor-patches hidden; default: the model's")
     p.add_argument("--devices", default="1",

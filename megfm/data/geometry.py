@@ -20,7 +20,7 @@ import mne
 import numpy as np
 from mne.io.constants import FIFF
 
-__all__ = ["SENSOR_TYPES", "SensorGeometry", "sensor_type_codes"]
+__all__ = ["SENSOR_TYPES", "SensorGeometry", "fit_sphere", "sensor_type_codes"]
 
 #: Sensor type names, in the order of their integer codes.
 SENSOR_TYPES: tuple[str, ...] = ("mag", "planar_grad", "axial_grad", "opm")
@@ -29,6 +29,63 @@ _COIL_NAMES = {
     int(value): key for key, value in FIFF.items() if key.startswith("FIFFV_COIL_")
 }
 _FRAMES = ("device", "head")
+
+# The MNE coil of each sensor type in :meth:`SensorGeometry.to_info` (reasons there).
+_INFO_COIL = {
+    "mag": FIFF.FIFFV_COIL_POINT_MAGNETOMETER,
+    "planar_grad": FIFF.FIFFV_COIL_VV_PLANAR_T1,
+    "axial_grad": FIFF.FIFFV_COIL_CTF_GRAD,
+    "opm": FIFF.FIFFV_COIL_QUSPIN_ZFOPM_MAG2,
+}
+
+
+def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere through ``points`` (a helmet of sensors, a helmet surface).
+
+    Parameters
+    ----------
+    points : array, shape (n, 3)
+        Positions (m).
+
+    Returns
+    -------
+    centre : array, shape (3,)
+    radius : float
+        With fewer than 4 points, or a fitted centre more than 0.5 m from their mean (points
+        close to a plane: no helmet is that flat), the mean of the points and the median
+        distance to it. Points exactly in one plane give the least-squares solution of
+        smallest norm (a centre on the normal through their circle, not the mean).
+    """
+    rr = np.asarray(points, dtype=np.float64)
+    mean = rr.mean(axis=0)
+    if len(rr) >= 4:
+        design = np.c_[2 * rr, np.ones(len(rr))]
+        sol, *_ = np.linalg.lstsq(design, (rr**2).sum(1), rcond=None)
+        centre = sol[:3]
+        if np.all(np.isfinite(centre)) and np.linalg.norm(centre - mean) <= 0.5:
+            return centre, float(np.sqrt(max(sol[3] + centre @ centre, 0.0)))
+    return mean, float(np.median(np.linalg.norm(rr - mean, axis=1)))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else v
+
+
+def _coil_axes(position: np.ndarray, orientation: np.ndarray, kind: str,
+               centre: np.ndarray) -> np.ndarray:
+    """Rows (ex, ey, ez) of a coil: ez its normal, ex the gradient of a planar gradiometer."""
+    if kind == "planar_grad":
+        ex = _unit(orientation)
+        radial = _unit(position - centre)
+        ez = _unit(radial - (radial @ ex) * ex)
+        if not np.any(ez):  # gradient along the radius: any normal orthogonal to it
+            ez = _unit(np.cross(ex, [0.0, 0.0, 1.0] if abs(ex[2]) < 0.9 else [1.0, 0.0, 0.0]))
+    else:
+        ez = _unit(orientation)
+        helper = np.array([1.0, 0.0, 0.0]) if abs(ez[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        ex = _unit(helper - (helper @ ez) * ez)
+    return np.stack([ex, np.cross(ez, ex), ez])
 
 
 def _coil_kind(coil_type: int) -> str:
@@ -154,6 +211,64 @@ class SensorGeometry:
             bads=np.array([n in info["bads"] for n in names]),
             frame=frame,
         )
+
+    def to_info(self, sfreq: float, *, dev_head_t=None) -> mne.Info:
+        """Build an :class:`mne.Info` with one MEG channel per sensor.
+
+        The geometry does not record each coil's make, so every sensor type gets one coil
+        that MNE can model, chosen for the physics of the type:
+
+        * ``mag``: a point magnetometer. The coil's size is not recorded (25.8 mm squares on
+          Vectorview, other sizes elsewhere); a point assumes none, and at the several cm
+          from sources to sensors the field over such a coil is nearly uniform.
+        * ``planar_grad``: the Vectorview planar gradiometer (16.8 mm baseline), the only
+          planar design in wide use; a gradiometer's output depends on its baseline, so a
+          point cannot stand in. The gradient lies along the stored orientation and the coil
+          normal points away from the centre of the sphere fitted to the sensors
+          (:func:`fit_sphere`): helmets are close to spherical, so that radius is the
+          normal of the helmet surface, which the mean of the positions (off-centre for a
+          helmet that covers the top of the head more than the sides) is not.
+        * ``axial_grad``: the CTF axial gradiometer (5 cm baseline, as KIT's), a ``"mag"``
+          channel in T as MNE reads CTF and KIT data. MNE has no coil definition for the
+          generic 5 cm axial gradiometer.
+        * ``opm``: the QuSpin zero-field OPM (a cell of a few mm, i.e. nearly a point), so
+          :meth:`from_info` reads the sensors back as OPM axes.
+
+        Parameters
+        ----------
+        sfreq : float
+            Sampling frequency written into the info (Hz).
+        dev_head_t : mne.transforms.Transform | array, shape (4, 4) | None
+            Device -> head transform to record, for source modelling of a device-frame
+            geometry; the identity when None or when the geometry is in the head frame.
+
+        Returns
+        -------
+        info : mne.Info
+            Channels with this geometry's names, positions and orientations in its frame
+            (``SensorGeometry.from_info(info)`` gives the geometry back), ``info["bads"]``
+            from :attr:`bads`.
+        """
+        kinds = self.type_names
+        ch_types = ["grad" if k == "planar_grad" else "mag" for k in kinds]
+        info = mne.create_info(list(self.names), float(sfreq), ch_types, verbose=False)
+        positions = self.positions.astype(np.float64)
+        centre, _ = fit_sphere(positions)
+        trans = np.eye(4)
+        if dev_head_t is not None and self.frame == "device":
+            trans = np.asarray(dev_head_t["trans"] if isinstance(dev_head_t, dict) else dev_head_t,
+                               dtype=np.float64)
+            if trans.shape != (4, 4):
+                raise ValueError(f"'dev_head_t' must be a 4x4 transform; got shape {trans.shape}.")
+        with info._unlock():
+            for ch, kind, pos, ori in zip(info["chs"], kinds, positions,
+                                          self.orientations.astype(np.float64), strict=True):
+                ch["loc"] = np.concatenate([pos, _coil_axes(pos, ori, kind, centre).ravel()])
+                ch["coil_type"] = _INFO_COIL[kind]
+                ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
+            info["dev_head_t"] = mne.transforms.Transform("meg", "head", trans)
+            info["bads"] = [n for n, bad in zip(self.names, self.bads, strict=True) if bad]
+        return info
 
     # ------------------------------------------------------------------ views
     @property

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._quiet import quiet_lightning
 from ..data.windows import Windows
 from ..embedding import iter_batches, load_model, store_metadata
-from ..training._quiet import quiet_lightning
 from .classification import parse_task  # one definition of a task's classes
 
 __all__ = ["FinetuneModule", "FinetunedClassifier", "finetune", "layer_ids",

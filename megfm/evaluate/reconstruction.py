@@ -14,10 +14,9 @@ gradiometers weigh alike), overall and per state. Baselines get the same windows
   :class:`scipy.interpolate.PchipInterpolator`) is reported too;
 * ``mne`` (``sensor`` mode): MNE's own field interpolation of the hidden sensors from the
   visible ones (:meth:`mne.Epochs.interpolate_bads`, ``mode="accurate"``). The
-  :class:`mne.Info` is rebuilt from the store's :class:`SensorGeometry`: positions, coil
-  orientations and generic coil types (point magnetometer, Vectorview planar gradiometer,
-  5 cm axial gradiometer) in the device frame, with the origin at the centre of the sphere
-  best fitting the sensor positions. Pass ``info`` to use the recording's own ``mne.Info``.
+  :class:`mne.Info` is rebuilt from the store's :class:`SensorGeometry`
+  (:meth:`SensorGeometry.to_info`), with the origin at the centre of the sphere best fitting
+  the sensor positions. Pass ``info`` to use the recording's own ``mne.Info``.
 
 Event-locked windows (``event >= 0``) also give an evoked-response check: each window is
 reconstructed from leave-blocks-out time masks (every time patch hidden exactly once), the
@@ -37,43 +36,23 @@ import torch
 from scipy.interpolate import CubicSpline, PchipInterpolator
 from tqdm.auto import tqdm
 
-from ..data.geometry import SENSOR_TYPES, SensorGeometry
+from ..data.geometry import SENSOR_TYPES, SensorGeometry, fit_sphere
 from ..data.windows import Windows
 from ..embedding import data_sfreq, iter_batches, load_model, store_metadata
+from ..masking import SINGLE_MASK_MODES
 
 __all__ = ["evaluate_reconstruction", "info_from_geometry", "plot_reconstruction"]
 
 logger = logging.getLogger(__name__)
 
-_MODES = ("random", "sensor", "time")
+_MODES = SINGLE_MASK_MODES
 # physical unit of megfm data -> SI for MNE: fT -> T, fT/cm -> T/m
 _SI = {"mag": 1e-15, "planar_grad": 1e-13, "axial_grad": 1e-15, "opm": 1e-15}
 
 
 # ---------------------------------------------------------------------- geometry -> MNE
-def _sphere_center(positions: np.ndarray) -> np.ndarray:
-    """Least-squares centre of the sphere through the sensor positions."""
-    a = np.c_[2 * positions, np.ones(len(positions))]
-    b = (positions ** 2).sum(1)
-    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
-    center = sol[:3]
-    if not np.all(np.isfinite(center)) or np.linalg.norm(center - positions.mean(0)) > 0.5:
-        center = positions.mean(0)
-    return center
-
-
-def _frame(normal: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
-    """Orthonormal (ex, ey, ez) with ez = normal (and ex close to ``first``)."""
-    ez = normal / np.linalg.norm(normal)
-    if first is None:
-        first = np.array([1.0, 0, 0]) if abs(ez[0]) < 0.9 else np.array([0, 1.0, 0])
-    ex = first - ez * (first @ ez)
-    ex /= np.linalg.norm(ex)
-    return np.stack([ex, np.cross(ez, ex), ez])
-
-
 def info_from_geometry(geometry: SensorGeometry, sfreq: float):
-    """Build an :class:`mne.Info` with MEG coils from a :class:`SensorGeometry`.
+    """Build an :class:`mne.Info` from a :class:`SensorGeometry`: :meth:`SensorGeometry.to_info`.
 
     Parameters
     ----------
@@ -85,40 +64,8 @@ def info_from_geometry(geometry: SensorGeometry, sfreq: float):
     Returns
     -------
     info : mne.Info
-        Magnetometers and OPM axes as point magnetometers, planar gradiometers as Vectorview
-        planar coils (gradient along the stored orientation, normal pointing away from the
-        sphere centre), axial gradiometers as CTF 5 cm axial gradiometers. Identity
-        device-to-head transform. Bad sensors of the geometry are in ``info["bads"]``.
     """
-    import mne
-    from mne.io.constants import FIFF
-
-    kinds = geometry.type_names
-    ch_types = ["grad" if k in ("planar_grad", "axial_grad") else "mag" for k in kinds]
-    info = mne.create_info(list(geometry.names), float(sfreq), ch_types)
-    center = _sphere_center(geometry.positions.astype(np.float64))
-    coils = {"mag": FIFF.FIFFV_COIL_POINT_MAGNETOMETER, "opm": FIFF.FIFFV_COIL_POINT_MAGNETOMETER,
-             "planar_grad": FIFF.FIFFV_COIL_VV_PLANAR_T1,
-             # MNE has no coil definition for the generic 5 cm axial gradiometer (2001):
-             # CTF's (5 cm baseline) stands in for every axial system
-             "axial_grad": FIFF.FIFFV_COIL_CTF_GRAD}
-    with info._unlock():
-        for ch, kind, pos, ori in zip(info["chs"], kinds, geometry.positions.astype(np.float64),
-                                      geometry.orientations.astype(np.float64), strict=True):
-            if kind == "planar_grad":
-                radial = pos - center
-                radial = radial - ori * (radial @ ori)
-                axes = _frame(radial, first=ori)
-            else:
-                axes = _frame(ori)
-            ch["loc"][:3] = pos
-            ch["loc"][3:12] = axes.ravel()
-            ch["coil_type"] = coils[kind]
-            ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
-            ch["unit"] = FIFF.FIFF_UNIT_T_M if kind == "planar_grad" else FIFF.FIFF_UNIT_T
-        info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
-        info["bads"] = [n for n, b in zip(geometry.names, geometry.bads, strict=True) if b]
-    return info
+    return geometry.to_info(sfreq)
 
 
 class _MNEInterpolator:
@@ -138,9 +85,9 @@ class _MNEInterpolator:
                 with info._unlock():
                     info["bads"] = [n for n, b in zip(geometry.names, geometry.bads, strict=True) if b]
             else:
-                info = info_from_geometry(geometry, self.sfreq)
+                info = geometry.to_info(self.sfreq)
             scale = np.array([_SI[k] for k in geometry.type_names])
-            origin = _sphere_center(geometry.positions.astype(np.float64))
+            origin, _ = fit_sphere(geometry.positions)
             trans = info.get("dev_head_t")
             if geometry.frame == "device" and trans is not None:
                 # MNE takes the origin in head coordinates
@@ -494,7 +441,7 @@ def _evoked_scores(sums: dict, sfreq: float | None, tmins: list[float],
 # ---------------------------------------------------------------------- figure
 def _project(positions: np.ndarray) -> np.ndarray:
     """Azimuthal equidistant projection of sensor positions around the fitted sphere centre."""
-    rel = positions - _sphere_center(positions.astype(np.float64))
+    rel = positions - fit_sphere(positions)[0]
     rel /= np.linalg.norm(rel, axis=1, keepdims=True)
     theta = np.arccos(np.clip(rel[:, 2], -1, 1))
     phi = np.arctan2(rel[:, 1], rel[:, 0])

@@ -7,55 +7,22 @@ from os import PathLike
 
 import mne
 import numpy as np
-from mne.io.constants import FIFF
 
 from ..data.geometry import SENSOR_TYPES, SensorGeometry
 from ..data.windows import Windows
 
 __all__ = ["geometry_to_info"]
 
-# MNE channel type and a representative coil type for each megfm sensor type.
-_CH_TYPE = {"mag": "mag", "planar_grad": "grad", "axial_grad": "mag", "opm": "mag"}
-_COIL = {
-    "mag": FIFF.FIFFV_COIL_VV_MAG_T3,
-    "planar_grad": FIFF.FIFFV_COIL_VV_PLANAR_T1,
-    "axial_grad": FIFF.FIFFV_COIL_CTF_GRAD,
-    "opm": FIFF.FIFFV_COIL_QUSPIN_ZFOPM_MAG2,
-}
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(v)
-    return v / n if n > 0 else v
-
-
-def _coil_frame(position: np.ndarray, orientation: np.ndarray, kind: str, centre: np.ndarray):
-    """Return (ex, ey, ez) of a coil: ez the coil normal, ex the gradient direction."""
-    if kind == "planar_grad":
-        ex = _unit(orientation)
-        radial = _unit(position - centre)
-        ez = _unit(radial - np.dot(radial, ex) * ex)
-        if not np.any(ez):
-            ez = _unit(np.cross(ex, [0.0, 0.0, 1.0]) if abs(ex[2]) < 0.9 else np.cross(ex, [1.0, 0, 0]))
-    else:
-        ez = _unit(orientation)
-        helper = np.array([1.0, 0.0, 0.0]) if abs(ez[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        ex = _unit(helper - np.dot(helper, ez) * ez)
-    ey = np.cross(ez, ex)
-    return ex, ey, ez
-
 
 def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0,
                      dev_head_t=None) -> mne.Info:
     """Build an :class:`mne.Info` from a :class:`~megfm.data.SensorGeometry`.
 
-    The channels keep the geometry's names, positions and orientations; each gets the MNE
-    channel type of its sensor type (``"grad"`` for planar gradiometers, ``"mag"`` for
-    magnetometers, axial gradiometers and OPM axes) and a representative coil type
-    (Vectorview magnetometer / planar gradiometer, CTF axial gradiometer, QuSpin OPM), so
-    :func:`mne.viz.plot_topomap` and MNE's forward modelling work for any MEG system.
-    Positions stay in the geometry's frame; ``info["dev_head_t"]`` is ``dev_head_t`` (the
-    identity by default, i.e. device frame = head frame).
+    Same as :meth:`SensorGeometry.to_info` (one coil per sensor type, chosen there), after checking
+    that the geometry has sensor locations, so that :func:`mne.viz.plot_topomap` and MNE's
+    forward modelling work for any MEG system. Positions stay in the geometry's frame;
+    ``info["dev_head_t"]`` is ``dev_head_t`` (the identity by default, i.e. device frame =
+    head frame).
 
     Parameters
     ----------
@@ -75,25 +42,7 @@ def geometry_to_info(geometry: SensorGeometry, *, sfreq: float = 1000.0,
     if not isinstance(geometry, SensorGeometry):
         raise TypeError(f"'geometry' must be a SensorGeometry; got {type(geometry).__name__}.")
     _check_locations(geometry)
-    kinds = geometry.type_names
-    info = mne.create_info(list(geometry.names), float(sfreq), [_CH_TYPE[k] for k in kinds])
-    centre = geometry.positions.astype(np.float64).mean(axis=0)
-    with info._unlock():
-        for ch, pos, ori, kind in zip(info["chs"], geometry.positions, geometry.orientations,
-                                      kinds, strict=True):
-            ex, ey, ez = _coil_frame(pos.astype(np.float64), ori.astype(np.float64), kind, centre)
-            ch["loc"] = np.concatenate([pos, ex, ey, ez]).astype(np.float64)
-            ch["coil_type"] = _COIL[kind]
-            ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
-        trans = np.eye(4)
-        if dev_head_t is not None and geometry.frame == "device":
-            trans = np.asarray(dev_head_t["trans"] if isinstance(dev_head_t, dict)
-                               else dev_head_t, dtype=np.float64)
-            if trans.shape != (4, 4):
-                raise ValueError(f"'dev_head_t' must be a 4x4 transform; got shape {trans.shape}.")
-        info["dev_head_t"] = mne.transforms.Transform("meg", "head", trans)
-        info["bads"] = [n for n, bad in zip(geometry.names, geometry.bads, strict=True) if bad]
-    return info
+    return geometry.to_info(sfreq, dev_head_t=dev_head_t)
 
 
 def _check_locations(geometry: SensorGeometry) -> None:

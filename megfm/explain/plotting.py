@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.geometry import SENSOR_TYPES, SensorGeometry
+from ..data.geometry import SENSOR_TYPES, SensorGeometry, fit_sphere
 from ._common import _check_locations, geometry_to_info
 
 __all__ = ["plot_sensor_map", "plot_state_topomaps"]
@@ -45,12 +45,10 @@ def _panel_values(values: np.ndarray, geometry: SensorGeometry, code: int):
 
 def _sphere(positions: np.ndarray) -> tuple[float, float, float, float]:
     """Least-squares sphere through the sensors (the helmet), for the topomap projection."""
-    a = np.c_[2 * positions, np.ones(len(positions))]
-    b = (positions ** 2).sum(axis=1)
-    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
-    centre = sol[:3]
-    radius = float(np.sqrt(max(sol[3] + centre @ centre, 1e-6)))
-    if len(positions) < 8 or not 0.03 < radius < 0.3:  # too few or flat: fall back
+    centre, radius = fit_sphere(positions)
+    # too few, no sphere (fit_sphere gave the mean) or not helmet-sized: below the mean instead
+    if len(positions) < 8 or np.allclose(centre, positions.mean(axis=0)) \
+            or not 0.03 < radius < 0.3:
         centre = positions.mean(axis=0) - np.array([0.0, 0.0, 0.05])
         radius = float(np.median(np.linalg.norm(positions - centre, axis=1)))
     # MNE draws the head outline at the sphere radius; the helmet sits ~2 cm outside it

@@ -1,29 +1,57 @@
-"""Checkpoints: a folder with ``config.json`` (model config + megfm version) and ``weights.pt``.
+"""Checkpoint folders: ``config.json`` and ``model.safetensors``.
 
-``weights.pt`` is a plain state dict loaded with ``torch.load(weights_only=True)``, so loading
-a checkpoint never runs code from the file. Files are written to a temporary name and renamed,
-so an interrupted save never leaves a half-written checkpoint under the final name.
+``config.json`` holds the model config, the megfm version and the sha256 of the weights file;
+``model.safetensors`` holds the state dict as raw tensors. safetensors has no pickle, so
+loading never runs code from the file, and it is memory-mapped when read. A folder is written
+whole into a temporary sibling and renamed into place, so an interrupted save leaves the
+previous export (or none), never a mix of two.
+
+This module is the file format only: it knows :class:`ModelConfig` but not the model class;
+:meth:`MaskedSignalModel.save_pretrained` and :meth:`MaskedSignalModel.from_pretrained` call it.
+
+Folders of format version 1 (``weights.pt``, a pickled state dict) still load, with
+``torch.load(weights_only=True)`` and a deprecation warning in the log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from .._io import atomic_dir
 from .._version import __version__
 from .config import ModelConfig
-from .model import MaskedSignalModel
 
-__all__ = ["CHECKPOINT_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "load_pretrained", "save_pretrained"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "LEGACY_WEIGHTS_NAME",
+    "WEIGHTS_NAME",
+    "read_checkpoint",
+    "read_checkpoint_config",
+    "write_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "weights.pt"
+WEIGHTS_NAME = "model.safetensors"
+#: Weights file of format version 1 (a pickled state dict), still readable.
+LEGACY_WEIGHTS_NAME = "weights.pt"
 #: Format tag and version written into every ``config.json``.
 CHECKPOINT_FORMAT = "megfm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# files an export may hold: only these are replaced when an export is overwritten
+_EXPORT_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS_NAME})
 
 
 def _major(version: str) -> int:
@@ -33,45 +61,62 @@ def _major(version: str) -> int:
         return -1
 
 
-def save_pretrained(model: MaskedSignalModel, directory: str | Path) -> Path:
-    """Write a checkpoint folder.
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checkpoint(
+    directory: str | Path, config: ModelConfig, state_dict: Mapping[str, torch.Tensor]
+) -> Path:
+    """Write a checkpoint folder (``config.json`` + ``model.safetensors``) in one step.
 
     Parameters
     ----------
-    model : MaskedSignalModel
-        The model to save (its ``config`` and ``state_dict``).
     directory : str | Path
-        Folder to write; created if needed. Existing checkpoint files are replaced atomically.
+        Folder to write. An existing export there is replaced as a whole; a folder that holds
+        other files is refused, so that saving never deletes unrelated work.
+    config : ModelConfig
+        The model configuration, written to ``config.json``.
+    state_dict : Mapping[str, Tensor]
+        The weights, written to ``model.safetensors``.
 
     Returns
     -------
     directory : Path
     """
-    if not isinstance(model, MaskedSignalModel):
-        raise TypeError(f"Expected a MaskedSignalModel; got {type(model).__name__}.")
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"Cannot save a checkpoint to {directory}: it is a file, not a folder.")
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "megfm_version": __version__,
-        "model": model.config.to_dict(),
-    }
-    tmp_w = directory / (WEIGHTS_NAME + ".tmp")
-    tmp_c = directory / (CONFIG_NAME + ".tmp")
-    torch.save(state, tmp_w)
-    tmp_c.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp_w, directory / WEIGHTS_NAME)
-    os.replace(tmp_c, directory / CONFIG_NAME)
-    return directory
+    given = Path(directory)
+    directory = Path(os.path.abspath(given))  # "ckpt/." or "." have no name to swap
+    if directory.exists():
+        if not directory.is_dir():
+            raise ValueError(f"Cannot save a checkpoint to {directory}: it is a file, not a folder.")
+        others = sorted(p.name for p in directory.iterdir() if p.name not in _EXPORT_FILES)
+        if others:
+            raise ValueError(
+                f"Cannot save a checkpoint to {directory}: it holds files that are not part of a "
+                f"megfm export ({', '.join(others[:3])}); choose a new or empty folder."
+            )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    with atomic_dir(directory) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": CHECKPOINT_FORMAT})
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "megfm_version": __version__,
+            "model": config.to_dict(),
+            "weights": {"file": WEIGHTS_NAME, "sha256": _sha256(tmp / WEIGHTS_NAME)},
+        }
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
+    return given
 
 
-def read_checkpoint_config(directory: str | Path) -> ModelConfig:
-    """Read and check the ``config.json`` of a checkpoint folder (no weights loaded)."""
-    directory = Path(directory)
+def _read_meta(directory: Path) -> dict:
+    """The checked contents of ``config.json`` (format tag, format and megfm versions)."""
     cfg_path = directory / CONFIG_NAME
     if not directory.is_dir() or not cfg_path.is_file():
         raise ValueError(
@@ -100,19 +145,88 @@ def read_checkpoint_config(directory: str | Path) -> ModelConfig:
             f"Checkpoint {directory} was written by megfm {saved or '?'}, incompatible with the "
             f"installed megfm {__version__} (different major version)."
         )
+    return meta
+
+
+def read_checkpoint_config(directory: str | Path) -> ModelConfig:
+    """Read and check the ``config.json`` of a checkpoint folder (no weights loaded).
+
+    Parameters
+    ----------
+    directory : str | Path
+        The checkpoint folder.
+
+    Returns
+    -------
+    config : ModelConfig
+    """
+    directory = Path(directory)
+    return _config_of(directory, _read_meta(directory))
+
+
+def _config_of(directory: Path, meta: dict) -> ModelConfig:
     try:
         return ModelConfig.from_dict(meta["model"])
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"Invalid model config in {cfg_path}: {exc}") from exc
+        raise ValueError(f"Invalid model config in {directory / CONFIG_NAME}: {exc}") from exc
 
 
-def load_pretrained(
+def _read_safetensors(directory: Path, meta: dict, map_location: str) -> dict[str, torch.Tensor]:
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ValueError(f"{directory} is not a complete megfm checkpoint: {WEIGHTS_NAME} is missing.")
+    recorded = meta.get("weights", {}).get("sha256") if isinstance(meta.get("weights"), dict) else None
+    if not isinstance(recorded, str):
+        raise ValueError(
+            f"{directory / CONFIG_NAME} records no sha256 of {WEIGHTS_NAME}, so the weights "
+            "cannot be verified; re-export the model with MaskedSignalModel.save_pretrained."
+        )
+    if _sha256(weights) != recorded:
+        raise ValueError(
+            f"weights file {weights} does not match the sha256 recorded in {CONFIG_NAME}: the "
+            "file is corrupt or was replaced; re-export or re-download it."
+        )
+    try:
+        return load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"Cannot read the weights {weights}: not a valid safetensors file ({reason}); "
+            "re-export or re-download it."
+        ) from exc
+
+
+def _read_legacy(directory: Path, map_location: str) -> dict[str, torch.Tensor]:
+    weights = directory / LEGACY_WEIGHTS_NAME
+    if not weights.is_file():
+        raise ValueError(
+            f"{directory} is not a complete megfm checkpoint: {LEGACY_WEIGHTS_NAME} is missing."
+        )
+    # A log warning rather than a DeprecationWarning: Python hides those outside __main__, and
+    # the fix is to re-save a file, not to change the calling code.
+    logger.warning(
+        "%s is an old megfm export (weights.pt, pickle-based); re-save it as model.safetensors "
+        "with megfm.load_pretrained(path).save_pretrained(path). weights.pt will stop loading "
+        "in a future release.", directory,
+    )
+    try:
+        # weights_only: plain tensors and containers only; any other pickled object is refused
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"Cannot read the weights {weights}: {reason}") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights} does not hold a state dict (got {type(state).__name__}).")
+    return state
+
+
+def read_checkpoint(
     directory: str | Path,
     *,
     expected_config: ModelConfig | None = None,
     map_location: str | torch.device = "cpu",
-) -> MaskedSignalModel:
-    """Load a checkpoint folder written by :meth:`MaskedSignalModel.save_pretrained`.
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read a checkpoint folder: its config and its verified state dict.
 
     Parameters
     ----------
@@ -125,30 +239,17 @@ def load_pretrained(
 
     Returns
     -------
-    model : MaskedSignalModel
-        In eval mode.
+    config : ModelConfig
+    state_dict : dict[str, Tensor]
     """
     directory = Path(directory)
-    config = read_checkpoint_config(directory)
+    meta = _read_meta(directory)
+    config = _config_of(directory, meta)
     if expected_config is not None:
         diff = config.differences(expected_config)
         if diff:
             listed = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"Checkpoint {directory} does not match the expected config ({listed}).")
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ValueError(f"{directory} is not a complete megfm checkpoint: {WEIGHTS_NAME} is missing.")
-    try:
-        state = torch.load(weights, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"Cannot read the weights {weights}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights} does not hold a state dict (got {type(state).__name__}).")
-    model = MaskedSignalModel(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"The weights in {weights} do not fit the config in {directory / CONFIG_NAME}: {exc}"
-        ) from exc
-    return model.eval()
+    if meta["format_version"] >= 2:
+        return config, _read_safetensors(directory, meta, str(map_location))
+    return config, _read_legacy(directory, str(map_location))

@@ -36,10 +36,11 @@ from ..tokenize import (
     robust_normalize,
     unpatchify,
 )
+from .checkpoint import read_checkpoint, write_checkpoint
 from .config import ModelConfig
 from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions, to_grid
 
-__all__ = ["MaskedSignalModel"]
+__all__ = ["MaskedSignalModel", "load_pretrained", "save_pretrained"]
 
 
 def _pink_noise_band_log_power() -> torch.Tensor:
@@ -211,19 +212,56 @@ class MaskedSignalModel(nn.Module):
             self._init_weights(self.head)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``weights.pt`` to ``directory`` (see :mod:`.checkpoint`)."""
-        from .checkpoint import save_pretrained
+        """Write ``config.json`` and ``model.safetensors`` to ``directory``.
 
-        return save_pretrained(self, directory)
+        Parameters
+        ----------
+        directory : str | Path
+            The export folder; an existing export there is replaced in one step
+            (see :mod:`megfm.models.checkpoint`).
+
+        Returns
+        -------
+        directory : Path
+        """
+        return write_checkpoint(directory, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, expected_config: ModelConfig | None = None
+        cls,
+        directory: str | Path,
+        *,
+        expected_config: ModelConfig | None = None,
+        map_location: str | torch.device = "cpu",
     ) -> MaskedSignalModel:
-        """Load a checkpoint folder (same as :func:`megfm.load_pretrained`)."""
-        from .checkpoint import load_pretrained
+        """Load a checkpoint folder (same as :func:`megfm.load_pretrained`).
 
-        return load_pretrained(directory, expected_config=expected_config)
+        Parameters
+        ----------
+        directory : str | Path
+            Folder written by :meth:`save_pretrained` (or ``megfm pretrain``'s ``model/``).
+        expected_config : ModelConfig | None
+            When given, the checkpoint's config must equal it; differences are listed in the
+            error.
+        map_location : str | torch.device
+            Where to load the tensors.
+
+        Returns
+        -------
+        model : MaskedSignalModel
+            In eval mode.
+        """
+        config, state = read_checkpoint(directory, expected_config=expected_config,
+                                        map_location=map_location)
+        model = cls(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ValueError(
+                f"The weights in {directory} do not fit the config in its config.json: {first}"
+            ) from exc
+        return model.eval()
 
     # ------------------------------------------------------------------ steps
     def check_inputs(
@@ -702,3 +740,50 @@ class MaskedSignalModel(nn.Module):
         latents, extras = self._encode_whole(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq,
                                              return_blocks=True)
         return latents, [extras["blocks"][i] for i in sorted(set(chosen))]
+
+
+def save_pretrained(model: MaskedSignalModel, directory: str | Path) -> Path:
+    """Write ``model`` to a checkpoint folder (same as :meth:`MaskedSignalModel.save_pretrained`).
+
+    Parameters
+    ----------
+    model : MaskedSignalModel
+    directory : str | Path
+
+    Returns
+    -------
+    directory : Path
+    """
+    if not isinstance(model, MaskedSignalModel):
+        raise TypeError(f"Expected a MaskedSignalModel; got {type(model).__name__}.")
+    return model.save_pretrained(directory)
+
+
+def load_pretrained(
+    directory: str | Path,
+    *,
+    expected_config: ModelConfig | None = None,
+    map_location: str | torch.device = "cpu",
+) -> MaskedSignalModel:
+    """Load a checkpoint folder written by :meth:`MaskedSignalModel.save_pretrained`.
+
+    The folder holds ``config.json`` and ``model.safetensors``; the weights are checked
+    against the sha256 in ``config.json`` and read without pickle. Old exports with a
+    ``weights.pt`` still load (``torch.load(weights_only=True)``), with a warning in the log.
+
+    Parameters
+    ----------
+    directory : str | Path
+        The checkpoint folder.
+    expected_config : ModelConfig | None
+        When given, the checkpoint's config must equal it; differences are listed in the error.
+    map_location : str | torch.device
+        Where to load the tensors.
+
+    Returns
+    -------
+    model : MaskedSignalModel
+        In eval mode.
+    """
+    return MaskedSignalModel.from_pretrained(directory, expected_config=expected_config,
+                                             map_location=map_location)

@@ -19,6 +19,8 @@ import mne
 import numpy as np
 from mne.io.constants import FIFF
 
+from ..data.geometry import fit_sphere
+
 __all__ = ["ARRAY_KINDS", "sensor_array"]
 
 #: Named synthetic arrays: helmet file, number of sensor locations, layout description.
@@ -41,14 +43,6 @@ _HELMET_CENTRE_HEAD = np.array([0.0, 0.01, 0.055])
 # OPM sensors: scalp-mounted on a sphere around the head-sphere centre.
 _OPM_CENTRE_HEAD = np.array([0.0, 0.0, 0.04])
 _OPM_RADIUS = 0.105
-
-
-def _fit_sphere(rr: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares sphere through points ``rr`` (n, 3); returns (centre, radius)."""
-    design = np.c_[2 * rr, np.ones(len(rr))]
-    sol = np.linalg.lstsq(design, (rr**2).sum(1), rcond=None)[0]
-    centre = sol[:3]
-    return centre, float(np.sqrt(sol[3] + centre @ centre))
 
 
 def _farthest_points(rr: np.ndarray, n: int) -> np.ndarray:
@@ -75,7 +69,7 @@ def _subdivided_helmet(fname: str, z_min: float | None) -> tuple[np.ndarray, np.
     if z_min is not None:
         keep = rr[:, 2] >= z_min
         rr, nn = rr[keep], nn[keep]
-    centre, _ = _fit_sphere(rr)
+    centre, _ = fit_sphere(rr)
     nn = nn / np.linalg.norm(nn, axis=1, keepdims=True)
     flip = np.einsum("ij,ij->i", rr - centre, nn) < 0
     nn[flip] *= -1
@@ -213,7 +207,7 @@ def sensor_array(kind: str | mne.Info = "vectorview", *, sfreq: float = 1000.0) 
         rr_all, nn_all = _subdivided_helmet(spec["helmet"], spec.get("z_min"))
         idx = _farthest_points(rr_all, spec["n_locations"])
         rr, nn = rr_all[idx], nn_all[idx]
-        centre, _ = _fit_sphere(rr_all)
+        centre, _ = fit_sphere(rr_all)
         trans = np.eye(4)
         trans[:3, 3] = _HELMET_CENTRE_HEAD - centre
     chs = _build_chs(kind, rr, nn)

@@ -40,9 +40,7 @@ def config_from_dict(d: dict) -> Any:
     """Rebuild a :class:`megfm.ModelConfig` from :func:`config_to_dict` output."""
     from ..models import ModelConfig
 
-    if hasattr(ModelConfig, "from_dict"):
-        return ModelConfig.from_dict(dict(d))
-    return ModelConfig(**d)
+    return ModelConfig.from_dict(dict(d))
 
 
 def cosine_with_warmup(step: int, *, warmup_steps: int, max_steps: int,

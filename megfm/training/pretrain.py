@@ -7,7 +7,7 @@ A run lives in one output folder::
       checkpoints/last.ckpt     latest full training state (resume from here)
       checkpoints/best-*.ckpt   lowest validation loss
       logs/version_N/metrics.csv  one CSV per (re)start; :func:`load_metrics` joins them
-      model/                    the exported pretrained model (``save_pretrained``)
+      model/                    the exported model: config.json + model.safetensors
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import csv
 import dataclasses
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -27,14 +26,13 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text
+from .._quiet import quiet_lightning
 from .._version import __version__
-from ._quiet import quiet_lightning
 
 __all__ = ["load_metrics", "pretrain"]
 
 logger = logging.getLogger(__name__)
 
-_PRESETS = ("tiny", "small", "base")
 _RUN_FILE = "run.json"
 
 
@@ -80,12 +78,12 @@ def _read_manifest(store: Path) -> dict:
 
 
 def _resolve_config(model: Any):
-    from ..models import ModelConfig
+    from ..models import PRESETS, ModelConfig
 
     if isinstance(model, str):
-        if model not in _PRESETS:
+        if model not in PRESETS:
             raise ValueError(
-                f"Invalid value for 'model': expected one of {_PRESETS} or a ModelConfig; "
+                f"Invalid value for 'model': expected one of {tuple(PRESETS)} or a ModelConfig; "
                 f"got {model!r}."
             )
         return ModelConfig.preset(model)
@@ -96,7 +94,7 @@ def _resolve_config(model: Any):
     if dataclasses.is_dataclass(model) and not isinstance(model, type):
         return model
     raise TypeError(
-        f"Invalid value for 'model': expected a preset name {_PRESETS} or a ModelConfig; "
+        f"Invalid value for 'model': expected a preset name {tuple(PRESETS)} or a ModelConfig; "
         f"got {type(model).__name__}."
     )
 
@@ -117,18 +115,6 @@ def _adapt_config(config, manifest: dict):
         logger.info("Model config adapted to the store: %s", changes)
         config = dataclasses.replace(config, **changes)
     return config
-
-
-def _filter_kwargs(func, kwargs: dict) -> dict:
-    """Keep the keyword arguments that ``func`` accepts (warn about the others)."""
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    kept = {k: v for k, v in kwargs.items() if k in params}
-    dropped = sorted(set(kwargs) - set(kept))
-    if dropped:
-        logger.warning("%s does not take %s; ignored.", getattr(func, "__qualname__", func), dropped)
-    return kept
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -395,7 +381,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
 
         dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
                          subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed)
-        datamodule = MEGDataModule(store, **_filter_kwargs(MEGDataModule.__init__, dm_kwargs))
+        datamodule = MEGDataModule(store, **dm_kwargs)
 
     module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                             max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,

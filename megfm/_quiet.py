@@ -1,4 +1,4 @@
-"""Silence the Lightning warnings that say nothing to a megfm user."""
+"""Silence the Lightning warnings that say nothing to a megfm user (training and fine-tuning)."""
 
 from __future__ import annotations
 
