@@ -59,8 +59,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="cpu, gpu, cuda, mps or auto (default auto)")
     p.add_argument("--strategy", default="auto",
                    help="Lightning strategy, e.g. ddp for several processes (default auto)")
-    p.add_argument("--precision", default="32-true",
-                   help="numeric precision: 32-true, bf16-mixed (GPU), 16-mixed (default 32-true)")
+    p.add_argument("--precision", default="auto",
+                   help="numeric precision: auto (bf16-mixed on CUDA, 32-true elsewhere), "
+                   "32-true, bf16-mixed, 16-mixed (default auto)")
     p.add_argument("--accumulate", type=int, default=1,
                    help="gradient accumulation: batches per optimiser step (default 1)")
     p.add_argument("--num-workers", type=int, default=0,

@@ -222,17 +222,23 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict:
-        """AdamW (no decay on 1-d parameters) with linear warm-up + cosine decay per step."""
+        """AdamW (no decay on 1-d parameters) with linear warm-up + cosine decay per step.
+
+        The fused AdamW kernel is used when the parameters are on CUDA (Lightning moves the
+        model to its device before this is called).
+        """
         decay, no_decay = [], []
         for _, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
             (no_decay if param.ndim <= 1 else decay).append(param)
+        from ._hardware import adamw_kwargs
+
         hp = self.hparams
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, betas=tuple(hp.betas),
+            lr=hp.lr, betas=tuple(hp.betas), **adamw_kwargs(decay + no_decay),
         )
         warmup, max_steps, floor = hp.warmup_steps, hp.max_steps, hp.min_lr_ratio
 

@@ -163,7 +163,7 @@ def pretrain(
     num_nodes: int = 1,
     accelerator: str = "auto",
     strategy: str = "auto",
-    precision: str = "32-true",
+    precision: str = "auto",
     accumulate: int = 1,
     gradient_clip_val: float | None = 1.0,
     num_workers: int = 0,
@@ -204,8 +204,11 @@ def pretrain(
     mask_mode, mask_ratio : str | None, float | None
         Masking of the pretraining task; ``None`` keeps the model config's default.
     devices, accelerator, strategy, precision : see :class:`lightning.pytorch.Trainer`
-        For example ``devices=4, precision="bf16-mixed"`` on GPUs; ``strategy="ddp"`` for
-        several processes.
+        For example ``devices=4`` on GPUs; ``strategy="ddp"`` for several processes.
+        ``precision="auto"`` is ``"bf16-mixed"`` on CUDA and ``"32-true"`` elsewhere; on
+        CUDA the run also sets ``torch.set_float32_matmul_precision("high")`` (TF32
+        matmuls for whatever stays in fp32), pins the batches in page-locked memory and
+        uses the fused AdamW.
     num_nodes : int
         Number of machines of a multi-node run (``devices`` processes on each), as
         :class:`lightning.pytorch.Trainer`'s ``num_nodes``; the cluster environment (e.g.
@@ -358,6 +361,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from ._hardware import device_type, resolve_precision
     from .module import PretrainModule, config_from_dict, config_to_dict
 
     for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
@@ -381,6 +385,12 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         callbacks.append(_validate_at_end())
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}",
                                          monitor="val/loss", mode="min", save_top_k=1))
+    precision = resolve_precision(precision, accelerator)
+    cuda = device_type(accelerator) == "cuda"
+    if cuda:
+        import torch
+
+        torch.set_float32_matmul_precision("high")
     loggers = [CSVLogger(save_dir=out, name="logs")]
     if importlib.util.find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -415,7 +425,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         from .datamodule import MEGDataModule
 
         dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
-                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed)
+                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed,
+                         pin_memory=cuda)
         datamodule = MEGDataModule(store, **dm_kwargs)
 
     module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
