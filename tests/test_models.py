@@ -958,3 +958,64 @@ def test_checkpoint_io_knows_nothing_of_the_model_class():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     assert not {m for m in imported if m and (m == "model" or m.endswith(".model"))}
+
+
+def _token_space_with_key_column(attn, x, ctx, key_mask, coef, values):
+    """The former token-space path: the key bias as one more q/k coordinate (width W + 1)."""
+    b, nq, _ = x.shape
+    h, hd, width = attn.n_heads, attn.head_dim, ctx.shape[-1]
+    q = attn.q(x).reshape(b, nq, h, hd).transpose(1, 2)
+    w_k = attn.kv.weight[: h * hd].reshape(h, hd, width)
+    w_v = attn.kv.weight[h * hd:].reshape(h, hd, width)
+    q_ctx = torch.einsum("bhqd,hdw->bhqw", q, w_k)
+    extra = (coef / attn.scale)[None, :, None, None].expand(b, h, nq, 1)
+    rows = torch.cat([q_ctx, extra], -1).reshape(b, 1, h * nq, width + 1)
+    keys = torch.cat([ctx[:, None], values[:, None, :, None]], -1)
+    mixed = torch.nn.functional.scaled_dot_product_attention(
+        rows, keys, ctx[:, None], attn_mask=key_mask[:, None, None, :], scale=attn.scale)
+    out = torch.einsum("bhqw,hdw->bqhd", mixed.reshape(b, h, nq, width), w_v)
+    out = out + attn.kv.bias[h * hd:].reshape(h, hd)
+    return attn.proj(out.reshape(b, nq, h * hd))
+
+
+def test_key_bias_as_float_mask_matches_the_former_key_column():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=8, token_space=True).eval()
+    torch.nn.init.normal_(attn.kv.bias)
+    x, ctx = torch.randn(3, 5, 16), torch.randn(3, 9, 8)
+    km = torch.rand(3, 9) > 0.4
+    km[:, 0] = True
+    coef = torch.randn(4, requires_grad=True)
+    values = torch.randn(3, 9)
+    ref = _token_space_with_key_column(attn, x, ctx, km, coef, values)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), coef)
+    for need_weights in (False, True):  # fused SDPA call and the manual softmax
+        out, _ = attn(x, ctx, key_mask=km, key_bias=(coef, values), need_weights=need_weights)
+        (g,) = torch.autograd.grad(out.square().sum(), coef)
+        torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_attention_query_key_width_is_the_token_width(monkeypatch):
+    # the amplitude bias no longer adds a 33rd q/k column (W + 1 rules out the
+    # memory-efficient SDPA kernels, which need widths that are multiples of 8)
+    import megfm.models.layers as layers
+
+    widths = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        widths.append((q.shape[-1], k.shape[-1], v.shape[-1]))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    for preset in ("tiny", "small"):
+        cfg = ModelConfig.preset(preset)
+        assert cfg.scale_attention_bias is not None  # the presets use the amplitude bias
+        m = MaskedSignalModel(cfg).eval()
+        widths.clear()
+        m(*_args(make_batch()), generator=torch.Generator().manual_seed(0))
+        token_width = cfg.token_dim or cfg.dim
+        assert (token_width,) * 3 in widths  # the spatial cross-attention, in token space
+        assert all(w % 8 == 0 for call in widths for w in call), widths

@@ -314,3 +314,58 @@ def test_last_checkpoint_is_written_only_right_after_an_optimiser_step(tmp_path,
         trainer.global_step = step
         callback.on_train_batch_end(trainer, None, None, None, 0)
     assert saves == [2, 4, 5] and callback.saved
+
+
+def test_last_checkpoint_by_time_is_decided_by_rank_zero(tmp_path, monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    pretrain_module = importlib.import_module("megfm.training.pretrain")
+    saves, asked = [], []
+    monkeypatch.setattr(pretrain_module, "_save_atomically",
+                        lambda trainer, path: saves.append(trainer.global_step))
+    now = [0.0]
+
+    def broadcast(obj, src=0):  # what rank 0 decided; every rank asks at every step
+        asked.append(obj)
+        return obj
+
+    callback = pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=100, minutes=1.0,
+                                                clock=lambda: now[0])
+    trainer = SimpleNamespace(global_step=0, max_steps=10,
+                              strategy=SimpleNamespace(broadcast=broadcast))
+    callback.on_train_start(trainer, None)
+    for step, seconds in [(1, 30), (2, 61), (3, 90), (4, 120), (5, 125), (6, 150), (10, 160)]:
+        now[0] = seconds
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    # due 60 s after the start (step 2), 60 s after that write (not at 120 s: step 5), then
+    # the final step
+    assert saves == [2, 5, 10] and callback.saved
+    assert len(asked) == 7
+    with pytest.raises(ValueError, match="'checkpoint_minutes'"):
+        pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=1, minutes=0)
+
+
+def test_cli_checkpoint_minutes_and_num_nodes(tmp_path, monkeypatch):
+    import importlib
+
+    from megfm.cli.main import main
+
+    pretrain_module = importlib.import_module("megfm.training.pretrain")
+    save, saves = pretrain_module._save_atomically, []
+
+    def spy(trainer, path):
+        saves.append(trainer.global_step)
+        save(trainer, path)
+
+    monkeypatch.setattr(pretrain_module, "_save_atomically", spy)
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    out = tmp_path / "run"
+    assert main(["pretrain", str(store), "--out", str(out), "--max-steps", "3", "--batch-size",
+                 "4", "--accelerator", "cpu", "--no-progress", "--val-fraction", "0",
+                 "--num-nodes", "1", "--checkpoint-every", "100",
+                 "--checkpoint-minutes", "1e-9"]) == 0
+    assert saves == [1, 2, 3]  # by time at every step; by step (100) never
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert json.loads((out / "run.json").read_text())["settings"]["num_nodes"] == 1

@@ -53,12 +53,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fraction of sensor-patches hidden; default: the model's")
     p.add_argument("--devices", default="1",
                    help="number of devices (GPUs or CPU processes), or 'auto' (default 1)")
+    p.add_argument("--num-nodes", type=int, default=1,
+                   help="number of machines, --devices processes on each (default 1)")
     p.add_argument("--accelerator", default="auto",
                    help="cpu, gpu, cuda, mps or auto (default auto)")
     p.add_argument("--strategy", default="auto",
                    help="Lightning strategy, e.g. ddp for several processes (default auto)")
-    p.add_argument("--precision", default="32-true",
-                   help="numeric precision: 32-true, bf16-mixed (GPU), 16-mixed (default 32-true)")
+    p.add_argument("--precision", default="auto",
+                   help="numeric precision: auto (bf16-mixed on CUDA, 32-true elsewhere), "
+                   "32-true, bf16-mixed, 16-mixed (default auto)")
     p.add_argument("--accumulate", type=int, default=1,
                    help="gradient accumulation: batches per optimiser step (default 1)")
     p.add_argument("--num-workers", type=int, default=0,
@@ -74,6 +77,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fraction of subjects held out for validation (default 0.2)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="save last.ckpt every N steps (default max-steps / 10)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also save last.ckpt at the first step MINUTES after the previous save "
+                   "(default: by step only)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from checkpoints/last.ckpt")
     p.add_argument("--overwrite", action="store_true",
@@ -100,10 +106,12 @@ def run(args: argparse.Namespace) -> int:
     model_dir = pretrain(
         args.store, args.out, model=model, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, mask_mode=args.mask_mode,
-        mask_ratio=args.mask_ratio, devices=devices, accelerator=args.accelerator,
+        mask_ratio=args.mask_ratio, devices=devices, num_nodes=args.num_nodes,
+        accelerator=args.accelerator,
         strategy=args.strategy, precision=args.precision, accumulate=args.accumulate,
         num_workers=args.num_workers, states=args.states, subjects=args.subjects, balance_states=args.balance_states,
         val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes,
         resume=args.resume, overwrite=args.overwrite, seed=args.seed,
         progress=not args.no_progress,
     )

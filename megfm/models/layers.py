@@ -114,8 +114,9 @@ class Attention(nn.Module):
             Added to the attention logits (after the ``1 / sqrt(head_dim)`` scaling).
         key_bias : tuple of Tensor (coef (H,), values (B, Nk)) | None
             A rank-one logit bias ``coef[h] * values[b, k]`` (the same for every query),
-            added like ``bias``. In the token-space path it is one more key coordinate, so
-            no (B, H, Nq, Nk) bias tensor is built.
+            added like ``bias``. In the token-space path it is an additive float mask of the
+            attention call, so the query/key width stays the context width (a multiple of 8
+            for the presets), which the memory-efficient SDPA kernels need.
         value_context : Tensor, shape (B, Nk, kv_dim) | None
             Projected to the values when given (keys still come from ``context``); None =
             ``context``.
@@ -188,13 +189,18 @@ class Attention(nn.Module):
         # keys folded into the queries; the key bias only shifts each row, so it cancels
         q_ctx = torch.einsum("bhqd,hdw->bhqw", q, w_k.to(q.dtype))  # (B, H, Nq, W)
         keys = ctx[:, None]  # (B, 1, Nk, W): one context shared by every head
-        if key_bias is not None:  # the rank-one bias as one more key coordinate
-            coef, values = key_bias
-            extra = (coef.to(q.dtype) / self.scale)[None, :, None, None].expand(b, h, nq, 1)
-            q_ctx = torch.cat([q_ctx, extra], dim=-1)
-            keys = torch.cat([keys, values.to(ctx.dtype)[:, None, :, None]], dim=-1)
-        rows = q_ctx.reshape(b, 1, h * nq, q_ctx.shape[-1])  # heads folded into query rows
+        rows = q_ctx.reshape(b, 1, h * nq, width)  # heads folded into query rows
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        logit_bias = None
+        if key_bias is not None:
+            # the rank-one bias coef[h] * values[b, k] as an additive float mask over the
+            # folded rows (B, 1, H * Nq, Nk), not as one more q/k coordinate: a width of W + 1
+            # would rule out the memory-efficient SDPA kernels
+            coef, key_values = key_bias
+            row_coef = coef.to(q.dtype).repeat_interleave(nq)  # (H * Nq,), head-major rows
+            logit_bias = row_coef[None, None, :, None] * key_values.to(q.dtype)[:, None, None, :]
+            if mask is not None:
+                logit_bias = logit_bias.masked_fill(~mask, float("-inf"))
         p_drop = self.attn_drop if self.training else 0.0
         values = vctx[:, None]  # (B, 1, Nk, W)
         # after dropout the weights no longer sum to 1: a column of ones carries their sum,
@@ -205,11 +211,14 @@ class Attention(nn.Module):
         weights = None
         if self.fused and not need_weights:
             mixed = F.scaled_dot_product_attention(
-                rows, keys, values, attn_mask=mask, dropout_p=p_drop, scale=self.scale
+                rows, keys, values, attn_mask=mask if logit_bias is None else logit_bias,
+                dropout_p=p_drop, scale=self.scale,
             )  # (B, 1, H * Nq, W (+ 1))
         else:
             scores = (rows * self.scale) @ keys.transpose(-2, -1)  # (B, 1, H * Nq, Nk)
-            if mask is not None:
+            if logit_bias is not None:
+                scores = scores + logit_bias
+            elif mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1)
             weights = probs.reshape(b, h, nq, -1)

@@ -160,15 +160,33 @@ class PretrainModule(pl.LightningModule):
             generator=generator,
         )
 
-    def _check_finite(self, value: torch.Tensor, what: str, batch: dict, batch_idx: int,
-                      stage: str) -> None:
-        if bool(torch.isfinite(value).all()):
+    def _stop_if_non_finite(self, checks: dict[str, torch.Tensor], batch: dict,
+                            batch_idx: int, stage: str) -> None:
+        """Raise on every rank together when any rank saw a non-finite value.
+
+        One all-reduce of the flags per call (none without a process group): a rank raising
+        alone would leave the others waiting in the gradient all-reduce until the timeout.
+        """
+        from ._distributed import any_rank, gather_objects, world_size
+
+        flags = torch.stack([~torch.isfinite(v.detach()).all() for v in checks.values()])
+        if not any_rank(flags):
             return
+        # every rank is here, at the same step: gather what each one saw and raise the same
+        local = [what for what, bad in zip(checks, flags.tolist(), strict=True) if bad]
         index = batch.get("index")
         index = index.tolist() if isinstance(index, torch.Tensor) else index
+        reports = [r for r in gather_objects((self.global_rank, local, index)) if r[1]]
+        what = ", ".join(dict.fromkeys(w for _, found, _ in reports for w in found))
+        if len(reports) == 1 and world_size() == 1:
+            where = f"window indices {reports[0][2]}"
+        else:
+            where = "; ".join(f"rank {rank}: {', '.join(found)} in window indices {idx}"
+                              for rank, found, idx in reports)
+            where += "; every rank stops here"
         raise FloatingPointError(
             f"Non-finite {what} in {stage} at global step {self.global_step} (batch {batch_idx}, "
-            f"window indices {index}). Check these windows of the store for NaN/Inf or "
+            f"{where}). Check these windows of the store for NaN/Inf or "
             "extreme values, or lower the learning rate / enable gradient clipping."
         )
 
@@ -178,12 +196,13 @@ class PretrainModule(pl.LightningModule):
         if stage == "train":
             # Dropout and any other randomness of the step depend on (seed, step, rank) only.
             torch.manual_seed(seed)
-        self._check_finite(batch["x"], "input signal", batch, batch_idx, stage)
+        # both checks are agreed on by every rank (the model refuses a non-finite input)
+        self._stop_if_non_finite({"input signal": batch["x"]}, batch, batch_idx, stage)
         generator = torch.Generator(device=batch["x"].device)
         generator.manual_seed(seed)
         out = self(batch, generator=generator)
         loss = out["loss"]
-        self._check_finite(loss.detach(), "loss", batch, batch_idx, stage)
+        self._stop_if_non_finite({"loss": loss}, batch, batch_idx, stage)
         batch_size = int(batch["x"].shape[0])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size,
                  on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
@@ -203,17 +222,23 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict:
-        """AdamW (no decay on 1-d parameters) with linear warm-up + cosine decay per step."""
+        """AdamW (no decay on 1-d parameters) with linear warm-up + cosine decay per step.
+
+        The fused AdamW kernel is used when the parameters are on CUDA (Lightning moves the
+        model to its device before this is called).
+        """
         decay, no_decay = [], []
         for _, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
             (no_decay if param.ndim <= 1 else decay).append(param)
+        from ._hardware import adamw_kwargs
+
         hp = self.hparams
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, betas=tuple(hp.betas),
+            lr=hp.lr, betas=tuple(hp.betas), **adamw_kwargs(decay + no_decay),
         )
         warmup, max_steps, floor = hp.warmup_steps, hp.max_steps, hp.min_lr_ratio
 

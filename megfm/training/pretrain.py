@@ -160,9 +160,10 @@ def pretrain(
     mask_mode: str | None = None,
     mask_ratio: float | None = None,
     devices: int | str = 1,
+    num_nodes: int = 1,
     accelerator: str = "auto",
     strategy: str = "auto",
-    precision: str = "32-true",
+    precision: str = "auto",
     accumulate: int = 1,
     gradient_clip_val: float | None = 1.0,
     num_workers: int = 0,
@@ -171,6 +172,7 @@ def pretrain(
     balance_states: bool = False,
     val_fraction: float = 0.2,
     checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
     log_every_n_steps: int = 10,
     resume: bool = False,
     overwrite: bool = False,
@@ -202,8 +204,15 @@ def pretrain(
     mask_mode, mask_ratio : str | None, float | None
         Masking of the pretraining task; ``None`` keeps the model config's default.
     devices, accelerator, strategy, precision : see :class:`lightning.pytorch.Trainer`
-        For example ``devices=4, precision="bf16-mixed"`` on GPUs; ``strategy="ddp"`` for
-        several processes.
+        For example ``devices=4`` on GPUs; ``strategy="ddp"`` for several processes.
+        ``precision="auto"`` is ``"bf16-mixed"`` on CUDA and ``"32-true"`` elsewhere; on
+        CUDA the run also sets ``torch.set_float32_matmul_precision("high")`` (TF32
+        matmuls for whatever stays in fp32), pins the batches in page-locked memory and
+        uses the fused AdamW.
+    num_nodes : int
+        Number of machines of a multi-node run (``devices`` processes on each), as
+        :class:`lightning.pytorch.Trainer`'s ``num_nodes``; the cluster environment (e.g.
+        SLURM or ``torchrun``) provides the addresses.
     accumulate : int
         Gradient accumulation (batches per optimiser step).
     gradient_clip_val : float | None
@@ -223,6 +232,11 @@ def pretrain(
         has a ``val/loss`` and a ``best-*`` checkpoint.
     checkpoint_every : int | None
         Save ``last.ckpt`` every this many steps (default ``max(1, max_steps // 10)``).
+    checkpoint_minutes : float | None
+        Also save ``last.ckpt`` (through the same atomic path) at the first optimiser step
+        at least this many minutes after the previous save (or the start), so a long run on
+        slow steps loses at most about this much work; rank 0's clock decides for every
+        rank. ``None``: by step only.
     log_every_n_steps : int
         Logging interval of the training loss.
     resume : bool
@@ -251,8 +265,12 @@ def pretrain(
         return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
 
 
-def _last_checkpoint(path: Path, every: int):
+def _last_checkpoint(path: Path, every: int, minutes: float | None = None, clock=None):
     """A callback that owns ``last.ckpt``: written every ``every`` steps and after the final one.
+
+    With ``minutes``, also at the first step at least that long (``clock()`` seconds, default
+    :func:`time.monotonic`) after the previous write or the start of training. The ranks'
+    clocks differ, so global rank 0 decides and broadcasts (every rank must write together).
 
     Every write happens right after an optimiser step, so the checkpoint holds the loops'
     state of an ordinary mid-run checkpoint, which Lightning resumes exactly: the next run
@@ -262,14 +280,30 @@ def _last_checkpoint(path: Path, every: int):
     it would skip the rest of that epoch.) Each write goes to a temporary name first and is
     renamed when complete. ``saved`` tells whether the final step was written.
     """
+    import time
+
     import lightning.pytorch as pl
+
+    clock = time.monotonic if clock is None else clock
+    if minutes is not None and not minutes > 0:
+        raise ValueError(
+            f"Invalid value for 'checkpoint_minutes': expected a positive number; got {minutes!r}."
+        )
 
     class _LastCheckpoint(pl.Callback):
         saved = False
         _step = None  # global step at the previous batch end
+        _time = None  # clock at the previous write (or the start)
 
         def on_train_start(self, trainer, pl_module):
             self._step = trainer.global_step
+            self._time = clock()
+
+        def _time_is_up(self, trainer) -> bool:
+            if minutes is None:
+                return False
+            due = clock() - self._time >= 60.0 * minutes
+            return bool(trainer.strategy.broadcast(due, src=0))
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
@@ -279,9 +313,12 @@ def _last_checkpoint(path: Path, every: int):
             final = trainer.max_steps > 0 and step >= trainer.max_steps
             if final and self.saved:
                 return
-            if final or step % every == 0:
+            # every rank takes part in the broadcast, even on a step already due
+            timed = self._time_is_up(trainer)
+            if final or step % every == 0 or timed:
                 _save_atomically(trainer, path)
                 self.saved = final
+                self._time = clock()
 
     return _LastCheckpoint()
 
@@ -316,14 +353,15 @@ def _validate_at_end():
 
 
 def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
-              mask_mode, mask_ratio, devices, accelerator, strategy, precision, accumulate,
+              mask_mode, mask_ratio, devices, num_nodes, accelerator, strategy, precision, accumulate,
               gradient_clip_val, num_workers, states, subjects, balance_states, val_fraction,
-              checkpoint_every, log_every_n_steps, resume, overwrite, seed, datamodule,
+              checkpoint_every, checkpoint_minutes, log_every_n_steps, resume, overwrite, seed, datamodule,
               callbacks, progress) -> Path:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from ._hardware import device_type, resolve_precision
     from .module import PretrainModule, config_from_dict, config_to_dict
 
     for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
@@ -341,12 +379,18 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     if checkpoint_every is None:
         checkpoint_every = max(1, max_steps // 10)
     callbacks = list(callbacks or [])
-    save_last = _last_checkpoint(ckpt_dir / "last.ckpt", checkpoint_every)
+    save_last = _last_checkpoint(ckpt_dir / "last.ckpt", checkpoint_every, checkpoint_minutes)
     callbacks.append(save_last)
     if val_fraction > 0:
         callbacks.append(_validate_at_end())
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}",
                                          monitor="val/loss", mode="min", save_top_k=1))
+    precision = resolve_precision(precision, accelerator)
+    cuda = device_type(accelerator) == "cuda"
+    if cuda:
+        import torch
+
+        torch.set_float32_matmul_precision("high")
     loggers = [CSVLogger(save_dir=out, name="logs")]
     if importlib.util.find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -354,7 +398,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         loggers.append(TensorBoardLogger(save_dir=out, name="tensorboard"))
 
     trainer = pl.Trainer(
-        max_steps=max_steps, devices=devices, accelerator=accelerator, strategy=strategy,
+        max_steps=max_steps, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+        strategy=strategy,
         precision=precision, accumulate_grad_batches=accumulate,
         gradient_clip_val=gradient_clip_val, callbacks=callbacks, logger=loggers,
         log_every_n_steps=log_every_n_steps, enable_progress_bar=progress,
@@ -380,7 +425,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         from .datamodule import MEGDataModule
 
         dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
-                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed)
+                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed,
+                         pin_memory=cuda)
         datamodule = MEGDataModule(store, **dm_kwargs)
 
     module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -394,7 +440,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
             "settings": {"max_steps": max_steps, "batch_size": batch_size, "lr": lr,
                          "weight_decay": weight_decay, "warmup_steps": module.hparams.warmup_steps,
                          "mask_mode": mask_mode, "mask_ratio": mask_ratio, "devices": devices,
-                         "world_size": trainer.world_size, "precision": precision,
+                         "num_nodes": num_nodes, "world_size": trainer.world_size, "precision": precision,
                          "accumulate": accumulate, "gradient_clip_val": gradient_clip_val,
                          "num_workers": num_workers,
                          "states": None if states is None else list(states),

@@ -1,0 +1,121 @@
+"""Defaults that follow the hardware: precision, fused AdamW, pinned batches, TF32 matmuls."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+import training_helpers as helpers
+
+from megfm.training import _hardware as hw
+from megfm.training import pretrain
+
+pretrain_module = importlib.import_module("megfm.training.pretrain")
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from helpers.one_thread()
+
+
+def _fake_cuda(monkeypatch, *, bf16: bool = True) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+
+
+def test_auto_precision_is_bf16_on_cuda_only(monkeypatch):
+    assert hw.resolve_precision("auto", "cpu") == "32-true"
+    assert hw.resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit: unchanged
+    if not torch.cuda.is_available():
+        assert hw.resolve_precision("auto", "auto") == "32-true"
+        assert hw.device_type("auto") in ("cpu", "mps")
+    _fake_cuda(monkeypatch)
+    assert hw.device_type("auto") == hw.device_type("gpu") == "cuda"
+    assert hw.resolve_precision("auto", "auto") == "bf16-mixed"
+    assert hw.resolve_precision("auto", "cuda") == "bf16-mixed"
+    assert hw.resolve_precision("auto", "cpu") == "32-true"  # CPU asked for on a GPU machine
+    assert hw.resolve_precision("32-true", "cuda") == "32-true"
+    _fake_cuda(monkeypatch, bf16=False)  # e.g. a V100
+    assert hw.resolve_precision("auto", "cuda") == "32-true"
+
+
+class _FakeCudaParam:
+    is_cuda = True
+
+    def is_floating_point(self):
+        return True
+
+
+def test_fused_adamw_only_for_cuda_parameters():
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert hw.adamw_kwargs(cpu) == {}
+    assert hw.adamw_kwargs([]) == {}
+    assert hw.adamw_kwargs([_FakeCudaParam(), _FakeCudaParam()]) == {"fused": True}
+    assert hw.adamw_kwargs([_FakeCudaParam(), *cpu]) == {}  # mixed devices: not fused
+    from megfm.training import PretrainModule
+
+    opt = PretrainModule("tiny").configure_optimizers()["optimizer"]
+    assert not opt.defaults.get("fused")  # CPU parameters: the default AdamW
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cuda_run_pins_batches_and_allows_tf32(tmp_path, monkeypatch):
+    # the CUDA choices of pretrain(), with a device type faked as CUDA and the run stopped as
+    # soon as the data module is built (the trainer itself runs on the CPU here)
+    seen = {}
+
+    def fake_datamodule(store, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr("megfm.training.datamodule.MEGDataModule", fake_datamodule)
+    store = helpers.tiny_store(tmp_path / "store", n_windows=8)
+    old = torch.get_float32_matmul_precision()
+    try:
+        monkeypatch.setattr(hw, "device_type", lambda accelerator: "cuda")
+        with pytest.raises(_Stop):
+            pretrain(store, tmp_path / "run", accelerator="cpu", precision="32-true",
+                     progress=False)
+        assert seen["pin_memory"] is True
+        assert torch.get_float32_matmul_precision() == "high"
+        torch.set_float32_matmul_precision(old)
+        monkeypatch.undo()
+        monkeypatch.setattr("megfm.training.datamodule.MEGDataModule", fake_datamodule)
+        with pytest.raises(_Stop):
+            pretrain(store, tmp_path / "run2", accelerator="cpu", progress=False)
+        assert seen["pin_memory"] is False
+        assert torch.get_float32_matmul_precision() == old
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_cpu_run_records_32_true_for_auto(tmp_path):
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    pretrain(store, tmp_path / "run", max_steps=1, batch_size=4, accelerator="cpu",
+             val_fraction=0, progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["settings"]["precision"] == "32-true"
+
+
+@pytest.mark.gpu
+@cuda_only
+def test_gpu_pretrain_tiny_two_steps_in_bf16(tmp_path):
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    pretrain(store, tmp_path / "run", max_steps=2, batch_size=4, accelerator="cuda",
+             devices=1, progress=False, log_every_n_steps=1)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["settings"]["precision"] == "bf16-mixed"
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert ckpt["optimizer_states"][0]["param_groups"][0].get("fused") is True
+    metrics = pretrain_module.load_metrics(tmp_path / "run")
+    loss = metrics["train/loss_step"]
+    loss = loss[~np.isnan(loss)]  # rows of other columns
+    assert loss.size == 2 and np.isfinite(loss).all()
