@@ -218,8 +218,8 @@ def test_cli_prepare(cohort, tmp_path, capsys):
     assert "recordings: 4" in text and "auditory: 24" in text and "migraine" in text
     code = main(["prepare", str(cohort / "sub-001_task-rest_raw.fif"), "--out", str(out),
                  "--window", "2", "--no-progress"])
-    assert code == 1
-    assert "samples" in capsys.readouterr().err
+    assert code == 1  # already in the store, with another window length
+    assert "other settings (window_seconds)" in capsys.readouterr().err
     code = main(["prepare", str(cohort / "sub-001_task-rest_raw.fif"), "--out",
                  str(tmp_path / "j"), "--json", "--no-progress", "--state", "rest"])
     assert code == 0
@@ -248,3 +248,52 @@ def test_simulated_bids_cohort(tmp_path):
     assert np.all(np.diff(meta["onset"][aud]) > 0)
     assert set(meta["event"][aud]) == {1}
     assert meta["block"][aud].max() >= 1 and np.all(np.diff(meta["block"][aud]) >= 0)
+
+
+def test_rerun_skips_recordings_already_in_the_store(cohort, tmp_path):
+    out = tmp_path / "store"
+    first = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert first["store_windows"] == first["windows"] == 40
+    again = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert again["recordings"] == 0 and again["windows"] == 0
+    assert len(again["already_in_store"]) == 4 and again["store_windows"] == 40
+    assert len(store.read_store(out)) == 40
+    # a new recording in the folder: only it is added
+    _raw(seed=7).save(cohort / "sub-003_task-rest_raw.fif", verbose=False)
+    more = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert more["recordings"] == 1 and more["store_windows"] == 48
+    sources = [info["source"] for info in store.open_store(out).shard_infos]
+    assert len(sources) == len(set(sources)) == 5
+    # the same recording with other settings is refused, naming what differs
+    with pytest.raises(ValueError, match=r"already holds this recording, prepared with other "
+                                         r"settings \(preprocess\)"):
+        prepare(cohort / "sub-003_task-rest_raw.fif", out, window_seconds=1.0,
+                config={"l_freq": 1.0}, progress=False)
+    assert len(store.read_store(out)) == 48
+
+
+def test_rerun_after_a_crash_completes_the_store_exactly(cohort, tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    prepare([cohort], clean, window_seconds=1.0, progress=False)
+    out = tmp_path / "store"
+    real_write = store.write_store
+    calls = []
+
+    def dies_on_third(windows, path, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed while writing the third recording
+        return real_write(windows, path, **kw)
+
+    monkeypatch.setattr(store, "write_store", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([cohort], out, window_seconds=1.0, progress=False)
+    monkeypatch.setattr(store, "write_store", real_write)
+    assert len(store.read_store(out)) == 20  # two recordings (12 + 8) before the crash
+    summary = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert summary["recordings"] == 2 and len(summary["already_in_store"]) == 2
+    a, b = store.read_store(clean), store.read_store(out)
+    key = np.lexsort((a.metadata["onset"], a.metadata["state"], a.metadata["subject"]))
+    key_b = np.lexsort((b.metadata["onset"], b.metadata["state"], b.metadata["subject"]))
+    assert len(a) == len(b) == 40
+    np.testing.assert_array_equal(a.data[key], b.data[key_b])

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="recording files, CTF .ds folders, folders to search, or a BIDS root")
     parser.add_argument("--out", required=True, metavar="STORE",
-                        help="store folder to create, or to append to when it is a store")
+                        help="store folder to create, or to append to when it is a store "
+                        "(recordings it already holds with the same settings are skipped)")
     parser.add_argument("--state", default=None,
                         help="state of every recording (e.g. rest, auditory, somatosensory); "
                         "default: the 'task-<state>' entity of each file name")
@@ -70,6 +71,10 @@ def format_summary(summary: dict) -> str:
                  f"({per_state})")
     lines.append(f"sensor layouts: {sensors}   rejected windows: {summary['rejected']} "
                  f"(peak-to-peak) + {summary['dropped_bad_span']} (BAD span / edge)")
+    if summary.get("already_in_store"):
+        lines.append(f"already in the store with the same settings (not written again): "
+                     f"{len(summary['already_in_store'])} recording(s); the store now holds "
+                     f"{summary['store_windows']} windows")
     if summary["skipped"]:
         lines.append(f"skipped {len(summary['skipped'])} recording(s):")
         lines += [f"  {s['file']}: {s['error']}" for s in summary["skipped"]]

@@ -11,11 +11,16 @@ recording only). Per recording:
   from ``ses-<id>``;
 * ``label``: the ``group`` column of a ``participants.tsv`` found in or above the
   recording's folder (or the ``participants`` argument).
+
+Re-running is safe: every shard records its ``source`` (the resolved recording path) and
+the settings it was made with, and a recording already in the store with the same
+settings is skipped, so a re-run after a crash completes the store without duplicates.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 import time
@@ -153,6 +158,30 @@ def _label(subject: str, groups: dict[str, str]) -> str:
     return ""
 
 
+#: ``Windows.info`` keys that `prepare` sets: a recording already in the store with the
+#: same values (and the same ``source``) is not written again.
+_SETTINGS_KEYS = ("state", "window_seconds", "overlap", "reject", "preprocess")
+
+
+def _settings(info: dict) -> dict:
+    """The prepare settings of a shard's info, JSON-normalised (tuples -> lists, ...)."""
+    return json.loads(json.dumps({k: info.get(k) for k in _SETTINGS_KEYS}, default=str))
+
+
+def _stored_recordings(out: Path) -> dict[str, list[dict]]:
+    """``{source: [settings, ...]}`` of the shards already in the store at ``out``."""
+    from .store import MANIFEST_NAME, _load_manifest
+
+    if not (out / MANIFEST_NAME).is_file():
+        return {}
+    stored: dict[str, list[dict]] = {}
+    for entry in _load_manifest(out)["shards"]:
+        info = entry.get("info") or {}
+        if info.get("source"):
+            stored.setdefault(str(info["source"]), []).append(_settings(info))
+    return stored
+
+
 def prepare(
     inputs,
     out: str | Path,
@@ -205,7 +234,9 @@ def prepare(
     Returns
     -------
     summary : dict
-        ``store`` (path), ``recordings`` (count written), ``windows`` (total),
+        ``store`` (path), ``recordings`` (count written), ``windows`` (total written),
+        ``already_in_store`` (files skipped because the store holds them with the same
+        settings), ``store_windows`` (windows in the store afterwards),
         ``windows_per_state``, ``sensors`` (``{system sensor count: recordings}``),
         ``rejected`` (windows dropped by peak-to-peak), ``dropped_bad_span``,
         ``bad_channels``, ``skipped`` (``[{"file", "error"}]``), ``seconds``, and
@@ -213,7 +244,7 @@ def prepare(
     """
     from tqdm.auto import tqdm
 
-    from .store import write_store
+    from .store import _load_manifest, write_store
 
     t0 = time.perf_counter()
     if config is None:
@@ -261,6 +292,8 @@ def prepare(
     out = Path(out)
     rows: list[dict] = []
     skipped: list[dict] = []
+    already: list[str] = []
+    stored = _stored_recordings(out)
     per_state: Counter = Counter()
     sensors: Counter = Counter()
     store_sfreq = None
@@ -276,7 +309,23 @@ def prepare(
                 cache[tsv] = read_participants(tsv)
             groups = cache.get(tsv, {}) if tsv is not None else {}
         label = _label(subject, groups)
+        source = str(Path(path).resolve())
+        wanted = _settings({"state": rec_state, "window_seconds": float(window_seconds),
+                            "overlap": float(overlap), "reject": dict(reject) if reject else None,
+                            "preprocess": config.to_dict()})
+        if wanted in stored.get(source, []):
+            logger.info("%s is already in %s with the same settings; skipped.", path, out)
+            already.append(str(path))
+            continue
         try:
+            if source in stored:
+                differ = sorted({k for old in stored[source] for k in _SETTINGS_KEYS
+                                 if old.get(k) != wanted[k]})
+                raise ValueError(
+                    f"the store {out} already holds this recording, prepared with other "
+                    f"settings ({', '.join(differ)}); prepare it into a new store (--out) or "
+                    "with the store's settings."
+                )
             raw = read_raw(path, verbose=verbose)
             prep = preprocess(raw, config, copy=False, verbose=verbose)
             del raw
@@ -293,7 +342,7 @@ def prepare(
                 raise ValueError("no windows left after rejection; relax 'reject' or check "
                                  "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
             # the shard remembers its recording (e.g. to find a simulator's ground truth)
-            windows.info["source"] = str(Path(path).resolve())
+            windows.info["source"] = source
             write_store(windows, out, dtype=dtype, compression=compression)
         except (ValueError, OSError) as exc:
             if not skip_errors:
@@ -313,8 +362,11 @@ def prepare(
             "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
         })
     bar.close()
-    if not rows:
+    if not rows and not already:
         raise ValueError(f"No recording could be prepared; skipped: {skipped}")
+    manifest = _load_manifest(out)
+    if store_sfreq is None:  # nothing new: report the store as it is
+        store_sfreq = manifest["sfreq"]
     summary = {
         "store": str(out),
         "recordings": len(rows),
@@ -327,6 +379,8 @@ def prepare(
         "sfreq": float(store_sfreq),
         "window_seconds": float(window_seconds),
         "skipped": skipped,
+        "already_in_store": already,
+        "store_windows": int(manifest["n_windows"]),
         "seconds": round(time.perf_counter() - t0, 3),
         "per_recording": rows,
     }
