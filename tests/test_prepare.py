@@ -250,7 +250,9 @@ def test_simulated_bids_cohort(tmp_path):
     assert meta["block"][aud].max() >= 1 and np.all(np.diff(meta["block"][aud]) >= 0)
 
 
-def test_rerun_skips_recordings_already_in_the_store(cohort, tmp_path):
+def test_rerun_skips_recordings_already_in_the_store(cohort, tmp_path, capsys):
+    from megfm.cli.main import main
+
     out = tmp_path / "store"
     first = prepare([cohort], out, window_seconds=1.0, progress=False)
     assert first["store_windows"] == first["windows"] == 40
@@ -258,6 +260,10 @@ def test_rerun_skips_recordings_already_in_the_store(cohort, tmp_path):
     assert again["recordings"] == 0 and again["windows"] == 0
     assert len(again["already_in_store"]) == 4 and again["store_windows"] == 40
     assert len(store.read_store(out)) == 40
+    assert main(["prepare", str(cohort), "--out", str(out), "--window", "1",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "no new recording written" in text and "4 recording(s); the store now holds 40" in text
     # a new recording in the folder: only it is added
     _raw(seed=7).save(cohort / "sub-003_task-rest_raw.fif", verbose=False)
     more = prepare([cohort], out, window_seconds=1.0, progress=False)

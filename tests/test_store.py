@@ -39,7 +39,8 @@ def test_round_trip_float32_bit_exact(tmp_path):
     win = _windows()
     out = write_store(win, tmp_path / "store")
     assert out == tmp_path / "store"
-    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.h5", "store.json"]
+    # store.lock: the (released) write lock
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.h5", "store.json", "store.lock"]
     back = read_store(out)
     np.testing.assert_array_equal(back.data, win.data)  # bit-exact
     assert back.sfreq == win.sfreq
@@ -75,7 +76,8 @@ def test_append_and_geometry_per_recording(tmp_path):
     c = _windows(2, n_sensors=5, seed=3, subject="s3")
     write_store(c, path)  # append
     names = sorted(p.name for p in path.iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5", "store.json"]
+    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5", "store.json",
+                     "store.lock"]
     with open_store(path) as reader:
         assert len(reader) == 9 and reader.n_shards == 3
         np.testing.assert_array_equal(reader.offsets, [0, 4, 7, 9])
@@ -321,3 +323,66 @@ def test_read_any_indices_matches_memory(three_shards):
 
     check()
     reader.close()
+
+
+def _hold_lock(path):
+    """A subprocess that takes the write lock of ``path`` and waits; returns it once held."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\nfrom megfm.data._lock import store_lock\n"
+            "with store_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    time.sleep(0.05)
+    return proc
+
+
+def test_second_writer_fails_at_once_naming_the_first(tmp_path):
+    from megfm.data._lock import StoreLockedError
+
+    path = write_store(_windows(seed=1), tmp_path / "s")
+    holder = _hold_lock(path)
+    try:
+        with pytest.raises(StoreLockedError, match=rf"is being written by pid {holder.pid}"):
+            write_store(_windows(seed=2), path)
+        # a reader needs no lock and sees the store as it was
+        assert len(read_store(path)) == 6
+        assert sorted(p.name for p in path.iterdir()) == ["shard-00000.h5", "store.json",
+                                                          "store.lock"]
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+    write_store(_windows(seed=2), path)
+    assert len(read_store(path)) == 12
+
+
+def test_prepare_refuses_a_store_being_written(tmp_path, capsys):
+    import mne
+    from synthetic_sensors import place_on_circle
+
+    from megfm.cli.main import main
+    from megfm.data._lock import StoreLockedError
+    from megfm.data.prepare import prepare
+
+    info = mne.create_info([f"MAG{i}" for i in range(4)], 200.0, "mag")
+    place_on_circle(info, np.arange(4))
+    rng = np.random.default_rng(0)
+    mne.io.RawArray(1e-13 * rng.standard_normal((4, 800)), info, verbose=False).save(
+        tmp_path / "sub-01_task-rest_raw.fif", verbose=False)
+    out = tmp_path / "new store"
+    holder = _hold_lock(out)  # another writer took the new store first
+    try:
+        with pytest.raises(StoreLockedError, match=f"being written by pid {holder.pid}"):
+            prepare(tmp_path / "sub-01_task-rest_raw.fif", out, progress=False)
+        assert main(["prepare", str(tmp_path / "sub-01_task-rest_raw.fif"), "--out", str(out),
+                     "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert f"is being written by pid {holder.pid}" in err and len(err.splitlines()) == 1
+        assert [p.name for p in out.iterdir()] == ["store.lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert prepare(tmp_path / "sub-01_task-rest_raw.fif", out, progress=False)["windows"] == 2

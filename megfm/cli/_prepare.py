@@ -51,13 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def format_summary(summary: dict) -> str:
-    """Render a :func:`megfm.data.prepare.prepare` summary as a plain-text table."""
-    lines = [f"store: {summary['store']}  ({summary['sfreq']:g} Hz, "
-             f"{summary['window_seconds']:g} s windows)"]
+def _table(summary: dict) -> list[str]:
+    """Per-recording rows and totals of the recordings written."""
     header = f"{'recording':<44} {'subject':<12} {'state':<14} {'label':<9} {'sensors':>7} " \
              f"{'bad':>4} {'windows':>7} {'rejected':>8}"
-    lines += [header, "-" * len(header)]
+    lines = [header, "-" * len(header)]
     for r in summary["per_recording"]:
         name = r["file"].rsplit("/", 1)[-1]
         name = name if len(name) <= 44 else "..." + name[-41:]
@@ -71,6 +69,17 @@ def format_summary(summary: dict) -> str:
                  f"({per_state})")
     lines.append(f"sensor layouts: {sensors}   rejected windows: {summary['rejected']} "
                  f"(peak-to-peak) + {summary['dropped_bad_span']} (BAD span / edge)")
+    return lines
+
+
+def format_summary(summary: dict) -> str:
+    """Render a :func:`megfm.data.prepare.prepare` summary as a plain-text table."""
+    lines = [f"store: {summary['store']}  ({summary['sfreq']:g} Hz, "
+             f"{summary['window_seconds']:g} s windows)"]
+    if summary["per_recording"]:
+        lines += _table(summary)
+    else:
+        lines.append("no new recording written")
     if summary.get("already_in_store"):
         lines.append(f"already in the store with the same settings (not written again): "
                      f"{len(summary['already_in_store'])} recording(s); the store now holds "

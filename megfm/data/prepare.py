@@ -19,6 +19,7 @@ settings is skipped, so a re-run after a crash completes the store without dupli
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -244,7 +245,8 @@ def prepare(
     """
     from tqdm.auto import tqdm
 
-    from .store import _load_manifest, write_store
+    from ._lock import LOCK_NAME, store_lock
+    from .store import MANIFEST_NAME, _check_store_folder, _load_manifest, write_store
 
     t0 = time.perf_counter()
     if config is None:
@@ -290,100 +292,110 @@ def prepare(
         plans.append((path, rec_state, subject, ent.get("ses", "")))
 
     out = Path(out)
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    already: list[str] = []
-    stored = _stored_recordings(out)
-    per_state: Counter = Counter()
-    sensors: Counter = Counter()
-    store_sfreq = None
-    cache: dict[Path, dict[str, str]] = {}
-    bar = tqdm(plans, desc="prepare", unit="rec", disable=not progress)
-    for path, rec_state, subject, session in bar:
-        bar.set_postfix_str(path.name[-40:], refresh=False)
-        if groups_given is not None:
-            groups = groups_given
-        else:
-            tsv = _find_participants(path)
-            if tsv is not None and tsv not in cache:
-                cache[tsv] = read_participants(tsv)
-            groups = cache.get(tsv, {}) if tsv is not None else {}
-        label = _label(subject, groups)
-        source = str(Path(path).resolve())
-        wanted = _settings({"state": rec_state, "window_seconds": float(window_seconds),
-                            "overlap": float(overlap), "reject": dict(reject) if reject else None,
-                            "preprocess": config.to_dict()})
-        if wanted in stored.get(source, []):
-            logger.info("%s is already in %s with the same settings; skipped.", path, out)
-            already.append(str(path))
-            continue
+    _check_store_folder(out)
+    created = not out.exists()
+    with store_lock(out):  # one writer: the whole run, so no recording is written twice
         try:
-            if source in stored:
-                differ = sorted({k for old in stored[source] for k in _SETTINGS_KEYS
-                                 if old.get(k) != wanted[k]})
-                raise ValueError(
-                    f"the store {out} already holds this recording, prepared with other "
-                    f"settings ({', '.join(differ)}); prepare it into a new store (--out) or "
-                    "with the store's settings."
-                )
-            raw = read_raw(path, verbose=verbose)
-            prep = preprocess(raw, config, copy=False, verbose=verbose)
-            del raw
-            if store_sfreq is not None and prep.info["sfreq"] != store_sfreq:
-                raise ValueError(
-                    f"sampling rate {prep.info['sfreq']:g} Hz differs from the {store_sfreq:g} "
-                    "Hz of the recordings before it; set PreprocessConfig.sfreq so all "
-                    "recordings are resampled to one rate."
-                )
-            windows = make_windows(prep, state=rec_state, window_seconds=window_seconds,
-                                   overlap=overlap, reject=reject, subject=subject,
-                                   session=session, label=label, verbose=verbose)
-            if windows.n_windows == 0:
-                raise ValueError("no windows left after rejection; relax 'reject' or check "
-                                 "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
-            # the shard remembers its recording (e.g. to find a simulator's ground truth)
-            windows.info["source"] = source
-            write_store(windows, out, dtype=dtype, compression=compression)
-        except (ValueError, OSError) as exc:
-            if not skip_errors:
-                raise ValueError(f"{path}: {exc}") from exc
-            logger.warning("Skipping %s: %s", path, exc)
-            skipped.append({"file": str(path), "error": str(exc)})
-            continue
-        store_sfreq = prep.info["sfreq"]
-        n_sensors = windows.geometry.n_sensors
-        per_state[rec_state] += windows.n_windows
-        sensors[n_sensors] += 1
-        rows.append({
-            "file": str(path), "subject": subject, "session": session, "state": rec_state,
-            "label": label, "windows": int(windows.n_windows), "sensors": int(n_sensors),
-            "bad_channels": int(windows.geometry.bads.sum()),
-            "rejected": int(windows.info["n_rejected"]),
-            "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
-        })
-    bar.close()
-    if not rows and not already:
-        raise ValueError(f"No recording could be prepared; skipped: {skipped}")
-    manifest = _load_manifest(out)
-    if store_sfreq is None:  # nothing new: report the store as it is
-        store_sfreq = manifest["sfreq"]
-    summary = {
-        "store": str(out),
-        "recordings": len(rows),
-        "windows": int(sum(r["windows"] for r in rows)),
-        "windows_per_state": dict(sorted(per_state.items())),
-        "sensors": {int(k): int(v) for k, v in sorted(sensors.items())},
-        "rejected": int(sum(r["rejected"] for r in rows)),
-        "dropped_bad_span": int(sum(r["dropped_bad_span"] for r in rows)),
-        "bad_channels": int(sum(r["bad_channels"] for r in rows)),
-        "sfreq": float(store_sfreq),
-        "window_seconds": float(window_seconds),
-        "skipped": skipped,
-        "already_in_store": already,
-        "store_windows": int(manifest["n_windows"]),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "per_recording": rows,
-    }
+            rows: list[dict] = []
+            skipped: list[dict] = []
+            already: list[str] = []
+            stored = _stored_recordings(out)
+            per_state: Counter = Counter()
+            sensors: Counter = Counter()
+            store_sfreq = None
+            cache: dict[Path, dict[str, str]] = {}
+            bar = tqdm(plans, desc="prepare", unit="rec", disable=not progress)
+            for path, rec_state, subject, session in bar:
+                bar.set_postfix_str(path.name[-40:], refresh=False)
+                if groups_given is not None:
+                    groups = groups_given
+                else:
+                    tsv = _find_participants(path)
+                    if tsv is not None and tsv not in cache:
+                        cache[tsv] = read_participants(tsv)
+                    groups = cache.get(tsv, {}) if tsv is not None else {}
+                label = _label(subject, groups)
+                source = str(Path(path).resolve())
+                wanted = _settings({"state": rec_state, "window_seconds": float(window_seconds),
+                                    "overlap": float(overlap), "reject": dict(reject) if reject else None,
+                                    "preprocess": config.to_dict()})
+                if wanted in stored.get(source, []):
+                    logger.info("%s is already in %s with the same settings; skipped.", path, out)
+                    already.append(str(path))
+                    continue
+                try:
+                    if source in stored:
+                        differ = sorted({k for old in stored[source] for k in _SETTINGS_KEYS
+                                         if old.get(k) != wanted[k]})
+                        raise ValueError(
+                            f"the store {out} already holds this recording, prepared with other "
+                            f"settings ({', '.join(differ)}); prepare it into a new store (--out) or "
+                            "with the store's settings."
+                        )
+                    raw = read_raw(path, verbose=verbose)
+                    prep = preprocess(raw, config, copy=False, verbose=verbose)
+                    del raw
+                    if store_sfreq is not None and prep.info["sfreq"] != store_sfreq:
+                        raise ValueError(
+                            f"sampling rate {prep.info['sfreq']:g} Hz differs from the {store_sfreq:g} "
+                            "Hz of the recordings before it; set PreprocessConfig.sfreq so all "
+                            "recordings are resampled to one rate."
+                        )
+                    windows = make_windows(prep, state=rec_state, window_seconds=window_seconds,
+                                           overlap=overlap, reject=reject, subject=subject,
+                                           session=session, label=label, verbose=verbose)
+                    if windows.n_windows == 0:
+                        raise ValueError("no windows left after rejection; relax 'reject' or check "
+                                         "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
+                    # the shard remembers its recording (e.g. to find a simulator's ground truth)
+                    windows.info["source"] = source
+                    write_store(windows, out, dtype=dtype, compression=compression)
+                except (ValueError, OSError) as exc:
+                    if not skip_errors:
+                        raise ValueError(f"{path}: {exc}") from exc
+                    logger.warning("Skipping %s: %s", path, exc)
+                    skipped.append({"file": str(path), "error": str(exc)})
+                    continue
+                store_sfreq = prep.info["sfreq"]
+                n_sensors = windows.geometry.n_sensors
+                per_state[rec_state] += windows.n_windows
+                sensors[n_sensors] += 1
+                rows.append({
+                    "file": str(path), "subject": subject, "session": session, "state": rec_state,
+                    "label": label, "windows": int(windows.n_windows), "sensors": int(n_sensors),
+                    "bad_channels": int(windows.geometry.bads.sum()),
+                    "rejected": int(windows.info["n_rejected"]),
+                    "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
+                })
+            bar.close()
+            if not rows and not already:
+                raise ValueError(f"No recording could be prepared; skipped: {skipped}")
+            manifest = _load_manifest(out)
+            if store_sfreq is None:  # nothing new: report the store as it is
+                store_sfreq = manifest["sfreq"]
+            summary = {
+                "store": str(out),
+                "recordings": len(rows),
+                "windows": int(sum(r["windows"] for r in rows)),
+                "windows_per_state": dict(sorted(per_state.items())),
+                "sensors": {int(k): int(v) for k, v in sorted(sensors.items())},
+                "rejected": int(sum(r["rejected"] for r in rows)),
+                "dropped_bad_span": int(sum(r["dropped_bad_span"] for r in rows)),
+                "bad_channels": int(sum(r["bad_channels"] for r in rows)),
+                "sfreq": float(store_sfreq),
+                "window_seconds": float(window_seconds),
+                "skipped": skipped,
+                "already_in_store": already,
+                "store_windows": int(manifest["n_windows"]),
+                "seconds": round(time.perf_counter() - t0, 3),
+                "per_recording": rows,
+            }
+        except BaseException:
+            if created and not (out / MANIFEST_NAME).exists():
+                (out / LOCK_NAME).unlink(missing_ok=True)  # leave no empty store behind
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
     logger.info("Prepared %d recordings, %d windows into %s", summary["recordings"],
                 summary["windows"], out)
     return summary

@@ -7,6 +7,8 @@ A store is a folder holding a JSON manifest and one HDF5 shard per recording lay
                           (preprocessing and window parameters) and the list of shards
       shard-00000.h5      data (n, S, T) chunked per window; geometry/; meta/
 
+One process writes a store at a time: writers hold an exclusive lock on ``store.lock``
+(with their pid), and a second writer fails at once naming that pid. Readers take no lock.
 Every shard is written to ``shard-NNNNN.h5.tmp`` and renamed once complete; the manifest is
 rewritten the same way only after all new shards are in place. A crash at any point thus
 leaves the previous store readable and unchanged (at worst an unlisted shard file, which is
@@ -30,6 +32,7 @@ import h5py
 import numpy as np
 
 from .._io import atomic_write_text
+from ._lock import LOCK_NAME, store_lock
 from .geometry import SensorGeometry
 from .windows import METADATA_COLUMNS, Windows
 
@@ -235,10 +238,16 @@ def write_store(
     path : Path
         The store folder.
 
+    Raises
+    ------
+    StoreLockedError
+        When another process is writing the store (an ``OSError`` naming its pid).
+
     Notes
     -----
-    One writer at a time: two processes appending to the same store concurrently would race
-    on the manifest. Write per-recording stores in parallel, or append sequentially.
+    One writer at a time: the write holds an exclusive lock on ``STORE/store.lock``, so a
+    second process appending to the same store fails at once instead of mixing shards.
+    Readers need no lock: they see the manifest of the last complete write.
     """
     if not isinstance(windows, Windows):
         raise TypeError(f"write_store expects a megfm.Windows; got {type(windows).__name__}.")
@@ -249,6 +258,25 @@ def write_store(
     if windows.n_windows == 0:
         raise ValueError("Nothing to write: the Windows object has no windows.")
 
+    _check_store_folder(path)
+    _check_values(windows.data, dtype)
+    with store_lock(path):
+        _append(windows, path, dtype=dtype, compression=compression)
+    return path
+
+
+def _check_store_folder(path: Path) -> None:
+    """Refuse to write into a non-empty folder that is not a store."""
+    if path.exists() and not (path / MANIFEST_NAME).exists() and any(
+            p for p in path.iterdir() if not p.name.endswith(".tmp") and p.name != LOCK_NAME):
+        raise ValueError(
+            f"{path} is a non-empty folder without {MANIFEST_NAME}, so not a megfm store; "
+            "refusing to write into it. Pass a new or empty folder."
+        )
+
+
+def _append(windows: Windows, path: Path, *, dtype: str, compression: str | None) -> None:
+    """Write the shards of ``windows`` and then the manifest (the caller holds the lock)."""
     manifest: dict | None = None
     if path.exists() and (path / MANIFEST_NAME).exists():
         manifest = _load_manifest(path)
@@ -269,14 +297,8 @@ def write_store(
                 f"Cannot append {dtype} windows to {path}, a {manifest['dtype']} store; pass "
                 f"dtype={manifest['dtype']!r}. Nothing was written."
             )
-    elif path.exists() and any(p for p in path.iterdir() if not p.name.endswith(".tmp")):
-        raise ValueError(
-            f"{path} is a non-empty folder without {MANIFEST_NAME}, so not a megfm store; "
-            "refusing to write into it. Pass a new or empty folder."
-        )
-
-    _check_values(windows.data, dtype)
-    path.mkdir(parents=True, exist_ok=True)
+    else:
+        _check_store_folder(path)  # again, now that we hold the lock
     if manifest is None:
         manifest = {
             "format": STORE_FORMAT,
@@ -313,7 +335,6 @@ def write_store(
                        json.dumps(manifest, indent=1, default=_json_default))
     logger.info("Appended %d windows in %d shard(s) to %s", windows.n_windows,
                 len(new_entries), path)
-    return path
 
 
 # ---------------------------------------------------------------------------- reading
