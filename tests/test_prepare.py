@@ -182,8 +182,14 @@ def test_bids_dataset(tmp_path):
 
 
 def test_every_real_recording(test_data_dir, tmp_path):
+    # the KIT test file has signal on 1 of its 160 sensors (the others are flat): refused by
+    # default, kept when only all-bad recordings are refused
+    kit = test_data_dir / "KIT" / "ArtificalSignalData_Yokogawa_1khz.con"
+    with pytest.raises(ValueError, match="159 of 160 MEG sensors are bad"):
+        prepare(kit, tmp_path / "kit", state="rest", window_seconds=0.25, progress=False)
     out = tmp_path / "real"
-    summary = prepare([test_data_dir], out, state="rest", window_seconds=0.25, progress=False)
+    summary = prepare([test_data_dir], out, state="rest", window_seconds=0.25, progress=False,
+                      min_valid_fraction=None)
     assert summary["recordings"] == 6 and not summary["skipped"]
     assert summary["sensors"] == {151: 1, 160: 1, 273: 1, 306: 3}
     windows = store.read_store(out)
@@ -303,3 +309,50 @@ def test_rerun_after_a_crash_completes_the_store_exactly(cohort, tmp_path, monke
     key_b = np.lexsort((b.metadata["onset"], b.metadata["state"], b.metadata["subject"]))
     assert len(a) == len(b) == 40
     np.testing.assert_array_equal(a.data[key], b.data[key_b])
+
+
+def test_recording_with_every_sensor_bad_is_refused_or_skipped(cohort, tmp_path, capsys):
+    from megfm.cli.main import main
+
+    raw = read_raw(cohort / "sub-001_task-rest_raw.fif")
+    raw.info["bads"] = [ch for ch in raw.ch_names if ch.startswith(("MAG", "GRA"))]
+    raw.save(cohort / "sub-009_task-rest_raw.fif", verbose=False)
+    bad = cohort / "sub-009_task-rest_raw.fif"
+    with pytest.raises(ValueError, match=r"sub-009_task-rest_raw.fif: 8 of 8 MEG sensors are "
+                                         r"bad .*MAG0, MAG1.*leaving 0 usable"):
+        prepare(bad, tmp_path / "a", window_seconds=1.0, progress=False)
+    assert not (tmp_path / "a").exists()
+    assert main(["prepare", str(cohort), "--out", str(tmp_path / "b"), "--window", "1",
+                 "--skip-errors", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "recordings: 4" in text and "skipped 1 recording(s):" in text
+    assert "sub-009_task-rest_raw.fif: 8 of 8 MEG sensors are bad" in text
+    assert {g.bads.all() for g in store.read_store(tmp_path / "b").geometries} == {False}
+    # 5 of 8 bad: below the default half, accepted when the threshold is lowered
+    raw.info["bads"] = raw.info["bads"][:5]
+    raw.save(bad, overwrite=True, verbose=False)
+    with pytest.raises(ValueError, match=r"5 of 8 MEG sensors are bad.*3 usable where 4"):
+        prepare(bad, tmp_path / "c", window_seconds=1.0, progress=False)
+    summary = prepare(bad, tmp_path / "c", window_seconds=1.0, min_valid_fraction=0.25,
+                      progress=False)
+    assert summary["windows"] == 8 and summary["per_recording"][0]["bad_channels"] == 5
+
+
+def test_windows_with_too_few_valid_sensors_are_dropped_and_counted(cohort, tmp_path):
+    raw = read_raw(cohort / "sub-001_task-rest_raw.fif")
+    raw.info["bads"] = ["MAG0", "MAG1", "MAG2"]
+    raw._data[4:7, 400:1200] = 0.0  # three more sensors flat in seconds 1 and 2 only
+    src = tmp_path / "sub-001_task-rest_raw.fif"
+    raw.save(src, verbose=False)
+    summary = prepare(src, tmp_path / "s", window_seconds=1.0, progress=False,
+                      config={"flat_ratio": None, "l_freq": None, "h_freq": None,
+                              "line_freq": None, "bad_amplitude_z": None, "sfreq": None})
+    # 8 sensors, 3 bad: windows 1 and 2 keep 2 valid sensors (< 4) and are dropped
+    assert summary["few_sensors"] == 2 and summary["windows"] == 6
+    onsets = store.read_store(tmp_path / "s").metadata["onset"]
+    np.testing.assert_allclose(onsets, [0, 3, 4, 5, 6, 7])
+    # write_store refuses a recording whose every sensor is bad
+    windows = store.read_store(tmp_path / "s")
+    windows.geometries[0].bads[:] = True
+    with pytest.raises(ValueError, match="Every sensor of recording 0 .* is marked bad"):
+        store.write_store(windows, tmp_path / "t")

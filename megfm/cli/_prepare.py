@@ -42,8 +42,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="on-disk sample type of the store (default: float32)")
     parser.add_argument("--compression", choices=("gzip", "lzf"), default=None,
                         help="HDF5 compression of the store (default: none)")
+    parser.add_argument("--min-valid-fraction", type=float, default=0.5, metavar="FRACTION",
+                        help="refuse (or with --skip-errors skip) a recording with fewer usable "
+                        "MEG sensors than this fraction, and drop windows with fewer valid "
+                        "sensors (default: 0.5)")
     parser.add_argument("--skip-errors", action="store_true",
-                        help="skip recordings that cannot be prepared instead of stopping")
+                        help="skip recordings that cannot be prepared (unreadable, truncated, "
+                        "too few usable sensors, ...) instead of stopping; they are listed at "
+                        "the end")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true",
                         help="print the summary as JSON instead of a table")
@@ -61,14 +67,16 @@ def _table(summary: dict) -> list[str]:
         name = name if len(name) <= 44 else "..." + name[-41:]
         lines.append(f"{name:<44} {r['subject'][:12]:<12} {r['state'][:14]:<14} "
                      f"{(r['label'] or '-')[:9]:<9} {r['sensors']:>7} {r['bad_channels']:>4} "
-                     f"{r['windows']:>7} {r['rejected'] + r['dropped_bad_span']:>8}")
+                     f"{r['windows']:>7} "
+                     f"{r['rejected'] + r['dropped_bad_span'] + r.get('few_sensors', 0):>8}")
     lines.append("-" * len(header))
     per_state = ", ".join(f"{k}: {v}" for k, v in summary["windows_per_state"].items())
     sensors = ", ".join(f"{k} sensors x {v}" for k, v in summary["sensors"].items())
     lines.append(f"recordings: {summary['recordings']}   windows: {summary['windows']} "
                  f"({per_state})")
     lines.append(f"sensor layouts: {sensors}   rejected windows: {summary['rejected']} "
-                 f"(peak-to-peak) + {summary['dropped_bad_span']} (BAD span / edge)")
+                 f"(peak-to-peak) + {summary['dropped_bad_span']} (BAD span / edge) + "
+                 f"{summary.get('few_sensors', 0)} (too few valid sensors)")
     return lines
 
 
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare(args.inputs, args.out, state=args.state, window_seconds=args.window,
                       overlap=args.overlap, config=config, participants=args.participants,
                       dtype=args.dtype, compression=args.compression,
+                      min_valid_fraction=args.min_valid_fraction,
                       skip_errors=args.skip_errors, progress=not args.no_progress)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0

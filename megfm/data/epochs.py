@@ -166,6 +166,7 @@ def make_windows(
     session: str = "",
     label: str = "",
     stim_channel: str | list[str] | None = None,
+    min_valid_fraction: float | None = None,
     verbose=None,
 ) -> Windows:
     """Cut a recording into windows of one state.
@@ -199,6 +200,11 @@ def make_windows(
     stim_channel : str | list of str | None
         Stim channel(s) to read events from; None picks MNE's default stim channel when
         the recording has one, otherwise annotations are used.
+    min_valid_fraction : float | None
+        Drop windows in which fewer than this fraction of the sensors are valid (not
+        marked bad, and not flat within the window: a peak-to-peak range above 1e-3 of the
+        median one of the good sensors); counted in ``info["n_few_sensors"]``.
+        None keeps every window.
     verbose : bool | str | int | None
         MNE verbosity.
 
@@ -287,6 +293,23 @@ def make_windows(
             )
         windows -= windows[:, :, i0:i1].mean(axis=2, keepdims=True)
 
+    n_few_sensors = 0
+    if min_valid_fraction is not None and len(windows):
+        if not 0.0 < min_valid_fraction <= 1.0:
+            raise ValueError(
+                f"Invalid value for 'min_valid_fraction': expected a fraction in (0, 1]; "
+                f"got {min_valid_fraction!r}."
+            )
+        # flat in the window: a peak-to-peak range under 1e-3 of the window's typical one
+        ptp = np.ptp(windows, axis=2)
+        good = ~geometry.bads
+        typical = np.median(ptp[:, good], axis=1, keepdims=True) if good.any() else 0.0
+        valid = good[None, :] & (ptp > 1e-3 * typical)
+        keep = valid.sum(axis=1) >= min_valid_fraction * geometry.n_sensors
+        n_few_sensors = int((~keep).sum())
+        windows, starts, events = windows[keep], starts[keep], events[keep]
+        repetition, block = repetition[keep], block[keep]
+
     n_rejected = 0
     if limits is not None and len(windows):
         ptp = windows.max(axis=2) - windows.min(axis=2)
@@ -304,7 +327,8 @@ def make_windows(
         "overlap": float(overlap), "event_id": event_id, "tmin": float(tmin),
         "baseline": list(baseline) if baseline is not None else None,
         "reject": dict(reject) if reject else None, "n_rejected": n_rejected,
-        "n_dropped_bad_span": n_bad_span, "preprocess": prep,
+        "n_dropped_bad_span": n_bad_span, "n_few_sensors": n_few_sensors,
+        "min_valid_fraction": min_valid_fraction, "preprocess": prep,
     }
     if m == 0:
         logger.warning("No %s windows left after rejection (%d rejected).", state, n_rejected)

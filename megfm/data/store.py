@@ -260,6 +260,13 @@ def write_store(
 
     _check_store_folder(path)
     _check_values(windows.data, dtype)
+    for k in np.unique(windows.metadata["recording"]):
+        geometry = windows.geometries[int(k)]
+        if geometry.n_sensors and geometry.bads.all():
+            raise ValueError(
+                f"Every sensor of recording {k} ({geometry.n_sensors}) is marked bad; its "
+                "windows hold no usable signal. Leave the recording out. Nothing was written."
+            )
     with store_lock(path):
         _append(windows, path, dtype=dtype, compression=compression)
     return path
