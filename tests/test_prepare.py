@@ -356,3 +356,26 @@ def test_windows_with_too_few_valid_sensors_are_dropped_and_counted(cohort, tmp_
     windows.geometries[0].bads[:] = True
     with pytest.raises(ValueError, match="Every sensor of recording 0 .* is marked bad"):
         store.write_store(windows, tmp_path / "t")
+
+
+def test_skip_errors_skips_every_unreadable_recording(cohort, tmp_path, capsys):
+    from megfm.cli.main import main
+
+    whole = (cohort / "sub-001_task-rest_raw.fif").read_bytes()
+    (cohort / "sub-005_task-rest_raw.fif").write_bytes(b"")
+    (cohort / "sub-006_task-rest_raw.fif").write_bytes(whole[: len(whole) // 2])
+    (cohort / "sub-007_task-rest_raw.fif").write_bytes(np.random.default_rng(0).bytes(5000))
+    (cohort / "sub-008_task-rest_meg.con").write_bytes(b"\x00" * 64)
+    args = ["prepare", str(cohort), "--out", str(tmp_path / "s"), "--window", "1",
+            "--no-progress"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    args[3] = str(tmp_path / "t")
+    assert main(args + ["--skip-errors"]) == 0
+    out = capsys.readouterr().out
+    assert "recordings: 4" in out and "skipped 4 recording(s):" in out
+    assert "sub-005_task-rest_raw.fif is empty (0 bytes)" in out
+    assert "sub-006_task-rest_raw.fif is truncated" in out
+    assert "sub-007_task-rest_raw.fif is not a FIF file" in out
+    assert "Could not read" in out and "sub-008_task-rest_meg.con" in out
