@@ -226,8 +226,36 @@ def test_nan_loss_names_step_and_windows(tmp_path):
     windows = helpers.tiny_windows(n_windows=24)
     windows.data[5, 2, 10] = np.nan  # window 5 is in the second batch (step 1)
     dm = _DataModule(windows)
-    with pytest.raises(FloatingPointError, match=r"global step 1 .*window indices \[4, 5, 6, 7\]"):
+    with pytest.raises(FloatingPointError, match=r"store index \[5\] have NaN or Inf samples "
+                                                 r"\(train, global step 1\)"):
         _run(tmp_path / "nan", dm, max_steps=4)
+
+
+@pytest.mark.parametrize("damage", ["nan", "all bad"])
+def test_bad_window_in_a_shard_is_named_by_store_index_shard_and_recording(tmp_path, capsys,
+                                                                           damage):
+    import h5py
+
+    from megfm.cli.main import main
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=12)
+    helpers.tiny_store(store, n_windows=12, seed=1)  # a second shard: windows 12-23
+    with h5py.File(store / "shard-00001.h5", "r+") as f:  # damage after writing
+        if damage == "nan":
+            f["data"][3, 2, 10] = np.nan
+        else:
+            f["geometry/bads"][...] = True
+    args = ["pretrain", str(store), "--out", str(tmp_path / "run"), "--max-steps", "6",
+            "--batch-size", "24", "--accelerator", "cpu", "--no-progress", "--val-fraction", "0"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "of the batch" not in err
+    if damage == "nan":
+        assert "store index [15] have NaN or Inf samples" in err
+        assert "window 15 (row 3 of shard-00001.h5, recording of subject '03')" in err
+    else:
+        assert "have no valid sensor" in err and "of shard-00001.h5" in err
+        assert "shard-00000.h5" not in err
 
 
 def test_masks_are_seeded(datamodule):

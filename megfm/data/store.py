@@ -572,6 +572,34 @@ class StoreReader:
         shard = np.searchsorted(self.offsets, idx, side="right") - 1
         return shard, idx - self.offsets[shard]
 
+    def describe(self, indices, *, limit: int = 5) -> str:
+        """Name windows by store index, shard file, row and recording, for error messages.
+
+        Parameters
+        ----------
+        indices : int | array of int
+            Global window indices.
+        limit : int
+            Name at most this many (the rest are counted).
+
+        Returns
+        -------
+        text : str
+            e.g. ``"window 5 (row 1 of shard-00001.h5, recording /data/sub-02_raw.fif)"``.
+        """
+        idx = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+        shard, row = self.locate(idx)
+        parts = []
+        for i, k, r in zip(idx[:limit], shard[:limit], row[:limit], strict=False):
+            entry = self.manifest["shards"][int(k)]
+            source = (entry.get("info") or {}).get("source")
+            if not source:  # written by write_store, not prepare: name the subject
+                source = f"of subject {str(self.metadata['subject'][int(i)])!r}"
+            parts.append(f"window {int(i)} (row {int(r)} of {entry['file']}, recording {source})")
+        if idx.size > limit:
+            parts.append(f"and {idx.size - limit} more")
+        return "; ".join(parts)
+
     def read_window(self, index: int) -> tuple[np.ndarray, int]:
         """Read one window as ``(data (S_shard, T) float32, shard)``."""
         shard, row = self.locate(index)
