@@ -60,3 +60,89 @@ def test_one_line_keeps_the_message_of_a_dataloader_worker_error():
     assert one_line(wrapped) == ("Cannot read windows from shard s/shard-00000.h5: it is "
                                  "corrupt")
     assert one_line(ValueError("two\nlines")) == "two lines"
+
+
+def _damage(path, how):
+    import numpy as np
+
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
+                      "random": np.random.default_rng(0).bytes(len(data))}[how])
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "random"])
+def test_select_checkpoint_skips_damaged_ones(tmp_path, how):
+    import torch
+
+    from megfm.training import _checkpoints
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, step in [("previous-step=2.ckpt", 2), ("previous-step=4.ckpt", 4),
+                       ("last.ckpt", 6)]:
+        torch.save({"state_dict": {}, "global_step": step}, folder / name)
+    assert _checkpoints.select_checkpoint(folder) == folder / "last.ckpt"
+    _damage(folder / "last.ckpt", how)
+    assert "weights_only" not in _checkpoints.problem(folder / "last.ckpt")
+    assert _checkpoints.select_checkpoint(folder) == folder / "previous-step=4.ckpt"
+    assert (folder / "last.ckpt.corrupt").is_file() and not (folder / "last.ckpt").exists()
+    for name in ("previous-step=4.ckpt", "previous-step=2.ckpt"):
+        _damage(folder / name, how)
+    with pytest.raises(_checkpoints.NoValidCheckpointError,
+                       match=r"no checkpoint in .* can be loaded \(previous-step=4.ckpt: it is "):
+        _checkpoints.select_checkpoint(folder)
+
+
+def _weights(run):
+    import torch
+
+    return torch.load(run / "model" / "weights.pt", weights_only=True)
+
+
+def test_resume_falls_back_to_an_older_checkpoint_and_keeps_k(tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    base = ["pretrain", str(store), "--batch-size", "4", "--accelerator", "cpu",
+            "--no-progress", "--checkpoint-every", "2", "--val-fraction", "0",
+            "--max-steps", "8"]
+    assert main(base + ["--out", str(tmp_path / "full")]) == 0
+    ckpts = tmp_path / "full" / "checkpoints"
+    # 3 kept: last.ckpt (step 8) and the two before it
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == [
+        "last.ckpt", "previous-step=4.ckpt", "previous-step=6.ckpt"]
+    run = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", run)
+    shutil.rmtree(run / "model")
+    ckpts = run / "checkpoints"
+    _damage(ckpts / "last.ckpt", "random")  # the newest is damaged: resume from step 6
+    capsys.readouterr()
+    assert main(base + ["--out", str(run), "--resume"]) == 0
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert (ckpts / "last.ckpt.corrupt").is_file()
+    full, resumed = _weights(tmp_path / "full"), _weights(run)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)  # as if never interrupted
+    # every checkpoint damaged: one line, the way forward, never torch's weights_only advice
+    for path in ckpts.glob("*.ckpt"):
+        _damage(path, "random")
+    assert main(base[:-1] + ["9", "--out", str(run), "--resume"]) == 1
+    err = _one_error_line(capsys)
+    assert "no checkpoint in" in err and "--overwrite" in err and "weights_only" not in err
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_circular(tmp_path, capsys):
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    run = tmp_path / "run"
+    base = ["pretrain", str(store), "--out", str(run), "--batch-size", "4", "--accelerator",
+            "cpu", "--no-progress", "--max-steps", "2", "--val-fraction", "0"]
+    (run / "checkpoints").mkdir(parents=True)  # what a run killed at its first step leaves
+    (run / "run.json").write_text("{}")
+    assert main(base) == 1
+    err = _one_error_line(capsys)
+    assert "stopped before its first checkpoint" in err and "--overwrite" in err
+    assert main(base + ["--resume"]) == 1
+    err = _one_error_line(capsys)
+    assert "stopped before its first checkpoint" in err and "--overwrite" in err
+    assert main(base + ["--overwrite"]) == 0

@@ -196,7 +196,9 @@ def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
     assert len(drawn) == 20 and set(drawn) <= set(train)
     assert balance_states or sorted(drawn) == train
     ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
-    assert ckpts[-1] == "last.ckpt" and not any("last-" in n or "partial" in n for n in ckpts)
+    assert "last.ckpt" in ckpts and not any("last-" in n or "partial" in n for n in ckpts)
+    assert [n for n in ckpts if n.startswith("previous-")] == ["previous-step=10.ckpt",
+                                                                "previous-step=11.ckpt"]
 
 
 def test_refusals(tmp_path, datamodule):
@@ -333,8 +335,8 @@ def test_last_checkpoint_is_written_only_right_after_an_optimiser_step(tmp_path,
 
     saves = []
     monkeypatch.setattr(pretrain_module, "_save_atomically",
-                        lambda trainer, path: saves.append(trainer.global_step))
-    callback = pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=2)
+                        lambda trainer, path, **kw: saves.append(trainer.global_step))
+    callback = pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=2, keep=3)
     trainer = SimpleNamespace(global_step=0, max_steps=5)
     callback.on_train_start(trainer, None)
     # accumulate=2: the global step moves at every second batch end
