@@ -146,3 +146,25 @@ def test_a_run_killed_before_its_first_checkpoint_is_not_circular(tmp_path, caps
     err = _one_error_line(capsys)
     assert "stopped before its first checkpoint" in err and "--overwrite" in err
     assert main(base + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_corrupted_window_in_embed_names_window_shard_and_checksum(trained, tmp_path, capsys,
+                                                                   workers):
+    import shutil
+
+    import h5py
+
+    store, run = trained
+    bad = tmp_path / "store"
+    shutil.copytree(store, bad)
+    with h5py.File(bad / "shard-00001.h5", "r") as f:
+        chunk = f["data"].id.get_chunk_info_by_coord((2, 0, 0))
+    with open(bad / "shard-00001.h5", "r+b") as fid:  # finite garbage in window 14's chunk
+        fid.seek(chunk.byte_offset + 16)
+        fid.write(b"\x00\x00\x80\x3f" * 256)
+    assert main(["embed", str(run), str(bad), "--out", str(tmp_path / "f.npz"), "--no-progress",
+                 "--num-workers", workers]) == 1
+    err = _one_error_line(capsys)
+    assert "window 14 (row 2) from shard" in err and "shard-00001.h5" in err
+    assert "checksum does not match" in err and "DataLoader" not in err

@@ -386,3 +386,46 @@ def test_prepare_refuses_a_store_being_written(tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert prepare(tmp_path / "sub-01_task-rest_raw.fif", out, progress=False)["windows"] == 2
+
+
+def _garbage_in_chunk(shard, row, n_bytes=4096):
+    """Overwrite ``n_bytes`` of window ``row``'s data chunk with finite float32 garbage."""
+    with h5py.File(shard, "r") as f:
+        info = f["data"].id.get_chunk_info_by_coord((row, 0, 0))
+    offset = info.byte_offset + 64
+    n_bytes = min(n_bytes, info.size - 64) // 4 * 4
+    with open(shard, "r+b") as fid:
+        fid.seek(offset)
+        fid.write(np.full(n_bytes // 4, 123.0, np.float32).tobytes())
+
+
+def test_checksums_detect_finite_corruption_of_a_window(tmp_path):
+    path = write_store(_windows(6, n_sensors=16, n_times=128), tmp_path / "s")
+    write_store(_windows(6, n_sensors=16, n_times=128, seed=2), path)
+    assert json.loads((path / "store.json").read_text())["checksum"] == "fletcher32"
+    with h5py.File(path / "shard-00001.h5") as f:
+        assert f["data"].fletcher32 and f["geometry/positions"].fletcher32
+    _garbage_in_chunk(path / "shard-00001.h5", row=4)
+    with StoreReader(path) as reader:
+        reader.read_window(10 - 1)  # the other windows still read
+        with pytest.raises(OSError, match=r"Cannot read window 10 \(row 4\) from shard "
+                                          r".*shard-00001.h5: its checksum does not match"):
+            reader.read_window(10)
+        with pytest.raises(OSError, match=r"window 10 \(row 4\) .*checksum does not match"):
+            reader.read_rows(1, np.array([0, 2, 4, 5]))
+        with pytest.raises(OSError, match="checksum does not match"):
+            reader.read()
+
+
+def test_stores_without_checksums_still_read(tmp_path, monkeypatch):
+    import megfm.data.store as store_mod
+
+    monkeypatch.setattr(store_mod, "_CHECKSUM", None)  # a store as written before them
+    win = _windows()
+    path = write_store(win, tmp_path / "s")
+    with h5py.File(path / "shard-00000.h5") as f:
+        assert not f["data"].fletcher32
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_store(path).data, win.data)
+    write_store(_windows(seed=4), path)  # appending adds checksummed shards
+    assert len(read_store(path)) == 12

@@ -48,6 +48,10 @@ _COMPRESSIONS = (None, "gzip", "lzf")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _FLOAT16_TINY = float(np.finfo(np.float16).tiny)
 _STR_DTYPE = h5py.string_dtype("utf-8")
+#: HDF5 checksum filter of every numeric dataset: HDF5 verifies it on each read, so bytes
+#: changed after writing raise an error instead of giving other numbers. Stores written
+#: before it (no filter) read as before.
+_CHECKSUM = "fletcher32"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -172,6 +176,7 @@ def _write_shard(
             f.attrs["sfreq"] = float(sfreq)
             f.attrs["n_times"] = int(t)
             f.attrs["n_windows"] = int(n)
+            f.attrs["checksum"] = _CHECKSUM or "none"
             dset = f.create_dataset(
                 "data",
                 shape=(n, s, t),
@@ -179,6 +184,7 @@ def _write_shard(
                 chunks=(1, s, t),
                 compression=compression,
                 shuffle=compression is not None,
+                fletcher32=_CHECKSUM == "fletcher32",
             )
             for i in range(n):
                 dset[i] = data[i]
@@ -186,10 +192,11 @@ def _write_shard(
             g.attrs["frame"] = geometry.frame
             g.create_dataset("names", data=np.array(geometry.names, dtype=object),
                              dtype=_STR_DTYPE)
-            g.create_dataset("positions", data=geometry.positions)
-            g.create_dataset("orientations", data=geometry.orientations)
-            g.create_dataset("types", data=geometry.types)
-            g.create_dataset("bads", data=geometry.bads)
+            checked = {"fletcher32": _CHECKSUM == "fletcher32"}
+            g.create_dataset("positions", data=geometry.positions, **checked)
+            g.create_dataset("orientations", data=geometry.orientations, **checked)
+            g.create_dataset("types", data=geometry.types, **checked)
+            g.create_dataset("bads", data=geometry.bads, **checked)
             m = f.create_group("meta")
             for name, col in metadata.items():
                 if name == "recording":  # implied by the shard
@@ -198,7 +205,7 @@ def _write_shard(
                     m.create_dataset(name, data=col.astype(str).astype(object),
                                      dtype=_STR_DTYPE)
                 else:
-                    m.create_dataset(name, data=col)
+                    m.create_dataset(name, data=col, **checked)
         os.replace(tmp, final_path)
     finally:
         if tmp.exists():
@@ -314,6 +321,7 @@ def _append(windows: Windows, path: Path, *, dtype: str, compression: str | None
             "n_times": windows.n_times,
             "dtype": dtype,
             "compression": compression,
+            "checksum": _CHECKSUM,
             "info": windows.info,
             "n_windows": 0,
             "shards": [],
@@ -481,9 +489,16 @@ class StoreReader:
         try:
             return fn(f)
         except (OSError, KeyError, RuntimeError) as exc:
+            text = str(exc).lower()
+            # HDF5 reports a failed checksum as a failed filter
+            if "fletcher32" in text or ("filter returned failure" in text
+                                        and f.attrs.get("checksum") == "fletcher32"):
+                why = "its checksum does not match (its bytes changed after it was written)"
+            else:
+                why = f"it is corrupt ({exc})"
             raise OSError(
-                f"Cannot read {what} from shard {self._shard_path(shard)}: it is corrupt "
-                f"({exc}). Restore it from a backup or re-create the store."
+                f"Cannot read {what} from shard {self._shard_path(shard)}: {why}. Restore it "
+                "from a backup or re-create the store with `megfm prepare`."
             ) from exc
 
     # ------------------------------------------------------------------ views
@@ -604,7 +619,8 @@ class StoreReader:
         """Read one window as ``(data (S_shard, T) float32, shard)``."""
         shard, row = self.locate(index)
         shard, row = int(shard), int(row)
-        data = self._read(shard, f"window {row}", lambda f: f["data"][row])
+        what = f"window {int(self.offsets[shard]) + row} (row {row})"
+        data = self._read(shard, what, lambda f: f["data"][row])
         return np.asarray(data, dtype=np.float32), shard
 
     def read_rows(self, shard: int, rows: np.ndarray) -> np.ndarray:
@@ -617,8 +633,14 @@ class StoreReader:
             sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1)
         else:
             sel = uniq
-        block = np.asarray(self._read(shard, "windows", lambda f: f["data"][sel]),
-                           dtype=np.float32)
+        try:
+            block = np.asarray(self._file(shard)["data"][sel], dtype=np.float32)
+        except OSError as exc:  # find the damaged window, to name it
+            for r in uniq:
+                self._read(shard, f"window {int(self.offsets[shard] + r)} (row {int(r)})",
+                           lambda f, r=r: f["data"][int(r)])
+            self._read(shard, "windows", lambda f: f["data"][sel])  # names the shard
+            raise exc
         if uniq.size == rows.size and np.array_equal(uniq, rows):
             return block  # already in order: no extra copy
         return block[inverse.reshape(-1)]
