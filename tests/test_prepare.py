@@ -379,3 +379,35 @@ def test_skip_errors_skips_every_unreadable_recording(cohort, tmp_path, capsys):
     assert "sub-006_task-rest_raw.fif is truncated" in out
     assert "sub-007_task-rest_raw.fif is not a FIF file" in out
     assert "Could not read" in out and "sub-008_task-rest_meg.con" in out
+
+
+def test_artefact_windows_are_dropped_and_counted(tmp_path):
+    raw = _raw(seconds=30.0, seed=3)
+    raw._data[2, 6000:6020] *= 1e6  # a 1e6x artefact on one good channel at 15 s
+    raw.save(tmp_path / "sub-01_task-rest_raw.fif", verbose=False)
+    summary = prepare(tmp_path / "sub-01_task-rest_raw.fif", tmp_path / "s", window_seconds=1.0,
+                      progress=False)
+    # the BAD_amplitude span (widened by filter ringing) costs windows, and they are counted
+    assert summary["dropped_bad_span"] > 0
+    assert summary["windows"] + summary["dropped_bad_span"] + summary["amplitude"] == 30
+    w = store.read_store(tmp_path / "s")
+    assert summary["per_recording"][0]["bad_channels"] == 0
+    clean = prepare(_save(_raw(seconds=30.0, seed=3), tmp_path / "c"), tmp_path / "sc",
+                    window_seconds=1.0, progress=False)
+    assert clean["dropped_bad_span"] == 0 and clean["windows"] == 30
+    typical = np.abs(store.read_store(tmp_path / "sc").data).max()
+    assert np.abs(w.data).max() < 3 * typical  # no ringing left in the kept windows
+    # without the annotations, the amplitude limits of preprocess still catch the artefact
+    prep = preprocess(read_raw(tmp_path / "sub-01_task-rest_raw.fif"))
+    n_spans = len(prep.annotations)
+    prep.set_annotations(None)
+    direct = make_windows(prep, state="rest", window_seconds=1.0)
+    assert n_spans >= 1 and direct.info["n_amplitude"] >= 1
+    assert direct.n_windows + direct.info["n_amplitude"] == 30
+    assert np.abs(direct.data).max() < 3 * typical
+
+
+def _save(raw, folder):
+    folder.mkdir()
+    raw.save(folder / "sub-01_task-rest_raw.fif", verbose=False)
+    return folder / "sub-01_task-rest_raw.fif"

@@ -57,6 +57,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _dropped(counts: dict) -> int:
+    """Windows dropped, for every reason, of a summary or one of its rows."""
+    return sum(int(counts.get(k, 0)) for k in ("rejected", "dropped_bad_span", "amplitude",
+                                               "few_sensors"))
+
+
 def _table(summary: dict) -> list[str]:
     """Per-recording rows and totals of the recordings written."""
     header = f"{'recording':<44} {'subject':<12} {'state':<14} {'label':<9} {'sensors':>7} " \
@@ -68,15 +74,17 @@ def _table(summary: dict) -> list[str]:
         lines.append(f"{name:<44} {r['subject'][:12]:<12} {r['state'][:14]:<14} "
                      f"{(r['label'] or '-')[:9]:<9} {r['sensors']:>7} {r['bad_channels']:>4} "
                      f"{r['windows']:>7} "
-                     f"{r['rejected'] + r['dropped_bad_span'] + r.get('few_sensors', 0):>8}")
+                     f"{_dropped(r):>8}")
     lines.append("-" * len(header))
     per_state = ", ".join(f"{k}: {v}" for k, v in summary["windows_per_state"].items())
     sensors = ", ".join(f"{k} sensors x {v}" for k, v in summary["sensors"].items())
     lines.append(f"recordings: {summary['recordings']}   windows: {summary['windows']} "
                  f"({per_state})")
-    lines.append(f"sensor layouts: {sensors}   rejected windows: {summary['rejected']} "
-                 f"(peak-to-peak) + {summary['dropped_bad_span']} (BAD span / edge) + "
-                 f"{summary.get('few_sensors', 0)} (too few valid sensors)")
+    lines.append(f"sensor layouts: {sensors}")
+    lines.append(f"rejected windows: {_dropped(summary)} = {summary['dropped_bad_span']} (BAD "
+                 f"span / edge) + {summary.get('amplitude', 0)} (amplitude after filtering) + "
+                 f"{summary.get('few_sensors', 0)} (too few valid sensors) + "
+                 f"{summary['rejected']} (peak-to-peak)")
     return lines
 
 

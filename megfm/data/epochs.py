@@ -152,6 +152,22 @@ def _reject_limits(reject: dict | None, geometry: SensorGeometry) -> np.ndarray 
     return limits
 
 
+def _amplitude_limits(raw: mne.io.BaseRaw,
+                      picks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-sensor (centre, limit) of ``|signal - centre|`` set by :func:`megfm.preprocess`.
+
+    None when the recording was not preprocessed by megfm (or the limits are unknown).
+    Bad sensors have an infinite limit.
+    """
+    temp = raw.info.get("temp")
+    rec = temp.get(TEMP_KEY, {}) if isinstance(temp, dict) else {}
+    if "amplitude_limit" not in rec or len(rec["amplitude_limit"]) != len(raw.ch_names):
+        return None
+    limit = np.asarray(rec["amplitude_limit"], float)[picks]
+    limit[np.isin(np.asarray(raw.ch_names)[picks], raw.info["bads"])] = np.inf
+    return np.asarray(rec["amplitude_centre"], float)[picks], limit
+
+
 def make_windows(
     raw: mne.io.BaseRaw,
     *,
@@ -212,8 +228,11 @@ def make_windows(
     -------
     windows : Windows
         ``data (n_windows, n_sensors, n_times)`` float32 with one geometry; ``info`` holds
-        the windowing parameters, the counts of windows made and rejected, and the
-        preprocessing config when known.
+        the windowing parameters, the preprocessing config when known, and the counts of
+        windows dropped: ``n_dropped_bad_span`` (over a ``BAD*`` span or the edge),
+        ``n_amplitude`` (a good sensor beyond the amplitude limits that
+        :func:`megfm.preprocess` set, after filtering), ``n_few_sensors`` and
+        ``n_rejected`` (peak-to-peak).
     """
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(f"Invalid type for 'raw': expected mne.io.Raw; got {type(raw).__name__}.")
@@ -248,11 +267,14 @@ def make_windows(
     limits = _reject_limits(reject, geometry)
 
     if event_id is None:
-        starts = _rest_starts(raw, n, max(int(round((window_seconds - overlap) * sfreq)), 1))
+        step = max(int(round((window_seconds - overlap) * sfreq)), 1)
+        starts = _rest_starts(raw, n, step)
         events = np.full(len(starts), -1, np.int64)
         repetition = np.full(len(starts), -1, np.int64)
         block = np.full(len(starts), -1, np.int64)
-        n_bad_span = 0
+        # windows the BAD spans cost: a tiling of the whole recording minus the tiling
+        # of the good stretches (never more windows than the whole)
+        n_bad_span = len(range(0, raw.n_times - n + 1, step)) - len(starts)
     else:
         ev = _find_events(raw, event_id, stim_channel, verbose)
         block_all = _blocks(ev[:, 0])
@@ -280,6 +302,20 @@ def make_windows(
             data = data * np.array([SCALINGS[t] for t in types])[:, None]
     windows = np.stack([data[:, s:s + n] for s in starts]).astype(np.float32) if len(starts) \
         else np.zeros((0, len(picks), n), np.float32)
+
+    n_amplitude = 0
+    limits_amp = _amplitude_limits(raw, picks)
+    if limits_amp is not None and len(windows):
+        centre, limit = (a.astype(np.float32)[:, None] for a in limits_amp)
+        # one window at a time: no copy of all the windows
+        over = np.array([bool((np.abs(w - centre) > limit).any()) for w in windows])
+        n_amplitude = int(over.sum())
+        if n_amplitude:
+            logger.info("%d window(s) exceed the amplitude limits of preprocess after "
+                        "filtering; dropped.", n_amplitude)
+        keep = ~over
+        windows, starts, events = windows[keep], starts[keep], events[keep]
+        repetition, block = repetition[keep], block[keep]
 
     if baseline is not None and event_id is not None and len(windows):
         b0 = tmin if baseline[0] is None else baseline[0]
@@ -327,7 +363,8 @@ def make_windows(
         "overlap": float(overlap), "event_id": event_id, "tmin": float(tmin),
         "baseline": list(baseline) if baseline is not None else None,
         "reject": dict(reject) if reject else None, "n_rejected": n_rejected,
-        "n_dropped_bad_span": n_bad_span, "n_few_sensors": n_few_sensors,
+        "n_dropped_bad_span": n_bad_span, "n_amplitude": n_amplitude,
+        "n_few_sensors": n_few_sensors,
         "min_valid_fraction": min_valid_fraction, "preprocess": prep,
     }
     if m == 0:

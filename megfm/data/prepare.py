@@ -296,6 +296,7 @@ def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, o
             "bad_channels": int(windows.geometry.bads.sum()),
             "rejected": int(windows.info["n_rejected"]),
             "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
+            "amplitude": int(windows.info["n_amplitude"]),
             "few_sensors": int(windows.info["n_few_sensors"]),
         })
     bar.close()
@@ -312,6 +313,7 @@ def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, o
         "sensors": {int(k): int(v) for k, v in sorted(sensors.items())},
         "rejected": int(sum(r["rejected"] for r in rows)),
         "dropped_bad_span": int(sum(r["dropped_bad_span"] for r in rows)),
+        "amplitude": int(sum(r["amplitude"] for r in rows)),
         "few_sensors": int(sum(r["few_sensors"] for r in rows)),
         "bad_channels": int(sum(r["bad_channels"] for r in rows)),
         "sfreq": float(store_sfreq),
@@ -385,8 +387,9 @@ def prepare(
         ``already_in_store`` (files skipped because the store holds them with the same
         settings), ``store_windows`` (windows in the store afterwards),
         ``windows_per_state``, ``sensors`` (``{system sensor count: recordings}``),
-        ``rejected`` (windows dropped by peak-to-peak), ``dropped_bad_span``,
-        ``few_sensors`` (windows dropped for too few valid sensors),
+        ``rejected`` (windows dropped by peak-to-peak), ``dropped_bad_span`` (over a
+        ``BAD*`` span, e.g. ``BAD_amplitude``, or the edge), ``amplitude`` (beyond the
+        amplitude limits after filtering), ``few_sensors`` (too few valid sensors),
         ``bad_channels``, ``skipped`` (``[{"file", "error"}]``), ``seconds``, and
         ``per_recording`` rows.
     """
