@@ -429,3 +429,19 @@ def test_stores_without_checksums_still_read(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_store(path).data, win.data)
     write_store(_windows(seed=4), path)  # appending adds checksummed shards
     assert len(read_store(path)) == 12
+
+
+def test_leftovers_of_a_killed_first_write_do_not_block_the_next(tmp_path):
+    path = tmp_path / "s"
+    path.mkdir()
+    # killed after renaming its first shard, before the first manifest
+    (path / "shard-00000.h5").write_bytes(b"half")
+    (path / "shard-00001.h5.tmp").write_bytes(b"")
+    (path / "store.lock").write_text("123\n")
+    win = _windows()
+    write_store(win, path)  # shard-00000.h5 is overwritten by the complete one
+    np.testing.assert_array_equal(read_store(path).data, win.data)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "shard-00000.h5x").write_bytes(b"")
+    with pytest.raises(ValueError, match="non-empty folder without store.json"):
+        write_store(_windows(), tmp_path / "t")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -279,10 +280,14 @@ def write_store(
     return path
 
 
+# what a store's first write leaves when it is killed before the manifest is in place
+_LEFTOVER = re.compile(rf"^(shard-\d{{5}}\.h5|store\.json)(\.tmp)?$|^{re.escape(LOCK_NAME)}$")
+
+
 def _check_store_folder(path: Path) -> None:
-    """Refuse to write into a non-empty folder that is not a store."""
+    """Refuse to write into a non-empty folder that is not a store (or a killed first write)."""
     if path.exists() and not (path / MANIFEST_NAME).exists() and any(
-            p for p in path.iterdir() if not p.name.endswith(".tmp") and p.name != LOCK_NAME):
+            not _LEFTOVER.match(p.name) for p in path.iterdir()):
         raise ValueError(
             f"{path} is a non-empty folder without {MANIFEST_NAME}, so not a megfm store; "
             "refusing to write into it. Pass a new or empty folder."
