@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import training_helpers as helpers
+from cli_helpers import one_error_line
 
 from megfm.cli.main import main, one_line
 
@@ -25,10 +26,7 @@ def trained(tmp_path_factory):
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err and err.startswith("megfm ")
-    return err
+    return one_error_line(capsys.readouterr().err)
 
 
 def _truncated_copy(store, tmp_path):

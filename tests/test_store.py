@@ -361,6 +361,7 @@ def test_second_writer_fails_at_once_naming_the_first(tmp_path):
 
 def test_prepare_refuses_a_store_being_written(tmp_path, capsys):
     import mne
+    from cli_helpers import one_error_line
     from synthetic_sensors import place_on_circle
 
     from megfm.cli.main import main
@@ -379,8 +380,8 @@ def test_prepare_refuses_a_store_being_written(tmp_path, capsys):
             prepare(tmp_path / "sub-01_task-rest_raw.fif", out, progress=False)
         assert main(["prepare", str(tmp_path / "sub-01_task-rest_raw.fif"), "--out", str(out),
                      "--no-progress"]) == 1
-        err = capsys.readouterr().err
-        assert f"is being written by pid {holder.pid}" in err and len(err.splitlines()) == 1
+        err = one_error_line(capsys.readouterr().err)
+        assert f"is being written by pid {holder.pid}" in err
         assert [p.name for p in out.iterdir()] == ["store.lock"]  # nothing written
     finally:
         holder.kill()
