@@ -166,3 +166,21 @@ def test_corrupted_window_in_embed_names_window_shard_and_checksum(trained, tmp_
     err = _one_error_line(capsys)
     assert "window 14 (row 2) from shard" in err and "shard-00001.h5" in err
     assert "checksum does not match" in err and "DataLoader" not in err
+
+
+def test_nan_window_in_embed_is_named_by_store_index_shard_and_recording(trained, tmp_path,
+                                                                         capsys):
+    import shutil
+
+    import h5py
+
+    store, run = trained
+    bad = tmp_path / "store"
+    shutil.copytree(store, bad)
+    with h5py.File(bad / "shard-00001.h5", "r+") as f:  # checksum rewritten with the NaN
+        f["data"][5, 1, 3] = float("nan")
+    assert main(["embed", str(run), str(bad), "--out", str(tmp_path / "f.npz"),
+                 "--no-progress"]) == 1
+    err = _one_error_line(capsys)
+    assert "store index [17] have NaN or Inf samples (embed)" in err
+    assert "window 17 (row 5 of shard-00001.h5" in err and "of the batch" not in err

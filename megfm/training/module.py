@@ -16,24 +16,14 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ..data.dataset import BadWindowsError, batch_indices, check_batch
+
 __all__ = ["BadWindowsError", "PretrainModule", "config_from_dict", "config_to_dict",
            "cosine_with_warmup"]
 
 logger = logging.getLogger(__name__)
 
 _STAGES = ("train", "val", "test")
-
-
-class BadWindowsError(ValueError, FloatingPointError):
-    """Windows that cannot be trained on (non-finite samples, no valid sensor).
-
-    ``indices`` holds their store indices (``batch["index"]``), so that
-    :func:`megfm.pretrain` can name their shards and recordings.
-    """
-
-    def __init__(self, message: str, indices: list[int]) -> None:
-        super().__init__(message)
-        self.indices = list(indices)
 
 
 def config_to_dict(config: Any) -> dict:
@@ -82,14 +72,6 @@ def cosine_with_warmup(step: int, *, warmup_steps: int, max_steps: int,
     span = max(1, max_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _store_indices(batch: dict) -> list[int]:
-    """Store indices of a batch's windows (their positions when the batch has none)."""
-    index = batch.get("index")
-    if index is None:
-        return list(range(int(batch["x"].shape[0])))
-    return index.tolist() if isinstance(index, torch.Tensor) else list(index)
 
 
 class PretrainModule(pl.LightningModule):
@@ -187,27 +169,11 @@ class PretrainModule(pl.LightningModule):
                       stage: str) -> None:
         if bool(torch.isfinite(value).all()):
             return
-        index = _store_indices(batch)
+        index = batch_indices(batch)
         raise BadWindowsError(
             f"Non-finite {what} in {stage} at global step {self.global_step} (batch {batch_idx}, "
             f"window indices {index}). Check these windows of the store for NaN/Inf or "
             "extreme values, or lower the learning rate / enable gradient clipping.", index)
-
-    def _check_windows(self, batch: dict, batch_idx: int, stage: str) -> None:
-        """Name, by store index, the windows the model cannot use (before it runs)."""
-        valid = batch["sensor_mask"].to(torch.bool)
-        finite = torch.isfinite(batch["x"]).all(-1) | ~valid
-        empty, nonfinite = ~valid.any(1), ~finite.all(1)
-        if not bool(empty.any() or nonfinite.any()):
-            return
-        index = _store_indices(batch)
-        what, rows = (("no valid sensor (every sensor bad)", empty) if bool(empty.any())
-                      else ("NaN or Inf samples", nonfinite))
-        bad = [index[i] for i in torch.nonzero(rows).flatten().tolist()]
-        raise BadWindowsError(
-            f"Window(s) with store index {bad} have {what} ({stage}, global step "
-            f"{self.global_step}); the store is damaged or was not made by `megfm prepare`. "
-            "Re-create it with `megfm prepare`.", bad)
 
     def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         """Masked reconstruction loss of one batch, logged as ``f"{stage}/loss"``."""
@@ -215,7 +181,8 @@ class PretrainModule(pl.LightningModule):
         if stage == "train":
             # Dropout and any other randomness of the step depend on (seed, step, rank) only.
             torch.manual_seed(seed)
-        self._check_windows(batch, batch_idx, stage)
+        # name unusable windows by store index before the model runs
+        check_batch(batch, f"{stage}, global step {self.global_step}")
         generator = torch.Generator(device=batch["x"].device)
         generator.manual_seed(seed)
         out = self(batch, generator=generator)

@@ -29,6 +29,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from .._version import __version__
+from ..data.dataset import naming_windows
 from . import _checkpoints
 from ._quiet import quiet_lightning
 
@@ -369,23 +370,6 @@ def _validate_at_end():
     return _ValidateAtEnd()
 
 
-@contextlib.contextmanager
-def _naming_windows(store: Path | None):
-    """Add the shard and recording of each window to a :class:`BadWindowsError`."""
-    from .module import BadWindowsError
-
-    try:
-        yield
-    except BadWindowsError as exc:
-        if store is None or not exc.indices:
-            raise
-        from ..data.store import StoreReader
-
-        with StoreReader(store) as reader:
-            where = reader.describe(exc.indices)
-        raise BadWindowsError(f"{exc} Store {store}: {where}.", exc.indices) from exc
-
-
 def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
               mask_mode, mask_ratio, devices, accelerator, strategy, precision, accumulate,
               gradient_clip_val, num_workers, states, subjects, balance_states, val_fraction,
@@ -481,7 +465,7 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__, max_steps, out)
     # a resumed run continues in its own checkpoint folder, which Lightning calls "not empty"
     resuming = () if ckpt_path is None else (".*Checkpoint directory .* exists and is not empty.*",)
-    with quiet_lightning(*resuming), _naming_windows(store):
+    with quiet_lightning(*resuming), naming_windows(store):
         trainer.fit(module, datamodule=datamodule,
                     ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
     if not save_last.saved:  # stopped before max_steps: keep the last state all the same
