@@ -184,3 +184,19 @@ def test_nan_window_in_embed_is_named_by_store_index_shard_and_recording(trained
     err = _one_error_line(capsys)
     assert "store index [17] have NaN or Inf samples (embed)" in err
     assert "window 17 (row 5 of shard-00001.h5" in err and "of the batch" not in err
+
+
+def test_random_model_weights_give_one_line_without_torch_advice(trained, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    store, run = trained
+    bad = tmp_path / "run"
+    shutil.copytree(run, bad)
+    (bad / "model" / "weights.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    assert main(["embed", str(bad), str(store), "--out", str(tmp_path / "f.npz"),
+                 "--no-progress"]) == 1
+    err = _one_error_line(capsys)
+    assert "weights.pt: the file is truncated or corrupt (UnpicklingError)" in err
+    assert "weights_only" not in err

@@ -140,8 +140,11 @@ def load_pretrained(
         raise ValueError(f"{directory} is not a complete megfm checkpoint: {WEIGHTS_NAME} is missing.")
     try:
         state = torch.load(weights, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"Cannot read the weights {weights}: {exc}") from exc
+    except Exception as exc:  # torch's message may advise weights_only=False: not shown
+        raise ValueError(
+            f"Cannot read the weights {weights}: the file is truncated or corrupt "
+            f"({type(exc).__name__}). Export the model again (save_pretrained) or restore it."
+        ) from exc
     if not isinstance(state, dict):
         raise ValueError(f"{weights} does not hold a state dict (got {type(state).__name__}).")
     model = MaskedSignalModel(config)
