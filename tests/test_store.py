@@ -446,3 +446,15 @@ def test_leftovers_of_a_killed_first_write_do_not_block_the_next(tmp_path):
     (tmp_path / "t" / "shard-00000.h5x").write_bytes(b"")
     with pytest.raises(ValueError, match="non-empty folder without store.json"):
         write_store(_windows(), tmp_path / "t")
+
+
+def test_a_reader_keeps_its_snapshot_while_the_store_is_appended(tmp_path):
+    first = _windows(seed=1)
+    path = write_store(first, tmp_path / "s")
+    reader = open_store(path)
+    np.testing.assert_array_equal(reader.read([0]).data, first.data[:1])
+    write_store(_windows(seed=2), path)  # a write while the reader is open
+    assert len(reader) == 6 and reader.n_shards == 1
+    np.testing.assert_array_equal(reader.read().data, first.data)
+    reader.close()
+    assert len(open_store(path)) == 12  # a new reader sees the append
