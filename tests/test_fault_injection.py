@@ -206,6 +206,24 @@ def test_prepare_cli_killed_from_outside_then_rerun_is_complete(cohort, tmp_path
         np.testing.assert_array_equal(got[key], data)
 
 
+def test_two_prepare_commands_on_one_new_store_never_mix(cohort, tmp_path):
+    folder, clean = cohort
+    cmd = [sys.executable, "-m", "megfm.cli.main", "prepare", str(folder), "--window", "1",
+           "--no-progress", "--out", str(tmp_path / "store")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [(p.wait(), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert any(code == 0 for code, _, _ in results), results
+    for code, _, err in results:  # the loser, if they overlapped, fails at once naming the pid
+        assert code == 0 or ("is being written by pid" in err and "Traceback" not in err), err
+    got, want = _by_source(tmp_path / "store"), _by_source(clean)
+    assert got.keys() == want.keys()
+    for key, data in want.items():
+        np.testing.assert_array_equal(got[key], data)
+
+
 # ---------------------------------------------------------------------------- pretrain
 _STEPS = 8
 
