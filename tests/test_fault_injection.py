@@ -31,8 +31,11 @@ SEED = int(os.environ.get("MEGFM_FAULT_SEED", "0"))
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
+    """One torch thread for the whole module, module fixtures included: the reference run
+    and the killed and resumed runs must sum in the same order to give equal weights (a
+    test elsewhere may leave torch with more threads)."""
     yield from helpers.one_thread()
 
 
@@ -229,7 +232,7 @@ _STEPS = 8
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, _one_thread):
     """A tiny store and the weights of an uninterrupted 8-step run on it."""
     root = tmp_path_factory.mktemp("pretrain")
     store = helpers.tiny_store(root / "store", n_windows=24)
