@@ -6,6 +6,7 @@ property is checked on a few dozen drawn cases so the module stays within second
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from megfm.data.windows import Windows  # noqa: E402
 from megfm.masking import make_mask  # noqa: E402
 from megfm.tokenize import denormalize, patchify, robust_normalize, unpatchify  # noqa: E402
 
-FAST = settings(max_examples=30, deadline=None,
+FAST = settings(max_examples=int(os.environ.get("MEGFM_PROPERTY_EXAMPLES", "30")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -65,7 +66,7 @@ def test_patchify_is_a_lossless_reshape(b, s, p, length, seed):
 
 @FAST
 @given(mask=sensor_masks(), t=st.integers(4, 64), scale=st.floats(1e-3, 1e4),
-       offset=st.floats(-1e4, 1e4), method=st.sampled_from(["iqr", "mad"]),
+       offset=st.floats(-100, 100), method=st.sampled_from(["iqr", "mad"]),
        seed=st.integers(0, 2**16), nan_share=st.floats(0, 0.5))
 def test_robust_normalize_inverts_is_affine_invariant_and_ignores_invalid_nan(
         mask, t, scale, offset, method, seed, nan_share):
@@ -80,8 +81,9 @@ def test_robust_normalize_inverts_is_affine_invariant_and_ignores_invalid_nan(
     assert torch.all(x_norm[~mask] == 0)
     back = denormalize(x_norm, stats)
     torch.testing.assert_close(back[mask], x[mask], rtol=1e-4, atol=1e-3)
-    # a positive gain and an offset per window change nothing after normalisation
-    y = x * scale + offset
+    # a positive gain and an offset change nothing after normalisation (the offset is in
+    # units of the signal's spread: a far larger one leaves too few float32 digits)
+    y = x * scale + offset * 50 * scale
     y_norm, _ = robust_normalize(y, mask, method=method)
     torch.testing.assert_close(y_norm[mask], x_norm[mask], rtol=1e-2, atol=1e-2)
 
