@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._grouping import group_means
+from .data.dataset import check_batch, naming_windows
 from .data.geometry import SensorGeometry
 from .data.windows import Windows
 
@@ -249,9 +250,10 @@ def embed(
     sfreq = data_sfreq(windows_or_store)
     chunks, order = [], []
     with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
-                                      disable=not progress) as bar:
+                                      disable=not progress) as bar, naming_windows(windows_or_store):
         for batch in batches:
             index = batch["index"]
+            check_batch(batch, "embed")  # name unusable windows by store index
             batch = {k: v.to(device) for k, v in batch.items()}
             pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean", sfreq)
             chunks.append(pooled.float().cpu().numpy())

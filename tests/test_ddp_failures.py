@@ -66,8 +66,8 @@ def test_nan_on_one_rank_stops_every_rank_with_one_message(tmp_path):
         time.sleep(0.2)
     messages = [f.read_text() for f in files]
     assert messages[0] == messages[1], messages
-    assert "global step 1 (batch 1" in messages[0]
-    assert "rank 1: input signal in window indices [" in messages[0]
+    assert "rank 1: Window(s) with store index [" in messages[0]
+    assert "NaN or Inf samples (train, global step 1)" in messages[0]
     assert "rank 0" not in messages[0] and "every rank stops here" in messages[0]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
+from cli_helpers import one_error_line
 from synthetic_sensors import place_on_circle
 
 from megfm.data import store  # noqa: E402
@@ -182,8 +183,14 @@ def test_bids_dataset(tmp_path):
 
 
 def test_every_real_recording(test_data_dir, tmp_path):
+    # the KIT test file has signal on 1 of its 160 sensors (the others are flat): refused by
+    # default, kept when only all-bad recordings are refused
+    kit = test_data_dir / "KIT" / "ArtificalSignalData_Yokogawa_1khz.con"
+    with pytest.raises(ValueError, match="159 of 160 MEG sensors are bad"):
+        prepare(kit, tmp_path / "kit", state="rest", window_seconds=0.25, progress=False)
     out = tmp_path / "real"
-    summary = prepare([test_data_dir], out, state="rest", window_seconds=0.25, progress=False)
+    summary = prepare([test_data_dir], out, state="rest", window_seconds=0.25, progress=False,
+                      min_valid_fraction=None)
     assert summary["recordings"] == 6 and not summary["skipped"]
     assert summary["sensors"] == {151: 1, 160: 1, 273: 1, 306: 3}
     windows = store.read_store(out)
@@ -218,8 +225,8 @@ def test_cli_prepare(cohort, tmp_path, capsys):
     assert "recordings: 4" in text and "auditory: 24" in text and "migraine" in text
     code = main(["prepare", str(cohort / "sub-001_task-rest_raw.fif"), "--out", str(out),
                  "--window", "2", "--no-progress"])
-    assert code == 1
-    assert "samples" in capsys.readouterr().err
+    assert code == 1  # already in the store, with another window length
+    assert "other settings (window_seconds)" in capsys.readouterr().err
     code = main(["prepare", str(cohort / "sub-001_task-rest_raw.fif"), "--out",
                  str(tmp_path / "j"), "--json", "--no-progress", "--state", "rest"])
     assert code == 0
@@ -248,3 +255,159 @@ def test_simulated_bids_cohort(tmp_path):
     assert np.all(np.diff(meta["onset"][aud]) > 0)
     assert set(meta["event"][aud]) == {1}
     assert meta["block"][aud].max() >= 1 and np.all(np.diff(meta["block"][aud]) >= 0)
+
+
+def test_rerun_skips_recordings_already_in_the_store(cohort, tmp_path, capsys):
+    from megfm.cli.main import main
+
+    out = tmp_path / "store"
+    first = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert first["store_windows"] == first["windows"] == 40
+    again = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert again["recordings"] == 0 and again["windows"] == 0
+    assert len(again["already_in_store"]) == 4 and again["store_windows"] == 40
+    assert len(store.read_store(out)) == 40
+    assert main(["prepare", str(cohort), "--out", str(out), "--window", "1",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "no new recording written" in text and "4 recording(s); the store now holds 40" in text
+    # a new recording in the folder: only it is added
+    _raw(seed=7).save(cohort / "sub-003_task-rest_raw.fif", verbose=False)
+    more = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert more["recordings"] == 1 and more["store_windows"] == 48
+    sources = [info["source"] for info in store.open_store(out).shard_infos]
+    assert len(sources) == len(set(sources)) == 5
+    # the same recording with other settings is refused, naming what differs
+    with pytest.raises(ValueError, match=r"already holds this recording, prepared with other "
+                                         r"settings \(preprocess\)"):
+        prepare(cohort / "sub-003_task-rest_raw.fif", out, window_seconds=1.0,
+                config={"l_freq": 1.0}, progress=False)
+    assert len(store.read_store(out)) == 48
+
+
+def test_rerun_after_a_crash_completes_the_store_exactly(cohort, tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    prepare([cohort], clean, window_seconds=1.0, progress=False)
+    out = tmp_path / "store"
+    real_write = store.write_store
+    calls = []
+
+    def dies_on_third(windows, path, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed while writing the third recording
+        return real_write(windows, path, **kw)
+
+    monkeypatch.setattr(store, "write_store", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([cohort], out, window_seconds=1.0, progress=False)
+    monkeypatch.setattr(store, "write_store", real_write)
+    assert len(store.read_store(out)) == 20  # two recordings (12 + 8) before the crash
+    summary = prepare([cohort], out, window_seconds=1.0, progress=False)
+    assert summary["recordings"] == 2 and len(summary["already_in_store"]) == 2
+    a, b = store.read_store(clean), store.read_store(out)
+    key = np.lexsort((a.metadata["onset"], a.metadata["state"], a.metadata["subject"]))
+    key_b = np.lexsort((b.metadata["onset"], b.metadata["state"], b.metadata["subject"]))
+    assert len(a) == len(b) == 40
+    np.testing.assert_array_equal(a.data[key], b.data[key_b])
+
+
+def test_recording_with_every_sensor_bad_is_refused_or_skipped(cohort, tmp_path, capsys):
+    from megfm.cli.main import main
+
+    raw = read_raw(cohort / "sub-001_task-rest_raw.fif")
+    raw.info["bads"] = [ch for ch in raw.ch_names if ch.startswith(("MAG", "GRA"))]
+    raw.save(cohort / "sub-009_task-rest_raw.fif", verbose=False)
+    bad = cohort / "sub-009_task-rest_raw.fif"
+    with pytest.raises(ValueError, match=r"sub-009_task-rest_raw.fif: 8 of 8 MEG sensors are "
+                                         r"bad .*MAG0, MAG1.*leaving 0 usable"):
+        prepare(bad, tmp_path / "a", window_seconds=1.0, progress=False)
+    assert not (tmp_path / "a").exists()
+    assert main(["prepare", str(cohort), "--out", str(tmp_path / "b"), "--window", "1",
+                 "--skip-errors", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "recordings: 4" in text and "skipped 1 recording(s):" in text
+    assert "sub-009_task-rest_raw.fif: 8 of 8 MEG sensors are bad" in text
+    assert {g.bads.all() for g in store.read_store(tmp_path / "b").geometries} == {False}
+    # 5 of 8 bad: below the default half, accepted when the threshold is lowered
+    raw.info["bads"] = raw.info["bads"][:5]
+    raw.save(bad, overwrite=True, verbose=False)
+    with pytest.raises(ValueError, match=r"5 of 8 MEG sensors are bad.*3 usable where 4"):
+        prepare(bad, tmp_path / "c", window_seconds=1.0, progress=False)
+    summary = prepare(bad, tmp_path / "c", window_seconds=1.0, min_valid_fraction=0.25,
+                      progress=False)
+    assert summary["windows"] == 8 and summary["per_recording"][0]["bad_channels"] == 5
+
+
+def test_windows_with_too_few_valid_sensors_are_dropped_and_counted(cohort, tmp_path):
+    raw = read_raw(cohort / "sub-001_task-rest_raw.fif")
+    raw.info["bads"] = ["MAG0", "MAG1", "MAG2"]
+    raw._data[4:7, 400:1200] = 0.0  # three more sensors flat in seconds 1 and 2 only
+    src = tmp_path / "sub-001_task-rest_raw.fif"
+    raw.save(src, verbose=False)
+    summary = prepare(src, tmp_path / "s", window_seconds=1.0, progress=False,
+                      config={"flat_ratio": None, "l_freq": None, "h_freq": None,
+                              "line_freq": None, "bad_amplitude_z": None, "sfreq": None})
+    # 8 sensors, 3 bad: windows 1 and 2 keep 2 valid sensors (< 4) and are dropped
+    assert summary["few_sensors"] == 2 and summary["windows"] == 6
+    onsets = store.read_store(tmp_path / "s").metadata["onset"]
+    np.testing.assert_allclose(onsets, [0, 3, 4, 5, 6, 7])
+    # write_store refuses a recording whose every sensor is bad
+    windows = store.read_store(tmp_path / "s")
+    windows.geometries[0].bads[:] = True
+    with pytest.raises(ValueError, match="Every sensor of recording 0 .* is marked bad"):
+        store.write_store(windows, tmp_path / "t")
+
+
+def test_skip_errors_skips_every_unreadable_recording(cohort, tmp_path, capsys):
+    from megfm.cli.main import main
+
+    whole = (cohort / "sub-001_task-rest_raw.fif").read_bytes()
+    (cohort / "sub-005_task-rest_raw.fif").write_bytes(b"")
+    (cohort / "sub-006_task-rest_raw.fif").write_bytes(whole[: len(whole) // 2])
+    (cohort / "sub-007_task-rest_raw.fif").write_bytes(np.random.default_rng(0).bytes(5000))
+    (cohort / "sub-008_task-rest_meg.con").write_bytes(b"\x00" * 64)
+    args = ["prepare", str(cohort), "--out", str(tmp_path / "s"), "--window", "1",
+            "--no-progress"]
+    assert main(args) == 1
+    one_error_line(capsys.readouterr().err)
+    args[3] = str(tmp_path / "t")
+    assert main(args + ["--skip-errors"]) == 0
+    out = capsys.readouterr().out
+    assert "recordings: 4" in out and "skipped 4 recording(s):" in out
+    assert "sub-005_task-rest_raw.fif is empty (0 bytes)" in out
+    assert "sub-006_task-rest_raw.fif is truncated" in out
+    assert "sub-007_task-rest_raw.fif is not a FIF file" in out
+    assert "Could not read" in out and "sub-008_task-rest_meg.con" in out
+
+
+def test_artefact_windows_are_dropped_and_counted(tmp_path):
+    raw = _raw(seconds=30.0, seed=3)
+    raw._data[2, 6000:6020] *= 1e6  # a 1e6x artefact on one good channel at 15 s
+    raw.save(tmp_path / "sub-01_task-rest_raw.fif", verbose=False)
+    summary = prepare(tmp_path / "sub-01_task-rest_raw.fif", tmp_path / "s", window_seconds=1.0,
+                      progress=False)
+    # the BAD_amplitude span (widened by filter ringing) costs windows, and they are counted
+    assert summary["dropped_bad_span"] > 0
+    assert summary["windows"] + summary["dropped_bad_span"] + summary["amplitude"] == 30
+    w = store.read_store(tmp_path / "s")
+    assert summary["per_recording"][0]["bad_channels"] == 0
+    clean = prepare(_save(_raw(seconds=30.0, seed=3), tmp_path / "c"), tmp_path / "sc",
+                    window_seconds=1.0, progress=False)
+    assert clean["dropped_bad_span"] == 0 and clean["windows"] == 30
+    typical = np.abs(store.read_store(tmp_path / "sc").data).max()
+    assert np.abs(w.data).max() < 3 * typical  # no ringing left in the kept windows
+    # without the annotations, the amplitude limits of preprocess still catch the artefact
+    prep = preprocess(read_raw(tmp_path / "sub-01_task-rest_raw.fif"))
+    n_spans = len(prep.annotations)
+    prep.set_annotations(None)
+    direct = make_windows(prep, state="rest", window_seconds=1.0)
+    assert n_spans >= 1 and direct.info["n_amplitude"] >= 1
+    assert direct.n_windows + direct.info["n_amplitude"] == 30
+    assert np.abs(direct.data).max() < 3 * typical
+
+
+def _save(raw, folder):
+    folder.mkdir()
+    raw.save(folder / "sub-01_task-rest_raw.fif", verbose=False)
+    return folder / "sub-01_task-rest_raw.fif"

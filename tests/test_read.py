@@ -46,7 +46,7 @@ def test_missing_file_names_path(tmp_path):
 def test_not_a_recording(tmp_path):
     path = tmp_path / "notes_raw.fif"
     path.write_text("this is not a FIF file")
-    with pytest.raises(ValueError, match="Could not read .*notes_raw.fif as an MEG recording"):
+    with pytest.raises(ValueError, match="notes_raw.fif is not a FIF file"):
         read_raw(path)
 
 
@@ -121,3 +121,61 @@ def test_bids_path_and_file_inside_bids_root(tmp_path):
     out2 = read_raw(bp.fpath)
     np.testing.assert_allclose(out2.get_data(picks="meg"), out.get_data(picks="meg"))
     assert find_bids_root(tmp_path) is None
+
+
+def _buffer_starts(path):
+    """Byte offsets of the data-buffer tags (FIFF_DATA_BUFFER = 300) of a FIF file."""
+    import struct
+
+    data, pos, starts = path.read_bytes(), 0, []
+    while pos < len(data):
+        kind, _, size, nxt = struct.unpack(">iiii", data[pos:pos + 16])
+        if kind == 300:
+            starts.append(pos)
+        if nxt == -1:
+            break
+        pos = pos + 16 + size if nxt == 0 else nxt
+    return starts
+
+
+@pytest.mark.parametrize("where", ["buffer boundary", "inside a buffer", "before the end"])
+def test_truncated_fif_is_refused(tmp_path, where):
+    path = tmp_path / "whole_raw.fif"
+    _raw(seconds=6.0).save(path, buffer_size_sec=1.0, verbose=False)
+    data = path.read_bytes()
+    starts = _buffer_starts(path)
+    assert len(starts) == 6
+    cut = {"buffer boundary": starts[3], "inside a buffer": starts[3] + 100,
+           "before the end": len(data) - 20}[where]
+    bad = tmp_path / "cut_raw.fif"
+    bad.write_bytes(data[:cut])
+    with pytest.warns(RuntimeWarning, match="Invalid tag"):  # MNE reads it, warning only
+        mne.io.read_raw_fif(bad, verbose="warning")
+    with pytest.raises(ValueError, match=r"cut_raw.fif is truncated: .*copy the file again"):
+        read_raw(bad)
+    assert read_raw(path).n_times == 1200  # the whole file reads
+
+
+def test_empty_and_gzipped_fif(tmp_path):
+    empty = tmp_path / "empty_raw.fif"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty_raw.fif is empty \(0 bytes\)"):
+        read_raw(empty)
+    gz = tmp_path / "rec_raw.fif.gz"
+    _raw(seconds=3.0).save(gz, verbose=False)
+    assert read_raw(gz).n_times == 600
+    import gzip
+
+    whole = gzip.decompress(gz.read_bytes())
+    gz.write_bytes(gzip.compress(whole[: len(whole) // 2]))
+    with pytest.raises(ValueError, match="rec_raw.fif.gz is truncated"):
+        read_raw(gz)
+
+
+def test_real_fif_files_are_complete(test_data_dir):
+    from megfm.data._fif import check_fif_complete
+
+    files = sorted(test_data_dir.rglob("*.fif"))
+    assert len(files) >= 5
+    for path in files:  # raw, events and transform files alike: no false alarm
+        check_fif_complete(path)

@@ -39,7 +39,8 @@ def test_round_trip_float32_bit_exact(tmp_path):
     win = _windows()
     out = write_store(win, tmp_path / "store")
     assert out == tmp_path / "store"
-    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.h5", "store.json"]
+    # store.lock: the (released) write lock
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.h5", "store.json", "store.lock"]
     back = read_store(out)
     np.testing.assert_array_equal(back.data, win.data)  # bit-exact
     assert back.sfreq == win.sfreq
@@ -75,7 +76,8 @@ def test_append_and_geometry_per_recording(tmp_path):
     c = _windows(2, n_sensors=5, seed=3, subject="s3")
     write_store(c, path)  # append
     names = sorted(p.name for p in path.iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5", "store.json"]
+    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5", "store.json",
+                     "store.lock"]
     with open_store(path) as reader:
         assert len(reader) == 9 and reader.n_shards == 3
         np.testing.assert_array_equal(reader.offsets, [0, 4, 7, 9])
@@ -321,3 +323,138 @@ def test_read_any_indices_matches_memory(three_shards):
 
     check()
     reader.close()
+
+
+def _hold_lock(path):
+    """A subprocess that takes the write lock of ``path`` and waits; returns it once held."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\nfrom megfm.data._lock import store_lock\n"
+            "with store_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    time.sleep(0.05)
+    return proc
+
+
+def test_second_writer_fails_at_once_naming_the_first(tmp_path):
+    from megfm.data._lock import StoreLockedError
+
+    path = write_store(_windows(seed=1), tmp_path / "s")
+    holder = _hold_lock(path)
+    try:
+        with pytest.raises(StoreLockedError, match=rf"is being written by pid {holder.pid}"):
+            write_store(_windows(seed=2), path)
+        # a reader needs no lock and sees the store as it was
+        assert len(read_store(path)) == 6
+        assert sorted(p.name for p in path.iterdir()) == ["shard-00000.h5", "store.json",
+                                                          "store.lock"]
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+    write_store(_windows(seed=2), path)
+    assert len(read_store(path)) == 12
+
+
+def test_prepare_refuses_a_store_being_written(tmp_path, capsys):
+    import mne
+    from cli_helpers import one_error_line
+    from synthetic_sensors import place_on_circle
+
+    from megfm.cli.main import main
+    from megfm.data._lock import StoreLockedError
+    from megfm.data.prepare import prepare
+
+    info = mne.create_info([f"MAG{i}" for i in range(4)], 200.0, "mag")
+    place_on_circle(info, np.arange(4))
+    rng = np.random.default_rng(0)
+    mne.io.RawArray(1e-13 * rng.standard_normal((4, 800)), info, verbose=False).save(
+        tmp_path / "sub-01_task-rest_raw.fif", verbose=False)
+    out = tmp_path / "new store"
+    holder = _hold_lock(out)  # another writer took the new store first
+    try:
+        with pytest.raises(StoreLockedError, match=f"being written by pid {holder.pid}"):
+            prepare(tmp_path / "sub-01_task-rest_raw.fif", out, progress=False)
+        assert main(["prepare", str(tmp_path / "sub-01_task-rest_raw.fif"), "--out", str(out),
+                     "--no-progress"]) == 1
+        err = one_error_line(capsys.readouterr().err)
+        assert f"is being written by pid {holder.pid}" in err
+        assert [p.name for p in out.iterdir()] == ["store.lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert prepare(tmp_path / "sub-01_task-rest_raw.fif", out, progress=False)["windows"] == 2
+
+
+def _garbage_in_chunk(shard, row, n_bytes=4096):
+    """Overwrite ``n_bytes`` of window ``row``'s data chunk with finite float32 garbage."""
+    with h5py.File(shard, "r") as f:
+        info = f["data"].id.get_chunk_info_by_coord((row, 0, 0))
+    offset = info.byte_offset + 64
+    n_bytes = min(n_bytes, info.size - 64) // 4 * 4
+    with open(shard, "r+b") as fid:
+        fid.seek(offset)
+        fid.write(np.full(n_bytes // 4, 123.0, np.float32).tobytes())
+
+
+def test_checksums_detect_finite_corruption_of_a_window(tmp_path):
+    path = write_store(_windows(6, n_sensors=16, n_times=128), tmp_path / "s")
+    write_store(_windows(6, n_sensors=16, n_times=128, seed=2), path)
+    assert json.loads((path / "store.json").read_text())["checksum"] == "fletcher32"
+    with h5py.File(path / "shard-00001.h5") as f:
+        assert f["data"].fletcher32 and f["geometry/positions"].fletcher32
+    _garbage_in_chunk(path / "shard-00001.h5", row=4)
+    with StoreReader(path) as reader:
+        reader.read_window(10 - 1)  # the other windows still read
+        with pytest.raises(OSError, match=r"Cannot read window 10 \(row 4\) from shard "
+                                          r".*shard-00001.h5: its checksum does not match"):
+            reader.read_window(10)
+        with pytest.raises(OSError, match=r"window 10 \(row 4\) .*checksum does not match"):
+            reader.read_rows(1, np.array([0, 2, 4, 5]))
+        with pytest.raises(OSError, match="checksum does not match"):
+            reader.read()
+
+
+def test_stores_without_checksums_still_read(tmp_path, monkeypatch):
+    import megfm.data.store as store_mod
+
+    monkeypatch.setattr(store_mod, "_CHECKSUM", None)  # a store as written before them
+    win = _windows()
+    path = write_store(win, tmp_path / "s")
+    with h5py.File(path / "shard-00000.h5") as f:
+        assert not f["data"].fletcher32
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_store(path).data, win.data)
+    write_store(_windows(seed=4), path)  # appending adds checksummed shards
+    assert len(read_store(path)) == 12
+
+
+def test_leftovers_of_a_killed_first_write_do_not_block_the_next(tmp_path):
+    path = tmp_path / "s"
+    path.mkdir()
+    # killed after renaming its first shard, before the first manifest
+    (path / "shard-00000.h5").write_bytes(b"half")
+    (path / "shard-00001.h5.tmp").write_bytes(b"")
+    (path / "store.lock").write_text("123\n")
+    win = _windows()
+    write_store(win, path)  # shard-00000.h5 is overwritten by the complete one
+    np.testing.assert_array_equal(read_store(path).data, win.data)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "shard-00000.h5x").write_bytes(b"")
+    with pytest.raises(ValueError, match="non-empty folder without store.json"):
+        write_store(_windows(), tmp_path / "t")
+
+
+def test_a_reader_keeps_its_snapshot_while_the_store_is_appended(tmp_path):
+    first = _windows(seed=1)
+    path = write_store(first, tmp_path / "s")
+    reader = open_store(path)
+    np.testing.assert_array_equal(reader.read([0]).data, first.data[:1])
+    write_store(_windows(seed=2), path)  # a write while the reader is open
+    assert len(reader) == 6 and reader.n_shards == 1
+    np.testing.assert_array_equal(reader.read().data, first.data)
+    reader.close()
+    assert len(open_store(path)) == 12  # a new reader sees the append

@@ -196,7 +196,9 @@ def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
     assert len(drawn) == 20 and set(drawn) <= set(train)
     assert balance_states or sorted(drawn) == train
     ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
-    assert ckpts[-1] == "last.ckpt" and not any("last-" in n or "partial" in n for n in ckpts)
+    assert "last.ckpt" in ckpts and not any("last-" in n or "partial" in n for n in ckpts)
+    assert [n for n in ckpts if n.startswith("previous-")] == ["previous-step=10.ckpt",
+                                                                "previous-step=11.ckpt"]
 
 
 def test_refusals(tmp_path, datamodule):
@@ -226,8 +228,37 @@ def test_nan_loss_names_step_and_windows(tmp_path):
     windows = helpers.tiny_windows(n_windows=24)
     windows.data[5, 2, 10] = np.nan  # window 5 is in the second batch (step 1)
     dm = _DataModule(windows)
-    with pytest.raises(FloatingPointError, match=r"global step 1 .*window indices \[4, 5, 6, 7\]"):
+    with pytest.raises(FloatingPointError, match=r"store index \[5\] have NaN or Inf samples "
+                                                 r"\(train, global step 1\)"):
         _run(tmp_path / "nan", dm, max_steps=4)
+
+
+@pytest.mark.parametrize("damage", ["nan", "all bad"])
+def test_bad_window_in_a_shard_is_named_by_store_index_shard_and_recording(tmp_path, capsys,
+                                                                           damage):
+    import h5py
+    from cli_helpers import one_error_line
+
+    from megfm.cli.main import main
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=12)
+    helpers.tiny_store(store, n_windows=12, seed=1)  # a second shard: windows 12-23
+    with h5py.File(store / "shard-00001.h5", "r+") as f:  # damage after writing
+        if damage == "nan":
+            f["data"][3, 2, 10] = np.nan
+        else:
+            f["geometry/bads"][...] = True
+    args = ["pretrain", str(store), "--out", str(tmp_path / "run"), "--max-steps", "6",
+            "--batch-size", "24", "--accelerator", "cpu", "--no-progress", "--val-fraction", "0"]
+    assert main(args) == 1
+    err = one_error_line(capsys.readouterr().err)
+    assert "of the batch" not in err
+    if damage == "nan":
+        assert "store index [15] have NaN or Inf samples" in err
+        assert "window 15 (row 3 of shard-00001.h5, recording of subject '03')" in err
+    else:
+        assert "have no valid sensor" in err and "of shard-00001.h5" in err
+        assert "shard-00000.h5" not in err
 
 
 def test_masks_are_seeded(datamodule):
@@ -305,8 +336,8 @@ def test_last_checkpoint_is_written_only_right_after_an_optimiser_step(tmp_path,
 
     saves = []
     monkeypatch.setattr(pretrain_module, "_save_atomically",
-                        lambda trainer, path: saves.append(trainer.global_step))
-    callback = pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=2)
+                        lambda trainer, path, **kw: saves.append(trainer.global_step))
+    callback = pretrain_module._last_checkpoint(tmp_path / "last.ckpt", every=2, keep=3)
     trainer = SimpleNamespace(global_step=0, max_steps=5)
     callback.on_train_start(trainer, None)
     # accumulate=2: the global step moves at every second batch end

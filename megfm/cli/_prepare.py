@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="recording files, CTF .ds folders, folders to search, or a BIDS root")
     parser.add_argument("--out", required=True, metavar="STORE",
-                        help="store folder to create, or to append to when it is a store")
+                        help="store folder to create, or to append to when it is a store "
+                        "(recordings it already holds with the same settings are skipped)")
     parser.add_argument("--state", default=None,
                         help="state of every recording (e.g. rest, auditory, somatosensory); "
                         "default: the 'task-<state>' entity of each file name")
@@ -41,8 +42,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="on-disk sample type of the store (default: float32)")
     parser.add_argument("--compression", choices=("gzip", "lzf"), default=None,
                         help="HDF5 compression of the store (default: none)")
+    parser.add_argument("--min-valid-fraction", type=float, default=0.5, metavar="FRACTION",
+                        help="refuse (or with --skip-errors skip) a recording with fewer usable "
+                        "MEG sensors than this fraction, and drop windows with fewer valid "
+                        "sensors (default: 0.5)")
     parser.add_argument("--skip-errors", action="store_true",
-                        help="skip recordings that cannot be prepared instead of stopping")
+                        help="skip recordings that cannot be prepared (unreadable, truncated, "
+                        "too few usable sensors, ...) instead of stopping; they are listed at "
+                        "the end")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true",
                         help="print the summary as JSON instead of a table")
@@ -50,26 +57,49 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def format_summary(summary: dict) -> str:
-    """Render a :func:`megfm.data.prepare.prepare` summary as a plain-text table."""
-    lines = [f"store: {summary['store']}  ({summary['sfreq']:g} Hz, "
-             f"{summary['window_seconds']:g} s windows)"]
+def _dropped(counts: dict) -> int:
+    """Windows dropped, for every reason, of a summary or one of its rows."""
+    return sum(int(counts.get(k, 0)) for k in ("rejected", "dropped_bad_span", "amplitude",
+                                               "few_sensors"))
+
+
+def _table(summary: dict) -> list[str]:
+    """Per-recording rows and totals of the recordings written."""
     header = f"{'recording':<44} {'subject':<12} {'state':<14} {'label':<9} {'sensors':>7} " \
              f"{'bad':>4} {'windows':>7} {'rejected':>8}"
-    lines += [header, "-" * len(header)]
+    lines = [header, "-" * len(header)]
     for r in summary["per_recording"]:
         name = r["file"].rsplit("/", 1)[-1]
         name = name if len(name) <= 44 else "..." + name[-41:]
         lines.append(f"{name:<44} {r['subject'][:12]:<12} {r['state'][:14]:<14} "
                      f"{(r['label'] or '-')[:9]:<9} {r['sensors']:>7} {r['bad_channels']:>4} "
-                     f"{r['windows']:>7} {r['rejected'] + r['dropped_bad_span']:>8}")
+                     f"{r['windows']:>7} "
+                     f"{_dropped(r):>8}")
     lines.append("-" * len(header))
     per_state = ", ".join(f"{k}: {v}" for k, v in summary["windows_per_state"].items())
     sensors = ", ".join(f"{k} sensors x {v}" for k, v in summary["sensors"].items())
     lines.append(f"recordings: {summary['recordings']}   windows: {summary['windows']} "
                  f"({per_state})")
-    lines.append(f"sensor layouts: {sensors}   rejected windows: {summary['rejected']} "
-                 f"(peak-to-peak) + {summary['dropped_bad_span']} (BAD span / edge)")
+    lines.append(f"sensor layouts: {sensors}")
+    lines.append(f"rejected windows: {_dropped(summary)} = {summary['dropped_bad_span']} (BAD "
+                 f"span / edge) + {summary.get('amplitude', 0)} (amplitude after filtering) + "
+                 f"{summary.get('few_sensors', 0)} (too few valid sensors) + "
+                 f"{summary['rejected']} (peak-to-peak)")
+    return lines
+
+
+def format_summary(summary: dict) -> str:
+    """Render a :func:`megfm.data.prepare.prepare` summary as a plain-text table."""
+    lines = [f"store: {summary['store']}  ({summary['sfreq']:g} Hz, "
+             f"{summary['window_seconds']:g} s windows)"]
+    if summary["per_recording"]:
+        lines += _table(summary)
+    else:
+        lines.append("no new recording written")
+    if summary.get("already_in_store"):
+        lines.append(f"already in the store with the same settings (not written again): "
+                     f"{len(summary['already_in_store'])} recording(s); the store now holds "
+                     f"{summary['store_windows']} windows")
     if summary["skipped"]:
         lines.append(f"skipped {len(summary['skipped'])} recording(s):")
         lines += [f"  {s['file']}: {s['error']}" for s in summary["skipped"]]
@@ -89,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare(args.inputs, args.out, state=args.state, window_seconds=args.window,
                       overlap=args.overlap, config=config, participants=args.participants,
                       dtype=args.dtype, compression=args.compression,
+                      min_valid_fraction=args.min_valid_fraction,
                       skip_errors=args.skip_errors, progress=not args.no_progress)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0

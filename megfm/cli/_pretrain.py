@@ -80,8 +80,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-minutes", type=float, default=None,
                    help="also save last.ckpt at the first step MINUTES after the previous save "
                    "(default: by step only)")
+    p.add_argument("--keep-checkpoints", type=int, default=3, metavar="K",
+                   help="training checkpoints kept: last.ckpt and the K-1 before it (default 3)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from checkpoints/last.ckpt")
+                   help="continue the run in --out from its newest checkpoint that loads "
+                   "(last.ckpt, else an older one)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run in --out and start again")
     p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, states=args.states, subjects=args.subjects, balance_states=args.balance_states,
         val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes,
+        keep_checkpoints=args.keep_checkpoints,
         resume=args.resume, overwrite=args.overwrite, seed=args.seed,
         progress=not args.no_progress,
     )

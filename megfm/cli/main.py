@@ -53,12 +53,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        # User errors: a clear message, no traceback (use -vv to see it).
+    except (ValueError, OSError, TypeError, FloatingPointError) as exc:
+        # Known failures (bad input, damaged files, busy store, bad windows): one line, no
+        # traceback (use -vv to see it).
         if args.verbose >= 2:
             raise
-        print(f"megfm {args.command}: error: {exc}", file=sys.stderr)
+        print(f"megfm {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line.
+
+    An exception re-raised from a DataLoader worker carries the worker's traceback in its
+    message; only the original message (its last line) is kept.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name, sep, message = last.partition(": ")
+        text = message if sep and name.replace(".", "").isidentifier() else last
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

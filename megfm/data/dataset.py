@@ -7,8 +7,10 @@ counts into one batch (see the batch contract in ``docs/design.md``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +18,8 @@ from torch.utils.data import Dataset
 
 from .store import StoreReader
 
-__all__ = ["BATCH_KEYS", "WindowDataset", "collate_windows"]
+__all__ = ["BATCH_KEYS", "BadWindowsError", "WindowDataset", "check_batch", "collate_windows",
+           "naming_windows"]
 
 #: Keys of an item / batch, in contract order.
 BATCH_KEYS = ("x", "pos", "ori", "sensor_type", "sensor_mask", "index")
@@ -212,3 +215,64 @@ def collate_windows(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch
     batch["index"] = torch.stack([torch.as_tensor(it["index"], dtype=torch.int64)
                                   for it in items])
     return batch
+
+
+class BadWindowsError(ValueError, FloatingPointError):
+    """Windows a model cannot use (non-finite samples, no valid sensor, a non-finite loss).
+
+    ``indices`` holds their store indices (``batch["index"]``), so that
+    :func:`naming_windows` can add their shard files and recordings.
+    """
+
+    def __init__(self, message: str, indices: list[int]) -> None:
+        super().__init__(message)
+        self.indices = list(indices)
+
+
+def batch_indices(batch: dict) -> list[int]:
+    """Store indices of a batch's windows (their positions when the batch has none)."""
+    index = batch.get("index")
+    if index is None:
+        return list(range(int(batch["x"].shape[0])))
+    return index.tolist() if isinstance(index, torch.Tensor) else list(index)
+
+
+def check_batch(batch: dict, where: str) -> None:
+    """Raise :class:`BadWindowsError`, naming windows by store index, before a model runs.
+
+    Parameters
+    ----------
+    batch : dict
+        A batch of :func:`collate_windows` (``x``, ``sensor_mask``, ``index``).
+    where : str
+        What was running, for the message (e.g. ``"train, global step 12"``).
+    """
+    valid = batch["sensor_mask"].to(torch.bool)
+    finite = torch.isfinite(batch["x"]).all(-1) | ~valid
+    empty, nonfinite = ~valid.any(1), ~finite.all(1)
+    if not bool(empty.any() or nonfinite.any()):
+        return
+    index = batch_indices(batch)
+    what, rows = (("no valid sensor (every sensor bad)", empty) if bool(empty.any())
+                  else ("NaN or Inf samples", nonfinite))
+    bad = [index[i] for i in torch.nonzero(rows).flatten().tolist()]
+    raise BadWindowsError(
+        f"Window(s) with store index {bad} have {what} ({where}); the store is damaged or "
+        "was not made by `megfm prepare`. Re-create it with `megfm prepare`.", bad)
+
+
+@contextlib.contextmanager
+def naming_windows(store):
+    """Add the shard file, row and recording of each window to a :class:`BadWindowsError`.
+
+    ``store`` is the store folder the windows come from; anything else (None, in-memory
+    windows) leaves the error as it is.
+    """
+    try:
+        yield
+    except BadWindowsError as exc:
+        if not isinstance(store, (str, os.PathLike)) or not exc.indices:
+            raise
+        with StoreReader(store) as reader:
+            where = reader.describe(exc.indices)
+        raise BadWindowsError(f"{exc} Store {Path(store)}: {where}.", exc.indices) from exc

@@ -152,6 +152,22 @@ def _reject_limits(reject: dict | None, geometry: SensorGeometry) -> np.ndarray 
     return limits
 
 
+def _amplitude_limits(raw: mne.io.BaseRaw,
+                      picks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-sensor (centre, limit) of ``|signal - centre|`` set by :func:`megfm.preprocess`.
+
+    None when the recording was not preprocessed by megfm (or the limits are unknown).
+    Bad sensors have an infinite limit.
+    """
+    temp = raw.info.get("temp")
+    rec = temp.get(TEMP_KEY, {}) if isinstance(temp, dict) else {}
+    if "amplitude_limit" not in rec or len(rec["amplitude_limit"]) != len(raw.ch_names):
+        return None
+    limit = np.asarray(rec["amplitude_limit"], float)[picks]
+    limit[np.isin(np.asarray(raw.ch_names)[picks], raw.info["bads"])] = np.inf
+    return np.asarray(rec["amplitude_centre"], float)[picks], limit
+
+
 def make_windows(
     raw: mne.io.BaseRaw,
     *,
@@ -166,6 +182,7 @@ def make_windows(
     session: str = "",
     label: str = "",
     stim_channel: str | list[str] | None = None,
+    min_valid_fraction: float | None = None,
     verbose=None,
 ) -> Windows:
     """Cut a recording into windows of one state.
@@ -199,6 +216,11 @@ def make_windows(
     stim_channel : str | list of str | None
         Stim channel(s) to read events from; None picks MNE's default stim channel when
         the recording has one, otherwise annotations are used.
+    min_valid_fraction : float | None
+        Drop windows in which fewer than this fraction of the sensors are valid (not
+        marked bad, and not flat within the window: a peak-to-peak range above 1e-3 of the
+        median one of the good sensors); counted in ``info["n_few_sensors"]``.
+        None keeps every window.
     verbose : bool | str | int | None
         MNE verbosity.
 
@@ -206,8 +228,11 @@ def make_windows(
     -------
     windows : Windows
         ``data (n_windows, n_sensors, n_times)`` float32 with one geometry; ``info`` holds
-        the windowing parameters, the counts of windows made and rejected, and the
-        preprocessing config when known.
+        the windowing parameters, the preprocessing config when known, and the counts of
+        windows dropped: ``n_dropped_bad_span`` (over a ``BAD*`` span or the edge),
+        ``n_amplitude`` (a good sensor beyond the amplitude limits that
+        :func:`megfm.preprocess` set, after filtering), ``n_few_sensors`` and
+        ``n_rejected`` (peak-to-peak).
     """
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(f"Invalid type for 'raw': expected mne.io.Raw; got {type(raw).__name__}.")
@@ -242,11 +267,14 @@ def make_windows(
     limits = _reject_limits(reject, geometry)
 
     if event_id is None:
-        starts = _rest_starts(raw, n, max(int(round((window_seconds - overlap) * sfreq)), 1))
+        step = max(int(round((window_seconds - overlap) * sfreq)), 1)
+        starts = _rest_starts(raw, n, step)
         events = np.full(len(starts), -1, np.int64)
         repetition = np.full(len(starts), -1, np.int64)
         block = np.full(len(starts), -1, np.int64)
-        n_bad_span = 0
+        # windows the BAD spans cost: a tiling of the whole recording minus the tiling
+        # of the good stretches (never more windows than the whole)
+        n_bad_span = len(range(0, raw.n_times - n + 1, step)) - len(starts)
     else:
         ev = _find_events(raw, event_id, stim_channel, verbose)
         block_all = _blocks(ev[:, 0])
@@ -275,6 +303,20 @@ def make_windows(
     windows = np.stack([data[:, s:s + n] for s in starts]).astype(np.float32) if len(starts) \
         else np.zeros((0, len(picks), n), np.float32)
 
+    n_amplitude = 0
+    limits_amp = _amplitude_limits(raw, picks)
+    if limits_amp is not None and len(windows):
+        centre, limit = (a.astype(np.float32)[:, None] for a in limits_amp)
+        # one window at a time: no copy of all the windows
+        over = np.array([bool((np.abs(w - centre) > limit).any()) for w in windows])
+        n_amplitude = int(over.sum())
+        if n_amplitude:
+            logger.info("%d window(s) exceed the amplitude limits of preprocess after "
+                        "filtering; dropped.", n_amplitude)
+        keep = ~over
+        windows, starts, events = windows[keep], starts[keep], events[keep]
+        repetition, block = repetition[keep], block[keep]
+
     if baseline is not None and event_id is not None and len(windows):
         b0 = tmin if baseline[0] is None else baseline[0]
         b1 = tmin + n / sfreq if baseline[1] is None else baseline[1]
@@ -286,6 +328,23 @@ def make_windows(
                 f"[{tmin}, {tmin + n / sfreq:g}] s relative to the event."
             )
         windows -= windows[:, :, i0:i1].mean(axis=2, keepdims=True)
+
+    n_few_sensors = 0
+    if min_valid_fraction is not None and len(windows):
+        if not 0.0 < min_valid_fraction <= 1.0:
+            raise ValueError(
+                f"Invalid value for 'min_valid_fraction': expected a fraction in (0, 1]; "
+                f"got {min_valid_fraction!r}."
+            )
+        # flat in the window: a peak-to-peak range under 1e-3 of the window's typical one
+        ptp = np.ptp(windows, axis=2)
+        good = ~geometry.bads
+        typical = np.median(ptp[:, good], axis=1, keepdims=True) if good.any() else 0.0
+        valid = good[None, :] & (ptp > 1e-3 * typical)
+        keep = valid.sum(axis=1) >= min_valid_fraction * geometry.n_sensors
+        n_few_sensors = int((~keep).sum())
+        windows, starts, events = windows[keep], starts[keep], events[keep]
+        repetition, block = repetition[keep], block[keep]
 
     n_rejected = 0
     if limits is not None and len(windows):
@@ -304,7 +363,9 @@ def make_windows(
         "overlap": float(overlap), "event_id": event_id, "tmin": float(tmin),
         "baseline": list(baseline) if baseline is not None else None,
         "reject": dict(reject) if reject else None, "n_rejected": n_rejected,
-        "n_dropped_bad_span": n_bad_span, "preprocess": prep,
+        "n_dropped_bad_span": n_bad_span, "n_amplitude": n_amplitude,
+        "n_few_sensors": n_few_sensors,
+        "min_valid_fraction": min_valid_fraction, "preprocess": prep,
     }
     if m == 0:
         logger.warning("No %s windows left after rejection (%d rejected).", state, n_rejected)

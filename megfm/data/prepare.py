@@ -11,12 +11,19 @@ recording only). Per recording:
   from ``ses-<id>``;
 * ``label``: the ``group`` column of a ``participants.tsv`` found in or above the
   recording's folder (or the ``participants`` argument).
+
+Re-running is safe: every shard records its ``source`` (the resolved recording path) and
+the settings it was made with, and a recording already in the store with the same
+settings is skipped, so a re-run after a crash completes the store without duplicates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -153,6 +160,171 @@ def _label(subject: str, groups: dict[str, str]) -> str:
     return ""
 
 
+#: ``Windows.info`` keys that `prepare` sets: a recording already in the store with the
+#: same values (and the same ``source``) is not written again.
+#: A key missing from an older store's info is not compared.
+_SETTINGS_KEYS = ("state", "window_seconds", "overlap", "reject", "min_valid_fraction",
+                  "preprocess")
+
+
+def _settings(info: dict) -> dict:
+    """The prepare settings in a shard's info, JSON-normalised (tuples -> lists, ...)."""
+    return json.loads(json.dumps({k: info[k] for k in _SETTINGS_KEYS if k in info},
+                                 default=str))
+
+
+def _stored_recordings(out: Path) -> dict[str, list[dict]]:
+    """``{source: [settings, ...]}`` of the shards already in the store at ``out``."""
+    from .store import MANIFEST_NAME, _load_manifest
+
+    if not (out / MANIFEST_NAME).is_file():
+        return {}
+    stored: dict[str, list[dict]] = {}
+    for entry in _load_manifest(out)["shards"]:
+        info = entry.get("info") or {}
+        if info.get("source"):
+            stored.setdefault(str(info["source"]), []).append(_settings(info))
+    return stored
+
+
+def _check_usable_sensors(prep, min_valid_fraction: float | None) -> None:
+    """Refuse a recording with too few usable (not bad) MEG sensors, naming the bad ones."""
+    n = len(prep.ch_names)
+    bads = [ch for ch in prep.ch_names if ch in prep.info["bads"]]
+    need = max(1, math.ceil((min_valid_fraction or 0.0) * n))
+    if n - len(bads) >= need:
+        return
+    shown = ", ".join(bads[:5]) + (", ..." if len(bads) > 5 else "")
+    raise ValueError(
+        f"{len(bads)} of {n} MEG sensors are bad (flat, noisy or marked bad: {shown}), "
+        f"leaving {n - len(bads)} usable where {need} are needed "
+        f"(min_valid_fraction={min_valid_fraction}); repair the recording, leave it out, or "
+        "skip it with --skip-errors."
+    )
+
+
+def _recording_windows(path: Path, *, state: str, subject: str, session: str, label: str,
+                       config: PreprocessConfig, window_seconds: float, overlap: float,
+                       reject: dict | None, min_valid_fraction: float | None,
+                       store_sfreq: float | None, verbose):
+    """Read, preprocess and window one recording; raise ValueError when it is unusable."""
+    raw = read_raw(path, verbose=verbose)
+    prep = preprocess(raw, config, copy=False, verbose=verbose)
+    del raw
+    if store_sfreq is not None and prep.info["sfreq"] != store_sfreq:
+        raise ValueError(
+            f"sampling rate {prep.info['sfreq']:g} Hz differs from the {store_sfreq:g} "
+            "Hz of the recordings before it; set PreprocessConfig.sfreq so all "
+            "recordings are resampled to one rate."
+        )
+    _check_usable_sensors(prep, min_valid_fraction)
+    windows = make_windows(prep, state=state, window_seconds=window_seconds, overlap=overlap,
+                           reject=reject, subject=subject, session=session, label=label,
+                           min_valid_fraction=min_valid_fraction, verbose=verbose)
+    if windows.n_windows == 0:
+        raise ValueError("no windows left after rejection; relax 'reject' or check "
+                         "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
+    return windows
+
+
+def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, overlap, reject,
+                    min_valid_fraction, dtype, compression, skip_errors, progress,
+                    verbose) -> dict:
+    """The loop of :func:`prepare` over the recordings (the caller holds the store lock)."""
+    from tqdm.auto import tqdm
+
+    from .store import _load_manifest, write_store
+
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    already: list[str] = []
+    stored = _stored_recordings(out)
+    per_state: Counter = Counter()
+    sensors: Counter = Counter()
+    store_sfreq = None
+    cache: dict[Path, dict[str, str]] = {}
+    bar = tqdm(plans, desc="prepare", unit="rec", disable=not progress)
+    for path, rec_state, subject, session in bar:
+        bar.set_postfix_str(path.name[-40:], refresh=False)
+        if groups_given is not None:
+            groups = groups_given
+        else:
+            tsv = _find_participants(path)
+            if tsv is not None and tsv not in cache:
+                cache[tsv] = read_participants(tsv)
+            groups = cache.get(tsv, {}) if tsv is not None else {}
+        label = _label(subject, groups)
+        source = str(Path(path).resolve())
+        wanted = _settings({"state": rec_state, "window_seconds": float(window_seconds),
+                            "overlap": float(overlap), "reject": dict(reject) if reject else None,
+                            "min_valid_fraction": min_valid_fraction,
+                            "preprocess": config.to_dict()})
+        olds = stored.get(source, [])
+        if any(all(old[k] == wanted[k] for k in old) for old in olds):
+            logger.info("%s is already in %s with the same settings; skipped.", path, out)
+            already.append(str(path))
+            continue
+        try:
+            if olds:
+                differ = sorted({k for old in olds for k in old if old[k] != wanted[k]})
+                raise ValueError(
+                    f"the store {out} already holds this recording, prepared with other "
+                    f"settings ({', '.join(differ)}); prepare it into a new store (--out) or "
+                    "with the store's settings."
+                )
+            windows = _recording_windows(
+                path, state=rec_state, subject=subject, session=session, label=label,
+                config=config, window_seconds=window_seconds, overlap=overlap, reject=reject,
+                min_valid_fraction=min_valid_fraction, store_sfreq=store_sfreq,
+                verbose=verbose)
+            # the shard remembers its recording (e.g. to find a simulator's ground truth)
+            windows.info["source"] = source
+            write_store(windows, out, dtype=dtype, compression=compression)
+        except (ValueError, OSError) as exc:
+            if not skip_errors:
+                raise ValueError(f"{path}: {exc}") from exc
+            logger.warning("Skipping %s: %s", path, exc)
+            skipped.append({"file": str(path), "error": str(exc)})
+            continue
+        store_sfreq = windows.sfreq
+        n_sensors = windows.geometry.n_sensors
+        per_state[rec_state] += windows.n_windows
+        sensors[n_sensors] += 1
+        rows.append({
+            "file": str(path), "subject": subject, "session": session, "state": rec_state,
+            "label": label, "windows": int(windows.n_windows), "sensors": int(n_sensors),
+            "bad_channels": int(windows.geometry.bads.sum()),
+            "rejected": int(windows.info["n_rejected"]),
+            "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
+            "amplitude": int(windows.info["n_amplitude"]),
+            "few_sensors": int(windows.info["n_few_sensors"]),
+        })
+    bar.close()
+    if not rows and not already:
+        raise ValueError(f"No recording could be prepared; skipped: {skipped}")
+    manifest = _load_manifest(out)
+    if store_sfreq is None:  # nothing new: report the store as it is
+        store_sfreq = manifest["sfreq"]
+    return {
+        "store": str(out),
+        "recordings": len(rows),
+        "windows": int(sum(r["windows"] for r in rows)),
+        "windows_per_state": dict(sorted(per_state.items())),
+        "sensors": {int(k): int(v) for k, v in sorted(sensors.items())},
+        "rejected": int(sum(r["rejected"] for r in rows)),
+        "dropped_bad_span": int(sum(r["dropped_bad_span"] for r in rows)),
+        "amplitude": int(sum(r["amplitude"] for r in rows)),
+        "few_sensors": int(sum(r["few_sensors"] for r in rows)),
+        "bad_channels": int(sum(r["bad_channels"] for r in rows)),
+        "sfreq": float(store_sfreq),
+        "window_seconds": float(window_seconds),
+        "skipped": skipped,
+        "already_in_store": already,
+        "store_windows": int(manifest["n_windows"]),
+        "per_recording": rows,
+    }
+
+
 def prepare(
     inputs,
     out: str | Path,
@@ -165,6 +337,7 @@ def prepare(
     compression: str | None = None,
     overlap: float = 0.0,
     reject: dict[str, float] | None = None,
+    min_valid_fraction: float | None = 0.5,
     skip_errors: bool = False,
     progress: bool = True,
     verbose=None,
@@ -195,6 +368,11 @@ def prepare(
         Overlap of resting-state windows in seconds.
     reject : dict | None
         Peak-to-peak rejection limits per sensor type (see :func:`megfm.make_windows`).
+    min_valid_fraction : float | None
+        A recording with fewer than this fraction of its MEG sensors usable (not flat, noisy
+        or marked bad) is refused, and windows with fewer valid sensors (bad, or flat within
+        the window) are dropped and counted in ``few_sensors``. None only refuses a
+        recording whose every sensor is bad.
     skip_errors : bool
         Skip recordings that fail (listed in the summary) instead of stopping.
     progress : bool
@@ -205,15 +383,18 @@ def prepare(
     Returns
     -------
     summary : dict
-        ``store`` (path), ``recordings`` (count written), ``windows`` (total),
+        ``store`` (path), ``recordings`` (count written), ``windows`` (total written),
+        ``already_in_store`` (files skipped because the store holds them with the same
+        settings), ``store_windows`` (windows in the store afterwards),
         ``windows_per_state``, ``sensors`` (``{system sensor count: recordings}``),
-        ``rejected`` (windows dropped by peak-to-peak), ``dropped_bad_span``,
+        ``rejected`` (windows dropped by peak-to-peak), ``dropped_bad_span`` (over a
+        ``BAD*`` span, e.g. ``BAD_amplitude``, or the edge), ``amplitude`` (beyond the
+        amplitude limits after filtering), ``few_sensors`` (too few valid sensors),
         ``bad_channels``, ``skipped`` (``[{"file", "error"}]``), ``seconds``, and
         ``per_recording`` rows.
     """
-    from tqdm.auto import tqdm
-
-    from .store import write_store
+    from ._lock import LOCK_NAME, store_lock
+    from .store import MANIFEST_NAME, _check_store_folder
 
     t0 = time.perf_counter()
     if config is None:
@@ -231,6 +412,9 @@ def prepare(
         raise ValueError(f"Invalid value for 'state': expected a non-empty string; got {state!r}.")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"Invalid value for 'dtype': expected 'float32' or 'float16'; got {dtype!r}.")
+    if min_valid_fraction is not None and not 0.0 < min_valid_fraction <= 1.0:
+        raise ValueError(f"Invalid value for 'min_valid_fraction': expected a fraction in (0, 1] "
+                         f"or None; got {min_valid_fraction!r}.")
     groups_given = None
     if isinstance(participants, dict):
         groups_given = {str(k): str(v) for k, v in participants.items()}
@@ -259,77 +443,22 @@ def prepare(
         plans.append((path, rec_state, subject, ent.get("ses", "")))
 
     out = Path(out)
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    per_state: Counter = Counter()
-    sensors: Counter = Counter()
-    store_sfreq = None
-    cache: dict[Path, dict[str, str]] = {}
-    bar = tqdm(plans, desc="prepare", unit="rec", disable=not progress)
-    for path, rec_state, subject, session in bar:
-        bar.set_postfix_str(path.name[-40:], refresh=False)
-        if groups_given is not None:
-            groups = groups_given
-        else:
-            tsv = _find_participants(path)
-            if tsv is not None and tsv not in cache:
-                cache[tsv] = read_participants(tsv)
-            groups = cache.get(tsv, {}) if tsv is not None else {}
-        label = _label(subject, groups)
+    _check_store_folder(out)
+    created = not out.exists()
+    with store_lock(out):  # one writer: the whole run, so no recording is written twice
         try:
-            raw = read_raw(path, verbose=verbose)
-            prep = preprocess(raw, config, copy=False, verbose=verbose)
-            del raw
-            if store_sfreq is not None and prep.info["sfreq"] != store_sfreq:
-                raise ValueError(
-                    f"sampling rate {prep.info['sfreq']:g} Hz differs from the {store_sfreq:g} "
-                    "Hz of the recordings before it; set PreprocessConfig.sfreq so all "
-                    "recordings are resampled to one rate."
-                )
-            windows = make_windows(prep, state=rec_state, window_seconds=window_seconds,
-                                   overlap=overlap, reject=reject, subject=subject,
-                                   session=session, label=label, verbose=verbose)
-            if windows.n_windows == 0:
-                raise ValueError("no windows left after rejection; relax 'reject' or check "
-                                 "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
-            # the shard remembers its recording (e.g. to find a simulator's ground truth)
-            windows.info["source"] = str(Path(path).resolve())
-            write_store(windows, out, dtype=dtype, compression=compression)
-        except (ValueError, OSError) as exc:
-            if not skip_errors:
-                raise ValueError(f"{path}: {exc}") from exc
-            logger.warning("Skipping %s: %s", path, exc)
-            skipped.append({"file": str(path), "error": str(exc)})
-            continue
-        store_sfreq = prep.info["sfreq"]
-        n_sensors = windows.geometry.n_sensors
-        per_state[rec_state] += windows.n_windows
-        sensors[n_sensors] += 1
-        rows.append({
-            "file": str(path), "subject": subject, "session": session, "state": rec_state,
-            "label": label, "windows": int(windows.n_windows), "sensors": int(n_sensors),
-            "bad_channels": int(windows.geometry.bads.sum()),
-            "rejected": int(windows.info["n_rejected"]),
-            "dropped_bad_span": int(windows.info["n_dropped_bad_span"]),
-        })
-    bar.close()
-    if not rows:
-        raise ValueError(f"No recording could be prepared; skipped: {skipped}")
-    summary = {
-        "store": str(out),
-        "recordings": len(rows),
-        "windows": int(sum(r["windows"] for r in rows)),
-        "windows_per_state": dict(sorted(per_state.items())),
-        "sensors": {int(k): int(v) for k, v in sorted(sensors.items())},
-        "rejected": int(sum(r["rejected"] for r in rows)),
-        "dropped_bad_span": int(sum(r["dropped_bad_span"] for r in rows)),
-        "bad_channels": int(sum(r["bad_channels"] for r in rows)),
-        "sfreq": float(store_sfreq),
-        "window_seconds": float(window_seconds),
-        "skipped": skipped,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "per_recording": rows,
-    }
+            summary = _prepare_locked(
+                plans, out, groups_given=groups_given, config=config,
+                window_seconds=window_seconds, overlap=overlap, reject=reject,
+                min_valid_fraction=min_valid_fraction, dtype=dtype, compression=compression,
+                skip_errors=skip_errors, progress=progress, verbose=verbose)
+        except BaseException:
+            if created and not (out / MANIFEST_NAME).exists():
+                (out / LOCK_NAME).unlink(missing_ok=True)  # leave no empty store behind
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
     logger.info("Prepared %d recordings, %d windows into %s", summary["recordings"],
                 summary["windows"], out)
     return summary

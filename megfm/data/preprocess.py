@@ -246,26 +246,31 @@ def _find_bad_channels(raw: mne.io.BaseRaw, robust_std: np.ndarray,
     return flat, noisy
 
 
-def _annotate_amplitude(raw: mne.io.BaseRaw, centre: np.ndarray, robust_std: np.ndarray,
-                        config: PreprocessConfig) -> int:
-    """Annotate spans where a good channel is beyond the amplitude threshold."""
-    if config.bad_amplitude_z is None and not config.bad_amplitude:
-        return 0
-    good = mne.pick_types(raw.info, meg=True, ref_meg=False, exclude="bads")
-    if len(good) == 0:
-        return 0
-    types = np.array(raw.get_channel_types(picks=good))
-    limit = np.full(len(good), np.inf)
+def _amplitude_limits(raw: mne.io.BaseRaw, robust_std: np.ndarray,
+                      config: PreprocessConfig) -> np.ndarray:
+    """Per-channel limit on ``|signal - median|`` (inf where none; bad channels: inf)."""
+    limit = np.full(len(raw.ch_names), np.inf)
     if config.bad_amplitude_z is not None:
-        rs = robust_std[good]
-        limit = np.where(rs > 0, config.bad_amplitude_z * rs, np.inf)
+        limit = np.where(robust_std > 0, config.bad_amplitude_z * robust_std, np.inf)
+    types = np.array(raw.get_channel_types())
     for ch_type, value in (config.bad_amplitude or {}).items():
         limit[types == ch_type] = np.minimum(limit[types == ch_type], float(value))
+    limit[[raw.ch_names.index(ch) for ch in raw.info["bads"] if ch in raw.ch_names]] = np.inf
+    return limit
+
+
+def _annotate_amplitude(raw: mne.io.BaseRaw, centre: np.ndarray, limits: np.ndarray,
+                        pad_seconds: float) -> int:
+    """Annotate spans where a good channel is beyond its amplitude limit."""
+    good = np.flatnonzero(np.isfinite(limits))
+    if len(good) == 0:
+        return 0
+    limit = limits[good]
     bad = (np.abs(raw._data[good] - centre[good]) > limit[:, None]).any(axis=0)
     if not bad.any():
         return 0
     sfreq = raw.info["sfreq"]
-    pad = int(round(config.bad_amplitude_pad * sfreq))
+    pad = int(round(pad_seconds * sfreq))
     edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
     starts = np.maximum(np.flatnonzero(edges == 1) - pad, 0)
     stops = np.minimum(np.flatnonzero(edges == -1) + pad, raw.n_times)
@@ -367,12 +372,16 @@ def preprocess(raw: mne.io.BaseRaw, config: PreprocessConfig | None = None, *,
     flat, noisy = _find_bad_channels(raw, robust_std, config)
     new_bads = [ch for ch in flat + noisy if ch not in raw.info["bads"]]
     raw.info["bads"] = list(raw.info["bads"]) + new_bads
-    n_spans = _annotate_amplitude(raw, centre, robust_std, config)
+    limits = _amplitude_limits(raw, robust_std, config)
+    n_spans = _annotate_amplitude(raw, centre, limits, config.bad_amplitude_pad)
     temp = raw.info.get("temp")
     temp = dict(temp) if isinstance(temp, dict) else {}
     temp[TEMP_KEY] = {"scaled": True, "config": config.to_dict(), "units": {"mag": "fT",
                       "grad": "fT/cm"}, "flat": flat, "noisy": noisy,
-                      "original_sfreq": raw_sfreq}
+                      "original_sfreq": raw_sfreq,
+                      # make_windows drops windows beyond these, whatever the annotations
+                      "amplitude_centre": centre[:, 0].tolist(),
+                      "amplitude_limit": limits.tolist()}
     raw.info["temp"] = temp
     logger.info("Preprocessed: %d MEG channels (%d flat, %d noisy), %g -> %g Hz, %d stim "
                 "events, %d BAD_amplitude spans", len(raw.ch_names), len(flat), len(noisy),

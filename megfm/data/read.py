@@ -17,6 +17,8 @@ from pathlib import Path
 import mne
 import numpy as np
 
+from ._fif import check_fif_complete
+
 __all__ = ["find_bids_root", "read_raw"]
 
 logger = logging.getLogger(__name__)
@@ -123,8 +125,8 @@ def read_raw(path_or_bidspath, *, preload: bool = True, verbose=None) -> mne.io.
     FileNotFoundError
         When the file does not exist.
     ValueError
-        When the file is not a recording MNE can read, has no MEG channels, or has NaN or
-        infinite samples in its MEG channels.
+        When the file is empty, a truncated FIF file, not a recording MNE can read, has no
+        MEG channels, or has NaN or infinite samples in its MEG channels.
     """
     if verbose is None:
         verbose = "warning"
@@ -142,16 +144,23 @@ def read_raw(path_or_bidspath, *, preload: bool = True, verbose=None) -> mne.io.
                 f"Recording {path} does not exist. Check the path (CTF recordings are "
                 "'.ds' folders, KIT recordings '.con' or '.sqd' files)."
             )
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"{path} is empty (0 bytes): the file was not copied or not "
+                             "written completely. Copy it again from the original.")
+        if path.name.lower().endswith((".fif", ".fif.gz")):
+            # MNE reads a FIF cut at a data-buffer boundary as a shorter recording, with
+            # only a warning: refuse it here
+            check_fif_complete(path)
         try:
             if _is_bids_file(path):
                 raw = _read_bids(path, verbose)
             else:
                 raw = _read_file(path, verbose)
-        except (ValueError, OSError, RuntimeError, KeyError, IndexError) as exc:
+        except Exception as exc:  # any reader failure on a damaged file: one clear error
             raise ValueError(
-                f"Could not read {path} as an MEG recording: {exc}. megfm reads any format "
-                "mne.io.read_raw supports (FIF, CTF .ds, KIT .con/.sqd, BTi, FIL OPM) and "
-                "BIDS datasets."
+                f"Could not read {path} as an MEG recording ({type(exc).__name__}: {exc}). "
+                "megfm reads any format mne.io.read_raw supports (FIF, CTF .ds, KIT "
+                ".con/.sqd, BTi, FIL OPM) and BIDS datasets; check that the file is complete."
             ) from exc
     else:
         raise TypeError(

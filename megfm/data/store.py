@@ -7,6 +7,8 @@ A store is a folder holding a JSON manifest and one HDF5 shard per recording lay
                           (preprocessing and window parameters) and the list of shards
       shard-00000.h5      data (n, S, T) chunked per window; geometry/; meta/
 
+One process writes a store at a time: writers hold an exclusive lock on ``store.lock``
+(with their pid), and a second writer fails at once naming that pid. Readers take no lock.
 Every shard is written to ``shard-NNNNN.h5.tmp`` and renamed once complete; the manifest is
 rewritten the same way only after all new shards are in place. A crash at any point thus
 leaves the previous store readable and unchanged (at worst an unlisted shard file, which is
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ import h5py
 import numpy as np
 
 from .._io import atomic_write_text
+from ._lock import LOCK_NAME, store_lock
 from .geometry import SensorGeometry
 from .windows import METADATA_COLUMNS, Windows
 
@@ -45,6 +49,10 @@ _COMPRESSIONS = (None, "gzip", "lzf")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _FLOAT16_TINY = float(np.finfo(np.float16).tiny)
 _STR_DTYPE = h5py.string_dtype("utf-8")
+#: HDF5 checksum filter of every numeric dataset: HDF5 verifies it on each read, so bytes
+#: changed after writing raise an error instead of giving other numbers. Stores written
+#: before it (no filter) read as before.
+_CHECKSUM = "fletcher32"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -169,6 +177,7 @@ def _write_shard(
             f.attrs["sfreq"] = float(sfreq)
             f.attrs["n_times"] = int(t)
             f.attrs["n_windows"] = int(n)
+            f.attrs["checksum"] = _CHECKSUM or "none"
             dset = f.create_dataset(
                 "data",
                 shape=(n, s, t),
@@ -176,6 +185,7 @@ def _write_shard(
                 chunks=(1, s, t),
                 compression=compression,
                 shuffle=compression is not None,
+                fletcher32=_CHECKSUM == "fletcher32",
             )
             for i in range(n):
                 dset[i] = data[i]
@@ -183,10 +193,11 @@ def _write_shard(
             g.attrs["frame"] = geometry.frame
             g.create_dataset("names", data=np.array(geometry.names, dtype=object),
                              dtype=_STR_DTYPE)
-            g.create_dataset("positions", data=geometry.positions)
-            g.create_dataset("orientations", data=geometry.orientations)
-            g.create_dataset("types", data=geometry.types)
-            g.create_dataset("bads", data=geometry.bads)
+            checked = {"fletcher32": _CHECKSUM == "fletcher32"}
+            g.create_dataset("positions", data=geometry.positions, **checked)
+            g.create_dataset("orientations", data=geometry.orientations, **checked)
+            g.create_dataset("types", data=geometry.types, **checked)
+            g.create_dataset("bads", data=geometry.bads, **checked)
             m = f.create_group("meta")
             for name, col in metadata.items():
                 if name == "recording":  # implied by the shard
@@ -195,7 +206,7 @@ def _write_shard(
                     m.create_dataset(name, data=col.astype(str).astype(object),
                                      dtype=_STR_DTYPE)
                 else:
-                    m.create_dataset(name, data=col)
+                    m.create_dataset(name, data=col, **checked)
         os.replace(tmp, final_path)
     finally:
         if tmp.exists():
@@ -235,10 +246,16 @@ def write_store(
     path : Path
         The store folder.
 
+    Raises
+    ------
+    StoreLockedError
+        When another process is writing the store (an ``OSError`` naming its pid).
+
     Notes
     -----
-    One writer at a time: two processes appending to the same store concurrently would race
-    on the manifest. Write per-recording stores in parallel, or append sequentially.
+    One writer at a time: the write holds an exclusive lock on ``STORE/store.lock``, so a
+    second process appending to the same store fails at once instead of mixing shards.
+    Readers need no lock: they see the manifest of the last complete write.
     """
     if not isinstance(windows, Windows):
         raise TypeError(f"write_store expects a megfm.Windows; got {type(windows).__name__}.")
@@ -249,6 +266,36 @@ def write_store(
     if windows.n_windows == 0:
         raise ValueError("Nothing to write: the Windows object has no windows.")
 
+    _check_store_folder(path)
+    _check_values(windows.data, dtype)
+    for k in np.unique(windows.metadata["recording"]):
+        geometry = windows.geometries[int(k)]
+        if geometry.n_sensors and geometry.bads.all():
+            raise ValueError(
+                f"Every sensor of recording {k} ({geometry.n_sensors}) is marked bad; its "
+                "windows hold no usable signal. Leave the recording out. Nothing was written."
+            )
+    with store_lock(path):
+        _append(windows, path, dtype=dtype, compression=compression)
+    return path
+
+
+# what a store's first write leaves when it is killed before the manifest is in place
+_LEFTOVER = re.compile(rf"^(shard-\d{{5}}\.h5|store\.json)(\.tmp)?$|^{re.escape(LOCK_NAME)}$")
+
+
+def _check_store_folder(path: Path) -> None:
+    """Refuse to write into a non-empty folder that is not a store (or a killed first write)."""
+    if path.exists() and not (path / MANIFEST_NAME).exists() and any(
+            not _LEFTOVER.match(p.name) for p in path.iterdir()):
+        raise ValueError(
+            f"{path} is a non-empty folder without {MANIFEST_NAME}, so not a megfm store; "
+            "refusing to write into it. Pass a new or empty folder."
+        )
+
+
+def _append(windows: Windows, path: Path, *, dtype: str, compression: str | None) -> None:
+    """Write the shards of ``windows`` and then the manifest (the caller holds the lock)."""
     manifest: dict | None = None
     if path.exists() and (path / MANIFEST_NAME).exists():
         manifest = _load_manifest(path)
@@ -269,14 +316,8 @@ def write_store(
                 f"Cannot append {dtype} windows to {path}, a {manifest['dtype']} store; pass "
                 f"dtype={manifest['dtype']!r}. Nothing was written."
             )
-    elif path.exists() and any(p for p in path.iterdir() if not p.name.endswith(".tmp")):
-        raise ValueError(
-            f"{path} is a non-empty folder without {MANIFEST_NAME}, so not a megfm store; "
-            "refusing to write into it. Pass a new or empty folder."
-        )
-
-    _check_values(windows.data, dtype)
-    path.mkdir(parents=True, exist_ok=True)
+    else:
+        _check_store_folder(path)  # again, now that we hold the lock
     if manifest is None:
         manifest = {
             "format": STORE_FORMAT,
@@ -285,6 +326,7 @@ def write_store(
             "n_times": windows.n_times,
             "dtype": dtype,
             "compression": compression,
+            "checksum": _CHECKSUM,
             "info": windows.info,
             "n_windows": 0,
             "shards": [],
@@ -313,7 +355,6 @@ def write_store(
                        json.dumps(manifest, indent=1, default=_json_default))
     logger.info("Appended %d windows in %d shard(s) to %s", windows.n_windows,
                 len(new_entries), path)
-    return path
 
 
 # ---------------------------------------------------------------------------- reading
@@ -453,9 +494,16 @@ class StoreReader:
         try:
             return fn(f)
         except (OSError, KeyError, RuntimeError) as exc:
+            text = str(exc).lower()
+            # HDF5 reports a failed checksum as a failed filter
+            if "fletcher32" in text or ("filter returned failure" in text
+                                        and f.attrs.get("checksum") == "fletcher32"):
+                why = "its checksum does not match (its bytes changed after it was written)"
+            else:
+                why = f"it is corrupt ({exc})"
             raise OSError(
-                f"Cannot read {what} from shard {self._shard_path(shard)}: it is corrupt "
-                f"({exc}). Restore it from a backup or re-create the store."
+                f"Cannot read {what} from shard {self._shard_path(shard)}: {why}. Restore it "
+                "from a backup or re-create the store with `megfm prepare`."
             ) from exc
 
     # ------------------------------------------------------------------ views
@@ -544,11 +592,40 @@ class StoreReader:
         shard = np.searchsorted(self.offsets, idx, side="right") - 1
         return shard, idx - self.offsets[shard]
 
+    def describe(self, indices, *, limit: int = 5) -> str:
+        """Name windows by store index, shard file, row and recording, for error messages.
+
+        Parameters
+        ----------
+        indices : int | array of int
+            Global window indices.
+        limit : int
+            Name at most this many (the rest are counted).
+
+        Returns
+        -------
+        text : str
+            e.g. ``"window 5 (row 1 of shard-00001.h5, recording /data/sub-02_raw.fif)"``.
+        """
+        idx = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+        shard, row = self.locate(idx)
+        parts = []
+        for i, k, r in zip(idx[:limit], shard[:limit], row[:limit], strict=False):
+            entry = self.manifest["shards"][int(k)]
+            source = (entry.get("info") or {}).get("source")
+            if not source:  # written by write_store, not prepare: name the subject
+                source = f"of subject {str(self.metadata['subject'][int(i)])!r}"
+            parts.append(f"window {int(i)} (row {int(r)} of {entry['file']}, recording {source})")
+        if idx.size > limit:
+            parts.append(f"and {idx.size - limit} more")
+        return "; ".join(parts)
+
     def read_window(self, index: int) -> tuple[np.ndarray, int]:
         """Read one window as ``(data (S_shard, T) float32, shard)``."""
         shard, row = self.locate(index)
         shard, row = int(shard), int(row)
-        data = self._read(shard, f"window {row}", lambda f: f["data"][row])
+        what = f"window {int(self.offsets[shard]) + row} (row {row})"
+        data = self._read(shard, what, lambda f: f["data"][row])
         return np.asarray(data, dtype=np.float32), shard
 
     def read_rows(self, shard: int, rows: np.ndarray) -> np.ndarray:
@@ -561,8 +638,14 @@ class StoreReader:
             sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1)
         else:
             sel = uniq
-        block = np.asarray(self._read(shard, "windows", lambda f: f["data"][sel]),
-                           dtype=np.float32)
+        try:
+            block = np.asarray(self._file(shard)["data"][sel], dtype=np.float32)
+        except OSError as exc:  # find the damaged window, to name it
+            for r in uniq:
+                self._read(shard, f"window {int(self.offsets[shard] + r)} (row {int(r)})",
+                           lambda f, r=r: f["data"][int(r)])
+            self._read(shard, "windows", lambda f: f["data"][sel])  # names the shard
+            raise exc
         if uniq.size == rows.size and np.array_equal(uniq, rows):
             return block  # already in order: no extra copy
         return block[inverse.reshape(-1)]

@@ -212,9 +212,12 @@ def _read_legacy(directory: Path, map_location: str) -> dict[str, torch.Tensor]:
     try:
         # weights_only: plain tensors and containers only; any other pickled object is refused
         state = torch.load(weights, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"Cannot read the weights {weights}: {reason}") from exc
+    except Exception as exc:  # torch's message may advise weights_only=False: never shown
+        raise ValueError(
+            f"Cannot read the weights {weights}: the file is truncated, corrupt or holds "
+            f"objects other than tensors ({type(exc).__name__}). Export the model again "
+            "(save_pretrained) or restore it."
+        ) from exc
     if not isinstance(state, dict):
         raise ValueError(f"{weights} does not hold a state dict (got {type(state).__name__}).")
     return state

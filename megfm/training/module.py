@@ -16,7 +16,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["PretrainModule", "config_from_dict", "config_to_dict", "cosine_with_warmup"]
+from ..data.dataset import BadWindowsError, batch_indices, check_batch
+
+__all__ = ["BadWindowsError", "PretrainModule", "config_from_dict", "config_to_dict",
+           "cosine_with_warmup"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,35 +163,54 @@ class PretrainModule(pl.LightningModule):
             generator=generator,
         )
 
-    def _stop_if_non_finite(self, checks: dict[str, torch.Tensor], batch: dict,
-                            batch_idx: int, stage: str) -> None:
-        """Raise on every rank together when any rank saw a non-finite value.
+    def _stop_if_non_finite(self, loss: torch.Tensor, batch: dict, batch_idx: int,
+                            stage: str) -> None:
+        """Raise on every rank together when any rank's loss is not finite.
 
-        One all-reduce of the flags per call (none without a process group): a rank raising
+        One all-reduce of the flag per call (none without a process group): a rank raising
         alone would leave the others waiting in the gradient all-reduce until the timeout.
         """
-        from ._distributed import any_rank, gather_objects, world_size
+        from ._distributed import any_rank
 
-        flags = torch.stack([~torch.isfinite(v.detach()).all() for v in checks.values()])
-        if not any_rank(flags):
+        bad = ~torch.isfinite(loss.detach()).all()
+        if not any_rank(bad):
             return
-        # every rank is here, at the same step: gather what each one saw and raise the same
-        local = [what for what, bad in zip(checks, flags.tolist(), strict=True) if bad]
-        index = batch.get("index")
-        index = index.tolist() if isinstance(index, torch.Tensor) else index
-        reports = [r for r in gather_objects((self.global_rank, local, index)) if r[1]]
-        what = ", ".join(dict.fromkeys(w for _, found, _ in reports for w in found))
-        if len(reports) == 1 and world_size() == 1:
-            where = f"window indices {reports[0][2]}"
+        index = batch_indices(batch)
+        local = (f"non-finite loss in window indices {index}", index) if bool(bad) else None
+        self._raise_on_every_rank(
+            local, f"Non-finite loss in {stage} at global step {self.global_step} (batch "
+            f"{batch_idx}). Check these windows of the store for NaN/Inf or extreme values, "
+            "or lower the learning rate / enable gradient clipping.")
+
+    def _stop_if_bad_windows(self, batch: dict, stage: str) -> None:
+        """Refuse unusable windows (no valid sensor, NaN/Inf) before the model runs, on every
+        rank together, naming them by store index."""
+        from ._distributed import any_rank
+
+        local = None
+        try:
+            check_batch(batch, f"{stage}, global step {self.global_step}")
+        except BadWindowsError as exc:
+            local = (str(exc), exc.indices)
+        if any_rank(local is not None, device=batch["x"].device):
+            self._raise_on_every_rank(local, "")
+
+    def _raise_on_every_rank(self, local: tuple[str, list[int]] | None, headline: str) -> None:
+        """Every rank is here at the same step: gather what each one saw and raise the same
+        :class:`BadWindowsError` (its indices let ``naming_windows`` add shards and
+        recordings)."""
+        from ._distributed import gather_objects, world_size
+
+        reports = [r for r in gather_objects((self.global_rank, local)) if r[1] is not None]
+        indices = [i for _, (_, idx) in reports for i in idx]
+        if world_size() == 1:
+            what = reports[0][1][0]
+            message = f"{headline} ({what})." if headline else what
         else:
-            where = "; ".join(f"rank {rank}: {', '.join(found)} in window indices {idx}"
-                              for rank, found, idx in reports)
-            where += "; every rank stops here"
-        raise FloatingPointError(
-            f"Non-finite {what} in {stage} at global step {self.global_step} (batch {batch_idx}, "
-            f"{where}). Check these windows of the store for NaN/Inf or "
-            "extreme values, or lower the learning rate / enable gradient clipping."
-        )
+            what = "; ".join(f"rank {rank}: {found}" for rank, (found, _) in reports)
+            message = f"{headline} ({what}; every rank stops here)." if headline else \
+                f"{what} (every rank stops here)."
+        raise BadWindowsError(message, indices)
 
     def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         """Masked reconstruction loss of one batch, logged as ``f"{stage}/loss"``."""
@@ -196,13 +218,13 @@ class PretrainModule(pl.LightningModule):
         if stage == "train":
             # Dropout and any other randomness of the step depend on (seed, step, rank) only.
             torch.manual_seed(seed)
-        # both checks are agreed on by every rank (the model refuses a non-finite input)
-        self._stop_if_non_finite({"input signal": batch["x"]}, batch, batch_idx, stage)
+        # both checks are agreed on by every rank: one raising alone would hang the others
+        self._stop_if_bad_windows(batch, stage)
         generator = torch.Generator(device=batch["x"].device)
         generator.manual_seed(seed)
         out = self(batch, generator=generator)
         loss = out["loss"]
-        self._stop_if_non_finite({"loss": loss}, batch, batch_idx, stage)
+        self._stop_if_non_finite(loss, batch, batch_idx, stage)
         batch_size = int(batch["x"].shape[0])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size,
                  on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")

@@ -5,6 +5,7 @@ A run lives in one output folder::
     OUT/
       run.json                  every setting of the run (model config, data, optimiser, seed)
       checkpoints/last.ckpt     latest full training state (resume from here)
+      checkpoints/previous-step=N.ckpt  the states before it (keep_checkpoints in all)
       checkpoints/best-*.ckpt   lowest validation loss
       logs/version_N/metrics.csv  one CSV per (re)start; :func:`load_metrics` joins them
       model/                    the exported model: config.json + model.safetensors
@@ -28,6 +29,8 @@ import numpy as np
 from .._io import atomic_write_text
 from .._quiet import quiet_lightning
 from .._version import __version__
+from ..data.dataset import naming_windows
+from . import _checkpoints
 
 __all__ = ["load_metrics", "pretrain"]
 
@@ -122,20 +125,37 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
-    """Check the output folder; return the checkpoint to resume from (or None)."""
-    last = out / "checkpoints" / "last.ckpt"
+    """Check the output folder; return the checkpoint to resume from (or None).
+
+    Every refusal names a way forward that works: a run that stopped before its first
+    checkpoint, or whose checkpoints are all damaged, is restarted with ``--overwrite``.
+    """
+    ckpt_dir = out / "checkpoints"
     if resume and overwrite:
         raise ValueError("Pass either resume=True (--resume) or overwrite=True (--overwrite), not both.")
     if resume:
-        if not last.is_file():
+        ckpt = _checkpoints.select_checkpoint(ckpt_dir)
+        if ckpt is not None:
+            return ckpt
+        if (out / _RUN_FILE).is_file():
             raise FileNotFoundError(
-                f"Cannot resume: {last} does not exist. Start a new run without --resume "
-                "(resume=False), or point --out at the folder of the run to continue."
+                f"Cannot resume: the run in {out} stopped before its first checkpoint (none in "
+                f"{ckpt_dir}). Start it again with --overwrite (overwrite=True)."
             )
-        return last
+        raise FileNotFoundError(
+            f"Cannot resume: {out} holds no pretraining run ({ckpt_dir / _checkpoints.LAST} "
+            "does not exist). Start a new run without --resume (resume=False), or point --out "
+            "at the folder of the run to continue."
+        )
     existing = [p for p in ("checkpoints", "model", "logs", _RUN_FILE) if (out / p).exists()]
     if existing:
         if not overwrite:
+            if not _checkpoints.candidates(ckpt_dir):
+                raise ValueError(
+                    f"{out} holds a pretraining run that stopped before its first checkpoint "
+                    f"({', '.join(existing)}). Use --overwrite (overwrite=True) to start it "
+                    "again, or another --out folder."
+                )
             raise ValueError(
                 f"{out} already holds a pretraining run ({', '.join(existing)}). Use --resume "
                 "(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or "
@@ -173,6 +193,7 @@ def pretrain(
     val_fraction: float = 0.2,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float | None = None,
+    keep_checkpoints: int = 3,
     log_every_n_steps: int = 10,
     resume: bool = False,
     overwrite: bool = False,
@@ -237,11 +258,16 @@ def pretrain(
         at least this many minutes after the previous save (or the start), so a long run on
         slow steps loses at most about this much work; rank 0's clock decides for every
         rank. ``None``: by step only.
+    keep_checkpoints : int
+        Training checkpoints kept: ``last.ckpt`` and the ``keep_checkpoints - 1`` before it
+        (``previous-step=N.ckpt``), so a resume falls back to an older one when the newest
+        is damaged.
     log_every_n_steps : int
         Logging interval of the training loss.
     resume : bool
-        Continue the run in ``out`` from ``checkpoints/last.ckpt``: optimiser, schedule, step
-        counter and mask seeds continue where they stopped.
+        Continue the run in ``out`` from its newest checkpoint that loads (``last.ckpt``, else
+        the newest ``previous-step=N.ckpt``; damaged ones are renamed ``*.corrupt``):
+        optimiser, schedule, step counter and mask seeds continue where they stopped.
     overwrite : bool
         Delete an existing run in ``out`` first. Without ``resume`` or ``overwrite`` an
         existing run is never touched.
@@ -265,7 +291,8 @@ def pretrain(
         return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
 
 
-def _last_checkpoint(path: Path, every: int, minutes: float | None = None, clock=None):
+def _last_checkpoint(path: Path, every: int, keep: int = 1, minutes: float | None = None,
+                     clock=None):
     """A callback that owns ``last.ckpt``: written every ``every`` steps and after the final one.
 
     With ``minutes``, also at the first step at least that long (``clock()`` seconds, default
@@ -278,7 +305,8 @@ def _last_checkpoint(path: Path, every: int, minutes: float | None = None, clock
     ``ModelCheckpoint(save_last=True)`` also writes ``last.ckpt`` when training ends, and a
     checkpoint written then records the interrupted epoch as finished: a run extended from
     it would skip the rest of that epoch.) Each write goes to a temporary name first and is
-    renamed when complete. ``saved`` tells whether the final step was written.
+    renamed when complete; the previous ``last.ckpt`` becomes ``previous-step=N.ckpt`` and
+    ``keep`` checkpoints are kept in all. ``saved`` tells whether the final step was written.
     """
     import time
 
@@ -294,16 +322,25 @@ def _last_checkpoint(path: Path, every: int, minutes: float | None = None, clock
         saved = False
         _step = None  # global step at the previous batch end
         _time = None  # clock at the previous write (or the start)
+        last_step = None  # global step of the current last.ckpt
 
         def on_train_start(self, trainer, pl_module):
             self._step = trainer.global_step
             self._time = clock()
+            # a resumed run starts at the step of the checkpoint it resumed from
+            self.last_step = trainer.global_step
 
         def _time_is_up(self, trainer) -> bool:
             if minutes is None:
                 return False
             due = clock() - self._time >= 60.0 * minutes
             return bool(trainer.strategy.broadcast(due, src=0))
+
+        def save(self, trainer):
+            step = trainer.global_step
+            last_step = self.last_step if self.last_step != step else None
+            _save_atomically(trainer, path, last_step=last_step, keep=keep)
+            self.last_step = step
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
@@ -316,18 +353,23 @@ def _last_checkpoint(path: Path, every: int, minutes: float | None = None, clock
             # every rank takes part in the broadcast, even on a step already due
             timed = self._time_is_up(trainer)
             if final or step % every == 0 or timed:
-                _save_atomically(trainer, path)
+                self.save(trainer)
                 self.saved = final
                 self._time = clock()
 
     return _LastCheckpoint()
 
 
-def _save_atomically(trainer, path: Path) -> None:
-    """``trainer.save_checkpoint`` to a temporary name, renamed to ``path`` when complete."""
+def _save_atomically(trainer, path: Path, *, last_step: int | None = None, keep: int = 1) -> None:
+    """``trainer.save_checkpoint`` to a temporary name, renamed to ``path`` when complete.
+
+    The ``path`` it replaces (at step ``last_step``) is kept as ``previous-step=N.ckpt``
+    when ``keep > 1``; see :func:`megfm.training._checkpoints.rotate`.
+    """
     tmp = path.with_name(path.name + ".partial")
     trainer.save_checkpoint(tmp, weights_only=False)
     if trainer.is_global_zero:
+        _checkpoints.rotate(path.parent, last_step=last_step, keep=keep)
         os.replace(tmp, path)
     trainer.strategy.barrier("megfm-last-checkpoint")
 
@@ -355,7 +397,8 @@ def _validate_at_end():
 def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
               mask_mode, mask_ratio, devices, num_nodes, accelerator, strategy, precision, accumulate,
               gradient_clip_val, num_workers, states, subjects, balance_states, val_fraction,
-              checkpoint_every, checkpoint_minutes, log_every_n_steps, resume, overwrite, seed, datamodule,
+              checkpoint_every, checkpoint_minutes, keep_checkpoints, log_every_n_steps, resume,
+              overwrite, seed, datamodule,
               callbacks, progress) -> Path:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -365,7 +408,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     from .module import PretrainModule, config_from_dict, config_to_dict
 
     for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
-                        ("accumulate", accumulate), ("log_every_n_steps", log_every_n_steps)):
+                        ("accumulate", accumulate), ("log_every_n_steps", log_every_n_steps),
+                        ("keep_checkpoints", keep_checkpoints)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"Invalid value for '{name}': expected an integer >= 1; got {value!r}.")
     if not 0.0 <= val_fraction < 1.0:
@@ -379,7 +423,8 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     if checkpoint_every is None:
         checkpoint_every = max(1, max_steps // 10)
     callbacks = list(callbacks or [])
-    save_last = _last_checkpoint(ckpt_dir / "last.ckpt", checkpoint_every, checkpoint_minutes)
+    save_last = _last_checkpoint(ckpt_dir / _checkpoints.LAST, checkpoint_every,
+                                 keep_checkpoints, checkpoint_minutes)
     callbacks.append(save_last)
     if val_fraction > 0:
         callbacks.append(_validate_at_end())
@@ -410,8 +455,9 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     # ranks of a DDP run start later (or simultaneously) and must not refuse its files.
     if trainer.is_global_zero:
         ckpt_path = _prepare_out(out, resume=resume, overwrite=overwrite)
-    else:
-        ckpt_path = out / "checkpoints" / "last.ckpt" if resume else None
+    else:  # the same choice as rank 0, which renames damaged checkpoints
+        ckpt_path = (_checkpoints.select_checkpoint(ckpt_dir, rename_corrupt=False)
+                     if resume else None)
 
     if ckpt_path is not None and (out / _RUN_FILE).is_file():
         with open(out / _RUN_FILE, encoding="utf-8") as fid:
@@ -453,11 +499,11 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
     logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__, max_steps, out)
     # a resumed run continues in its own checkpoint folder, which Lightning calls "not empty"
     resuming = () if ckpt_path is None else (".*Checkpoint directory .* exists and is not empty.*",)
-    with quiet_lightning(*resuming):
+    with quiet_lightning(*resuming), naming_windows(store):
         trainer.fit(module, datamodule=datamodule,
                     ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
     if not save_last.saved:  # stopped before max_steps: keep the last state all the same
-        _save_atomically(trainer, ckpt_dir / "last.ckpt")
+        save_last.save(trainer)
     model_dir = out / "model"
     if trainer.is_global_zero:
         module.model.save_pretrained(model_dir)
