@@ -354,7 +354,7 @@ def test_last_checkpoint_by_time_is_decided_by_rank_zero(tmp_path, monkeypatch):
     pretrain_module = importlib.import_module("megfm.training.pretrain")
     saves, asked = [], []
     monkeypatch.setattr(pretrain_module, "_save_atomically",
-                        lambda trainer, path: saves.append(trainer.global_step))
+                        lambda trainer, path, **kw: saves.append(trainer.global_step))
     now = [0.0]
 
     def broadcast(obj, src=0):  # what rank 0 decided; every rank asks at every step
@@ -386,9 +386,9 @@ def test_cli_checkpoint_minutes_and_num_nodes(tmp_path, monkeypatch):
     pretrain_module = importlib.import_module("megfm.training.pretrain")
     save, saves = pretrain_module._save_atomically, []
 
-    def spy(trainer, path):
+    def spy(trainer, path, **kw):
         saves.append(trainer.global_step)
-        save(trainer, path)
+        save(trainer, path, **kw)
 
     monkeypatch.setattr(pretrain_module, "_save_atomically", spy)
     store = helpers.tiny_store(tmp_path / "store", n_windows=24)
