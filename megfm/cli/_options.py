@@ -13,7 +13,12 @@ from typing import Any
 
 from ._choices import registry
 
-__all__ = ["add_options", "read_options"]
+__all__ = ["MODEL_HELP", "add_options", "read_options"]
+
+#: Help of every argument that names a pretrained model (resolved by
+#: :func:`megfm.models.checkpoint.resolve_checkpoint`).
+MODEL_HELP = ("pretrained model: the run folder of `megfm pretrain --out RUN`, or a "
+              "checkpoint folder (RUN/model: config.json + model.safetensors)")
 
 
 def _optional(convert):
