@@ -8,7 +8,7 @@ import pytest
 
 from megfm.cli._options import read_options
 from megfm.cli.main import build_parser, main
-from megfm.training.config import PretrainConfig
+from megfm.training.config import PretrainConfig, field_docs
 
 
 def _pretrain_parser():
@@ -17,13 +17,16 @@ def _pretrain_parser():
 
 
 def test_every_field_is_an_option_with_its_default_and_doc():
+    docs = field_docs(PretrainConfig)
+    assert list(docs) == [f.name for f in dataclasses.fields(PretrainConfig)]
+    assert all(docs.values())
     parser = _pretrain_parser()
     options = {a.dest: a for a in parser._actions}
     for f in dataclasses.fields(PretrainConfig):
         action = options[f.name]
         assert action.option_strings[0] == "--" + f.name.replace("_", "-")
         assert action.default == f.default
-        assert action.help.replace("%%", "%").startswith(f.metadata["doc"])
+        assert action.help.replace("%%", "%").startswith(docs[f.name])
     args = parser.parse_args(["STORE", "--out", "RUN"])
     assert read_options(args, PretrainConfig) == PretrainConfig()
 

@@ -1,7 +1,7 @@
 """Command-line options generated from a settings dataclass (one option per field).
 
 Each field of, e.g., :class:`megfm.PretrainConfig` becomes ``--field-name``: its type gives
-the conversion, its default the default, and its ``metadata["doc"]`` the help. So the
+the conversion, its default the default, and its description in the class docstring the help. So the
 function, the command line and ``run.json`` share one list of settings.
 """
 
@@ -51,16 +51,18 @@ _CONVERT = {
 }
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, title: str) -> None:
+def add_options(parser: argparse.ArgumentParser, cls: type, docs: dict[str, str], *,
+                title: str) -> None:
     """Add one ``--option`` per field of the dataclass ``cls`` (in a group called ``title``).
 
-    Booleans get ``--name`` / ``--no-name``; fields whose ``None`` means "automatic" or "off"
-    also take the text ``none``. Defaults are those of ``cls``.
+    ``docs`` gives each field's help. Booleans get ``--name`` / ``--no-name``; fields whose
+    ``None`` means "automatic" or "off" also take the text ``none``. Defaults are those of
+    ``cls``.
     """
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        doc = f.metadata.get("doc", "")
+        doc = docs[f.name]
         default = f.default
         kwargs: dict[str, Any] = {"dest": f.name, "default": default}
         if f.type in ("bool", "bool | None"):

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from ..training.config import PretrainConfig
+from ..training.config import PretrainConfig, field_docs
 from ._choices import registry
 from ._options import add_options, read_options
 
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    metavar="KEY=VALUE",
                    help="override one megfm.ModelConfig field of the preset, e.g. "
                    "--set band_power_weight=0.3 (repeatable; VALUE is read as JSON)")
-    add_options(p, PretrainConfig, title="settings of the run (megfm.PretrainConfig)")
+    add_options(p, PretrainConfig, field_docs(PretrainConfig), title="settings of the run (megfm.PretrainConfig)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint that loads "
                    "(last.ckpt, else an older one)")

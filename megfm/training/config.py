@@ -2,22 +2,23 @@
 
 One list of settings (nanoGPT's ``config_keys``): :func:`megfm.pretrain` takes it (or its
 fields as keywords), ``megfm pretrain`` builds one option per field from the field's type,
-default and doc, and ``run.json`` records its :meth:`PretrainConfig.to_dict` with every
-automatic choice made (:meth:`PretrainConfig.resolved`).
+default and description (the class docstring), and ``run.json`` records its
+:meth:`PretrainConfig.to_dict` with every automatic choice made
+(:meth:`PretrainConfig.resolved`).
 
 This module imports no torch at import time, so the command line can be built from it fast.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-import textwrap
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["PRECISIONS", "PretrainConfig"]
+__all__ = ["PRECISIONS", "PretrainConfig", "field_docs"]
 
 #: Lightning precisions accepted by ``PretrainConfig.precision`` besides ``"auto"``.
 PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true",
@@ -28,91 +29,116 @@ PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed", "bf16-true",
 _LEGACY_KEYS = frozenset({"world_size"})
 
 
-def _setting(default: Any = MISSING, doc: str = "", *, metavar: str | None = None,
-             choices: tuple[str, str] | None = None) -> Any:
-    """A dataclass field with its documentation (and command-line hints) in its metadata.
-
-    ``choices`` names a registry ``(module, attribute)`` read only when the command line
-    checks a value (see :func:`megfm.cli._choices.registry`).
-    """
-    metadata = {"doc": " ".join(doc.split()), "metavar": metavar, "choices": choices}
-    return field(default=default, metadata=metadata)
-
-
 @dataclass(frozen=True)
 class PretrainConfig:
     """Settings of :func:`megfm.pretrain` (optimiser, task, data, hardware, checkpoints).
 
-    Each field is documented below (the same text is the help of its ``megfm pretrain``
-    option). ``None`` in a field marked "auto" is decided for this machine when the run
-    starts (:meth:`resolved`), and ``run.json`` records the decision.
+    The description of each field below is also the help of its ``megfm pretrain`` option
+    (:func:`field_docs`). ``None`` in a field marked "auto" is decided for this machine when
+    the run starts (:meth:`resolved`), and ``run.json`` records the decision.
+
+    Parameters
+    ----------
+    max_steps : int
+        Total optimiser steps, including those done before a resume.
+    batch_size : int
+        Windows per device and step.
+    lr : float
+        Peak AdamW learning rate (linear warm-up, then cosine decay).
+    weight_decay : float
+        AdamW weight decay (not on biases, norms and 1-d parameters).
+    warmup_steps : int | None
+        Linear warm-up steps; None (auto): 5 % of max_steps, at least 1.
+    accumulate : int
+        Gradient accumulation: batches per optimiser step.
+    gradient_clip_val : float | None
+        Clip the gradient norm at this value; None: no clipping.
+    mask_mode : str | None
+        Masking mode of the pretraining task; None: the model config's.
+    mask_ratio : float | None
+        Fraction of sensor-patches hidden, in (0, 1); None: the model config's.
+    states : tuple of str | None
+        Keep only windows of these states (comma-separated on the command line); None: all.
+    subjects : tuple of str | None
+        Pretrain on these subjects only; None: all (e.g. hold others out for
+        megfm.evaluate_reconstruction).
+    balance_states : bool
+        Sample the states equally often.
+    val_fraction : float
+        Fraction of subjects held out for validation, in [0, 1) (split by subject).
+        Validation runs after every epoch and after the last step.
+    num_workers : int | None
+        DataLoader worker processes per device; None (auto): min(4, CPUs per device
+        process - 1). Workers read and collate the next batches while the step runs, so with
+        0 the device waits for every read; one CPU per process stays with the training
+        loop, and each worker keeps its own shard handles and memory, so more than 4 buy
+        little on a page-cached store.
+    pin_memory : bool | None
+        Copy batches into page-locked memory, which makes host-to-GPU copies faster and
+        asynchronous; None (auto): on with CUDA, off elsewhere (no use without a GPU).
+    prefetch_factor : int
+        Batches each worker loads in advance (PyTorch's default); unused with num_workers 0.
+    devices : int | str | tuple of int
+        Devices per machine (GPUs or CPU processes): a number, 'auto' (all), or GPU ids
+        such as '0,1'.
+    num_nodes : int
+        Machines of a multi-node run (devices processes on each); the cluster environment
+        (SLURM, torchrun) gives the addresses.
+    accelerator : str
+        Lightning accelerator: cpu, gpu, cuda, mps or auto.
+    strategy : str
+        Lightning strategy, e.g. ddp for several processes.
+    precision : str
+        Numeric precision: auto (bf16-mixed on CUDA with bf16, 32-true elsewhere), 32-true,
+        bf16-mixed, 16-mixed, ...
+    checkpoint_every : int | None
+        Save last.ckpt every this many steps; None (auto): max(1, max_steps // 10).
+    checkpoint_minutes : float | None
+        Also save last.ckpt at the first step at least this many minutes after the previous
+        save, so a run on slow steps loses at most about this much work; None: by step only.
+    keep_checkpoints : int
+        Training checkpoints kept: last.ckpt and the K-1 before it (previous-step=N.ckpt),
+        so a resume falls back to an older one when the newest is damaged.
+    log_every_n_steps : int
+        Logging interval of the training loss (steps).
+    seed : int
+        Seed of the data split, initialisation, masks and sampling.
     """
 
     # --- optimisation ----------------------------------------------------------------------
-    max_steps: int = _setting(1000, "Total optimiser steps, including those done before a "
-                              "resume.")
-    batch_size: int = _setting(32, "Windows per device and step.")
-    lr: float = _setting(1e-3, "Peak AdamW learning rate (linear warm-up, then cosine decay).")
-    weight_decay: float = _setting(0.05, "AdamW weight decay (not on biases, norms and 1-d "
-                                   "parameters).")
-    warmup_steps: int | None = _setting(None, "Linear warm-up steps; None (auto): 5 % of "
-                                        "max_steps, at least 1.")
-    accumulate: int = _setting(1, "Gradient accumulation: batches per optimiser step.")
-    gradient_clip_val: float | None = _setting(1.0, "Clip the gradient norm at this value; "
-                                               "None: no clipping.")
+    max_steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int | None = None
+    accumulate: int = 1
+    gradient_clip_val: float | None = 1.0
     # --- pretraining task ------------------------------------------------------------------
-    mask_mode: str | None = _setting(None, "Masking mode of the pretraining task; None: the "
-                                     "model config's.", metavar="MODE",
-                                     choices=("megfm.masking", "MASK_MODES"))
-    mask_ratio: float | None = _setting(None, "Fraction of sensor-patches hidden, in (0, 1); "
-                                        "None: the model config's.")
+    # metadata: the option's metavar, and a registry (module, name) of its choices that the
+    # command line reads only when it checks a value (megfm.cli._choices.registry)
+    mask_mode: str | None = field(default=None, metadata={
+        "metavar": "MODE", "choices": ("megfm.masking", "MASK_MODES")})
+    mask_ratio: float | None = None
     # --- data ------------------------------------------------------------------------------
-    states: tuple[str, ...] | None = _setting(None, "Keep only windows of these states "
-                                              "(comma-separated on the command line); None: "
-                                              "all.")
-    subjects: tuple[str, ...] | None = _setting(None, "Pretrain on these subjects only; None: "
-                                                "all (e.g. hold others out for "
-                                                "megfm.evaluate_reconstruction).")
-    balance_states: bool = _setting(False, "Sample the states equally often.")
-    val_fraction: float = _setting(0.2, "Fraction of subjects held out for validation, in "
-                                   "[0, 1) (split by subject). Validation runs after every "
-                                   "epoch and after the last step.")
-    num_workers: int | None = _setting(None, "DataLoader worker processes per device; None "
-                                       "(auto): min(4, CPUs per device process - 1). Workers "
-                                       "read and collate the next batches while the step "
-                                       "runs, so with 0 the device waits for every read; one "
-                                       "CPU per process stays with the training loop, and "
-                                       "each worker keeps its own shard handles and memory, "
-                                       "so more than 4 buy little on a page-cached store.")
-    pin_memory: bool | None = _setting(None, "Copy batches into page-locked memory, which "
-                                       "makes host-to-GPU copies faster and asynchronous; "
-                                       "None (auto): on with CUDA, off elsewhere (no use "
-                                       "without a GPU).")
-    prefetch_factor: int = _setting(2, "Batches each worker loads in advance (PyTorch's "
-                                    "default); unused with num_workers 0.")
+    states: tuple[str, ...] | None = None
+    subjects: tuple[str, ...] | None = None
+    balance_states: bool = False
+    val_fraction: float = 0.2
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
     # --- hardware --------------------------------------------------------------------------
-    devices: int | str | tuple[int, ...] = _setting(1, "Devices per machine (GPUs or CPU processes): a number, "
-                                  "'auto' (all), or GPU ids such as '0,1'.")
-    num_nodes: int = _setting(1, "Machines of a multi-node run (devices processes on each); "
-                              "the cluster environment (SLURM, torchrun) gives the addresses.")
-    accelerator: str = _setting("auto", "Lightning accelerator: cpu, gpu, cuda, mps or auto.")
-    strategy: str = _setting("auto", "Lightning strategy, e.g. ddp for several processes.")
-    precision: str = _setting("auto", "Numeric precision: auto (bf16-mixed on CUDA with bf16, "
-                              "32-true elsewhere), 32-true, bf16-mixed, 16-mixed, ...")
+    devices: int | str | tuple[int, ...] = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    precision: str = "auto"
     # --- checkpoints and logs --------------------------------------------------------------
-    checkpoint_every: int | None = _setting(None, "Save last.ckpt every this many steps; None "
-                                            "(auto): max(1, max_steps // 10).")
-    checkpoint_minutes: float | None = _setting(None, "Also save last.ckpt at the first step "
-                                                "at least this many minutes after the "
-                                                "previous save, so a run on slow steps loses "
-                                                "at most about this much work; None: by step "
-                                                "only.", metavar="MINUTES")
-    keep_checkpoints: int = _setting(3, "Training checkpoints kept: last.ckpt and the K-1 "
-                                     "before it (previous-step=N.ckpt), so a resume falls "
-                                     "back to an older one when the newest is damaged.",
-                                     metavar="K")
-    log_every_n_steps: int = _setting(10, "Logging interval of the training loss (steps).")
-    seed: int = _setting(0, "Seed of the data split, initialisation, masks and sampling.")
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = field(default=None, metadata={"metavar": "MINUTES"})
+    keep_checkpoints: int = field(default=3, metadata={"metavar": "K"})
+    log_every_n_steps: int = 10
+    seed: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise through the dataclass's own setter
@@ -299,15 +325,27 @@ def _processes_per_node(devices: int | str | tuple[int, ...], kind: str) -> int:
     return int(devices)
 
 
-def _document(cls: type) -> type:
-    """Append a numpydoc ``Parameters`` section built from the fields' docs."""
-    lines = ["", "    Parameters", "    ----------"]
-    for f in fields(cls):
-        lines.append(f"    {f.name} : {f.type}")
-        lines.append(textwrap.fill(f"{f.metadata['doc']} Default: ``{f.default!r}``.", 92,
-                                   initial_indent=" " * 8, subsequent_indent=" " * 8))
-    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
-    return cls
+def field_docs(cls: type = PretrainConfig) -> dict[str, str]:
+    """The description of each field in the numpydoc ``Parameters`` section of ``cls``.
 
+    The class docstring is the one place a setting is described: the API reference renders
+    it and the command line takes each option's help from here.
 
-_document(PretrainConfig)
+    Returns
+    -------
+    docs : dict of str to str
+        Field name -> its description on one line.
+    """
+    text = inspect.cleandoc(cls.__doc__ or "")
+    section = text.split("Parameters\n----------\n", 1)[-1]
+    docs: dict[str, list[str]] = {}
+    name = None
+    for line in section.splitlines():
+        if line and not line.startswith(" "):
+            if line.startswith("-"):  # the underline of the next section
+                break
+            name = line.split(" : ")[0].strip()
+            docs[name] = []
+        elif name is not None and line.strip():
+            docs[name].append(line.strip())
+    return {k: " ".join(v) for k, v in docs.items()}
