@@ -498,3 +498,13 @@ def test_read_run_reads_an_older_run_json(tmp_path):
     (tmp_path / "run.json").write_text("{}")
     with pytest.raises(ValueError, match="not the run.json of a megfm pretraining run"):
         read_run(tmp_path)
+
+
+def test_read_run_names_settings_this_version_does_not_know(tmp_path):
+    from megfm.training import read_run
+
+    (tmp_path / "run.json").write_text(json.dumps({
+        "model_config": {}, "settings": {"max_steps": 9, "spectral_weight": 0.0}}))
+    with pytest.raises(ValueError, match=r"run.json are not settings of this megfm .*"
+                                         r"'spectral_weight'"):
+        read_run(tmp_path)

@@ -382,7 +382,8 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
                      if resume else None)
 
     if ckpt_path is not None and (out / _RUN_FILE).is_file():
-        model_config = config_from_dict(read_run(out)["model_config"])
+        # only the model is taken from run.json: the settings are the caller's
+        model_config = config_from_dict(_read_run_json(out)["model_config"])
         logger.info("Resuming %s with the model configuration recorded in run.json.", out)
     else:
         model_config = _adapt_config(_resolve_config(model), manifest)
@@ -424,6 +425,24 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
     return model_dir
 
 
+def _read_run_json(out: Path) -> dict:
+    """The raw contents of ``out/run.json``, checked for its two sections."""
+    path = out / _RUN_FILE
+    try:
+        with open(path, encoding="utf-8") as fid:
+            run = json.load(fid)
+        if not isinstance(run.get("settings"), dict) or not isinstance(run["model_config"], dict):
+            raise TypeError("'settings' and 'model_config' must be objects")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out} holds no pretraining run ({path} does not "
+                                "exist).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError,
+            TypeError) as exc:
+        raise ValueError(f"{path} is not the run.json of a megfm pretraining run "
+                         f"({type(exc).__name__}: {exc}).") from exc
+    return run
+
+
 def read_run(out: str | os.PathLike) -> dict:
     """Read the ``run.json`` of a run folder, with its settings as a :class:`PretrainConfig`.
 
@@ -440,22 +459,17 @@ def read_run(out: str | os.PathLike) -> dict:
         (:class:`PretrainConfig`, with the automatic choices made) and ``world_size``
         (``None`` when not recorded).
     """
-    path = Path(out) / _RUN_FILE
+    out = Path(out)
+    run = _read_run_json(out)
+    settings = dict(run["settings"])
     try:
-        with open(path, encoding="utf-8") as fid:
-            run = json.load(fid)
-        settings = dict(run["settings"])
-        model_config = run["model_config"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{Path(out)} holds no pretraining run ({path} does not "
-                                "exist).") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not the run.json of a megfm pretraining run "
-                         f"({type(exc).__name__}: {exc}).") from exc
-    world_size = run.get("world_size", settings.get("world_size"))
+        config = PretrainConfig.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The settings in {out / _RUN_FILE} are not settings of this megfm "
+                         f"({__version__}): {exc}") from exc
     return {"megfm_version": run.get("megfm_version"), "store": run.get("store"),
-            "model_config": model_config, "settings": PretrainConfig.from_dict(settings),
-            "world_size": world_size}
+            "model_config": run["model_config"], "settings": config,
+            "world_size": run.get("world_size", settings.get("world_size"))}
 
 
 def load_metrics(out: str | os.PathLike) -> dict[str, np.ndarray]:
