@@ -163,11 +163,12 @@ class PretrainConfig:
             value = getattr(self, name)
             if value is not None:
                 set_(self, name, _number(name, value, what, ok))
-        for name in ("balance_states", "pin_memory"):
+        for name, allowed in (("balance_states", (True, False)),
+                              ("pin_memory", (True, False, None))):
             value = getattr(self, name)
-            if not (isinstance(value, bool) or (value is None and name == "pin_memory")):
-                raise TypeError(f"Invalid value for '{name}': expected True or False; "
-                                f"got {value!r}.")
+            if not any(value is a for a in allowed):
+                raise TypeError(f"Invalid value for '{name}': expected "
+                                f"{' or '.join(map(str, allowed))}; got {value!r}.")
         for name in ("states", "subjects"):
             set_(self, name, _names(name, getattr(self, name)))
         set_(self, "devices", _devices(self.devices))
