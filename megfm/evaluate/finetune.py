@@ -14,7 +14,6 @@ import copy
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,17 +32,12 @@ __all__ = ["FinetuneModule", "FinetunedClassifier", "finetune", "layer_ids",
 
 logger = logging.getLogger(__name__)
 
-_BLOCK = re.compile(r"(?:blocks|layers|layer|h)\.(\d+)\.")
-_DECODER = re.compile(r"(^|\.)(decoder|dec|decoder_\w+|mask_token)(\.|$)")
-
-
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     """Depth of each encoder parameter for layer-wise learning-rate decay.
 
-    Parameters inside a numbered block (``...blocks.3...``, ``layers.3``) get ``1 + index``;
-    parameters registered before the first block (tokeniser, geometry and patch embeddings)
-    get 0; the others (final norms, heads) get ``n_blocks + 1``. Decoder parameters are left
-    out (fine-tuning does not use the decoder).
+    The model declares them (:meth:`megfm.MaskedSignalModel.layer_id`): 0 below the first
+    block, ``1 + i`` in block ``i``, ``n_blocks + 1`` for the final norm and the head;
+    decoder parameters are left out (fine-tuning does not use the decoder).
 
     Returns
     -------
@@ -52,19 +46,9 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     n_layers : int
         ``n_blocks + 1``, the depth of the top.
     """
-    ids: dict[str, int] = {}
-    seen_block = False
-    names = [n for n, _ in model.named_parameters() if not _DECODER.search(n)]
-    blocks = [int(m.group(1)) for n in names if (m := _BLOCK.search(n))]
-    n_layers = (max(blocks) + 1 if blocks else 0) + 1
-    for name in names:
-        match = _BLOCK.search(name)
-        if match:
-            ids[name] = 1 + int(match.group(1))
-            seen_block = True
-        else:
-            ids[name] = n_layers if seen_block else 0
-    return ids, n_layers
+    ids = {name: depth for name, _ in model.named_parameters()
+           if (depth := model.layer_id(name)) is not None}
+    return ids, max(ids.values())
 
 
 class FinetuneModule(pl.LightningModule):

@@ -741,6 +741,23 @@ class MaskedSignalModel(nn.Module):
                                              return_blocks=True)
         return latents, [extras["blocks"][i] for i in sorted(set(chosen))]
 
+    def layer_id(self, name: str) -> int | None:
+        """Depth of parameter ``name`` for layer-wise learning-rate decay (BEiT / MAE).
+
+        0: everything before the temporal blocks (tokeniser, geometry and patch embeddings,
+        spatial cross-attention, latent queries); ``1 + i``: ``blocks.i``; ``depth + 1``: the
+        final norm and the head; ``None``: the decoder (with its lead-field read-out), which
+        fine-tuning does not use.
+        """
+        root = name.split(".", 1)[0]
+        if root.startswith("decoder") or root in ("mask_token", "leadfield", "source_readout"):
+            return None
+        if root == "blocks":
+            return 1 + int(name.split(".")[1])
+        if root in ("norm", "head"):
+            return len(self.blocks) + 1
+        return 0
+
 
 def save_pretrained(model: MaskedSignalModel, directory: str | Path) -> Path:
     """Write ``model`` to a checkpoint folder (same as :meth:`MaskedSignalModel.save_pretrained`).

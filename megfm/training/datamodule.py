@@ -253,6 +253,8 @@ class MEGDataModule(pl.LightningDataModule):
         Drop the last incomplete training batch.
     pin_memory : bool
         Pin batches in page-locked memory (faster host-to-GPU copies).
+    prefetch_factor : int
+        Batches each worker loads in advance (unused without workers).
     dtype : torch.dtype
         Dtype of ``x`` in batches.
 
@@ -281,6 +283,7 @@ class MEGDataModule(pl.LightningDataModule):
         balance_states: bool = False,
         drop_last: bool = False,
         pin_memory: bool = False,
+        prefetch_factor: int = 2,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
@@ -302,6 +305,8 @@ class MEGDataModule(pl.LightningDataModule):
         self.balance_states = bool(balance_states)
         self.drop_last = bool(drop_last)
         self.pin_memory = bool(pin_memory)
+        # torch refuses a prefetch_factor without workers
+        self.prefetch_factor = int(prefetch_factor) if self.num_workers else None
         self.dtype = dtype
         self._is_setup = False
         self._train_loader: _ResumableLoader | None = None
@@ -350,6 +355,7 @@ class MEGDataModule(pl.LightningDataModule):
             collate_fn=collate_windows,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor,
             **kwargs,
         )
 
@@ -383,7 +389,8 @@ class MEGDataModule(pl.LightningDataModule):
                                   batch_size=self.batch_size, num_workers=self.num_workers,
                                   collate_fn=collate_windows,
                                   persistent_workers=self.num_workers > 0,
-                                  pin_memory=self.pin_memory, drop_last=self.drop_last)
+                                  pin_memory=self.pin_memory, drop_last=self.drop_last,
+                                  prefetch_factor=self.prefetch_factor)
         if self._train_state is not None:
             loader.load_state_dict(self._train_state)
             self._train_state = None

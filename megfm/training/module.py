@@ -8,7 +8,6 @@ tensor, so ``last.ckpt`` loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any
@@ -27,13 +26,13 @@ _STAGES = ("train", "val", "test")
 
 
 def config_to_dict(config: Any) -> dict:
-    """Return a model config as a plain JSON-able dict (``to_dict()`` or dataclass fields)."""
+    """Return a model config (a :class:`megfm.ModelConfig` or its dict) as a plain dict."""
+    from ..models import ModelConfig
+
     if isinstance(config, dict):
         return dict(config)
-    if hasattr(config, "to_dict"):
-        return dict(config.to_dict())
-    if dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
+    if isinstance(config, ModelConfig):
+        return config.to_dict()
     raise TypeError(
         f"Invalid model config: expected a megfm.ModelConfig or a dict; got {type(config).__name__}."
     )
