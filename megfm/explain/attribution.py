@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.from_mne import as_windows
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
 from ._common import _iter_batches, _load_windows, _model_device, _split_attention, _union_geometry
@@ -305,7 +306,7 @@ class Attribution:
 # ---------------------------------------------------------------------- methods
 def _prepare(classifier, windows_or_store):
     _check_differentiable(classifier)
-    windows = _load_windows(windows_or_store)
+    windows = _load_windows(as_windows(windows_or_store, classifier))  # also mne.Epochs / Raw
     if windows.n_windows == 0:
         raise ValueError("No windows to explain: the Windows object is empty.")
     return windows, _model_device(classifier)
