@@ -115,11 +115,14 @@ def _from_epochs(epochs: mne.BaseEpochs, *, sfreq, patch_samples, window_seconds
     if n < len(epochs.times):
         logger.info("Epochs of %d samples cut to their first %d (a multiple of the model's "
                     "patch).", len(epochs.times), n)
+    if not epochs.preload:  # a copy: applies the rejection, leaves the caller's epochs alone
+        epochs = epochs.copy().load_data()
+    if len(epochs) == 0:
+        raise ValueError("No epochs left (all were dropped, see epochs.drop_log); nothing to "
+                         "turn into windows.")
     geometry = SensorGeometry.from_info(epochs.info)
     picks = mne.pick_channels(epochs.ch_names, geometry.names, ordered=True)
-    data = epochs.get_data(picks=picks)[:, :, :n]  # drops the epochs marked bad
-    if len(data) == 0:
-        raise ValueError("No epochs left (all were dropped); nothing to turn into windows.")
+    data = epochs.get_data(picks=picks)[:, :, :n]
     if not is_scaled(epochs):
         types = epochs.get_channel_types(picks=picks)
         data = data * np.array([SCALINGS[t] for t in types])[:, None]
