@@ -15,8 +15,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Read MEG recordings (FIF, CTF .ds, KIT .con/.sqd, BTi, FIL OPM, or a BIDS "
         "dataset), preprocess them (MEG sensors, bad channels, notch, band-pass, resample, "
         "fT units), cut state-aware windows and append them to a store. The state of each "
-        "recording comes from --state or from 'task-<state>' in its file name; the label "
-        "from the 'group' column of a participants.tsv in or above its folder.",
+        "recording comes from --state or from 'task-<state>' in its file name (or, with "
+        "--segment, from its annotations); windows of task states lock to their events "
+        "(--events, --tmin); the label comes from the 'group' column of a participants.tsv "
+        "in or above its folder.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="recording files, CTF .ds folders, folders to search, or a BIDS root")
