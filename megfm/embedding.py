@@ -405,7 +405,9 @@ class Embedder(TransformerMixin, BaseEstimator):
     -----
     ``X`` is a :class:`megfm.Windows`, an array of shape (n_windows, n_sensors, n_times), or
     that array flattened to (n_windows, n_sensors * n_times) (what scikit-learn tools pass
-    around). ``fit`` loads and validates the model and learns nothing from ``X``.
+    around). ``mne.Epochs`` and ``mne.io.Raw`` are converted at the model's rate and patch
+    length (:func:`megfm.data.from_mne.windows_from_mne`). ``fit`` loads and validates the
+    model and learns nothing from ``X``.
     """
 
     def __init__(self, checkpoint=None, pooling: str = "mean", batch_size: int = 64,

@@ -139,6 +139,9 @@ def test_wrong_rate_is_refused_with_the_fix(model, epochs, raw):
     # without a preprocessing step of its own, the Raw at 400 Hz is resampled by megfm's
     w = windows_from_mne(fast_raw, sfreq=SFREQ, patch_samples=PATCH)
     assert w.sfreq == SFREQ and w.n_times == 400
+    # a model at 100 Hz: below the default 80 Hz low-pass's reach, resampling low-passes
+    slow = windows_from_mne(fast_raw, sfreq=100.0, patch_samples=20)
+    assert slow.sfreq == 100.0 and slow.info["preprocess"]["h_freq"] is None
 
 
 def test_bad_input_errors(model, epochs):

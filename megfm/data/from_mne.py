@@ -62,7 +62,12 @@ def _preprocess_config(preprocess_arg, sfreq: float | None) -> PreprocessConfig 
     if preprocess_arg is False:
         return None
     if preprocess_arg is None or preprocess_arg is True:
-        return PreprocessConfig(sfreq=sfreq) if sfreq is not None else PreprocessConfig()
+        if sfreq is None:
+            return PreprocessConfig()
+        # the default low-pass (80 Hz) needs a rate above 160 Hz; below, resampling's own
+        # anti-alias filter at the new Nyquist frequency is the low-pass
+        h_freq = PreprocessConfig.h_freq if PreprocessConfig.h_freq < sfreq / 2 else None
+        return PreprocessConfig(sfreq=sfreq, h_freq=h_freq)
     if isinstance(preprocess_arg, dict):
         return PreprocessConfig.from_dict(preprocess_arg)
     if isinstance(preprocess_arg, PreprocessConfig):
@@ -211,7 +216,8 @@ def windows_from_mne(
         window starts at the epoch's start (``epochs.tmin``).
     preprocess : None | bool | PreprocessConfig | dict
         Raw only. None or True: :func:`megfm.preprocess` with its defaults and ``sfreq``
-        as target rate (what ``megfm prepare`` does); a config: that preprocessing; False:
+        as target rate (what ``megfm prepare`` does; no low-pass beyond the resampling's
+        when the rate is too low for the default one); a config: that preprocessing; False:
         the Raw as it is (it must be at ``sfreq`` already). A Raw that megfm already
         preprocessed is never preprocessed again. Epochs are always used as they are.
     state : str | None
