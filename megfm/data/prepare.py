@@ -203,7 +203,7 @@ def _event_codes(state: str, value) -> dict[str, int]:
         else:
             name, code = None, item
         try:
-            if isinstance(code, bool) or isinstance(code, float):
+            if isinstance(code, (bool, float)):  # 5.0 or True is not a trigger code
                 raise ValueError
             code = int(str(code).strip())
         except ValueError:
@@ -264,7 +264,7 @@ def parse_events(events) -> dict[str, dict[str, int]]:
                 parts.append(_events_json(path))
             elif isinstance(item, str):
                 state, _, codes = item.partition("=")
-                parts.append({state.strip(): [c for c in codes.split(",")]})
+                parts.append({state.strip(): codes.split(",")})
             else:
                 raise ValueError(f"Invalid events item {item!r}; {_EVENTS_FORMAT}.")
     else:
