@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ._grouping import group_means
 from .data.dataset import check_batch, naming_windows
+from .data.from_mne import as_windows
 from .data.geometry import SensorGeometry
 from .data.windows import Windows
 
@@ -205,8 +206,9 @@ def embed(
     ----------
     model : MaskedSignalModel | path-like | str
         The model, its checkpoint folder, or a preset name (see :func:`load_model`).
-    windows_or_store : Windows | path-like
-        In-memory windows or a store folder; a store is streamed batch by batch, so memory
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
+        In-memory windows, MNE data (see :func:`megfm.data.from_mne.windows_from_mne`) or
+        a store folder; a store is streamed batch by batch, so memory
         stays bounded by ``batch_size`` windows plus the features.
     pooling : ``"mean"`` | ``"state_concat"`` | ``"attention"``
         ``"mean"``: the model's pooled features (mean over time patches and latents), one
@@ -240,6 +242,7 @@ def embed(
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"Invalid value for 'batch_size': expected an integer >= 1; got {batch_size!r}.")
     net = load_model(model)
+    windows_or_store = as_windows(windows_or_store, net)  # mne.Epochs / mne.io.Raw
     was_training = net.training
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -402,7 +405,9 @@ class Embedder(TransformerMixin, BaseEstimator):
     -----
     ``X`` is a :class:`megfm.Windows`, an array of shape (n_windows, n_sensors, n_times), or
     that array flattened to (n_windows, n_sensors * n_times) (what scikit-learn tools pass
-    around). ``fit`` loads and validates the model and learns nothing from ``X``.
+    around). ``mne.Epochs`` and ``mne.io.Raw`` are converted at the model's rate and patch
+    length (:func:`megfm.data.from_mne.windows_from_mne`). ``fit`` loads and validates the
+    model and learns nothing from ``X``.
     """
 
     def __init__(self, checkpoint=None, pooling: str = "mean", batch_size: int = 64,
@@ -426,6 +431,7 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _as_windows(self, X, *, fitting: bool) -> Windows:
+        X = as_windows(X, self.model_)  # mne.Epochs / mne.io.Raw
         if isinstance(X, Windows):
             return X
         from sklearn.utils.validation import check_array

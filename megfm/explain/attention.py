@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import mne
 import numpy as np
 
+from ..data.from_mne import as_windows
 from ..data.geometry import SensorGeometry
 from ._common import (
     _feature_kwargs,
@@ -350,7 +351,7 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
     model : MaskedSignalModel
         Any module with ``forward_features(x, pos, ori, sensor_type, sensor_mask,
         return_attention=True)`` following the model contract (``docs/design.md``).
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows, or the folder of a store (read with :func:`megfm.read_store`).
     by : sequence of str
         Metadata columns that define the groups (``("state",)``, ``("state", "label")``).
@@ -373,7 +374,7 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
     by = tuple(by)
     if not by:
         raise ValueError("'by' must name at least one metadata column, e.g. ('state',).")
-    windows = _load_windows(windows_or_store)
+    windows = _load_windows(as_windows(windows_or_store, model))  # also mne.Epochs / Raw
     if windows.n_windows == 0:
         raise ValueError("No windows to explain: the Windows object is empty.")
     indices = np.arange(windows.n_windows)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.from_mne import as_windows
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
 from ._common import _iter_batches, _load_windows, _model_device, _split_attention, _union_geometry
@@ -305,7 +306,7 @@ class Attribution:
 # ---------------------------------------------------------------------- methods
 def _prepare(classifier, windows_or_store):
     _check_differentiable(classifier)
-    windows = _load_windows(windows_or_store)
+    windows = _load_windows(as_windows(windows_or_store, classifier))  # also mne.Epochs / Raw
     if windows.n_windows == 0:
         raise ValueError("No windows to explain: the Windows object is empty.")
     return windows, _model_device(classifier)
@@ -352,7 +353,7 @@ def gradient_x_input(classifier: nn.Module, windows_or_store, *, target=None,
     ----------
     classifier : nn.Module
         Differentiable; ``classifier(x, pos, ori, sensor_type, sensor_mask)`` -> logits.
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     target : int | array of int, shape (n_windows,) | None
         Class index to explain; the predicted class when None.
@@ -381,7 +382,7 @@ def integrated_gradients(classifier: nn.Module, windows_or_store, *, target=None
     ----------
     classifier : nn.Module
         Differentiable; ``classifier(x, pos, ori, sensor_type, sensor_mask)`` -> logits.
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     target : int | array of int, shape (n_windows,) | None
         Class index to explain; the predicted class when None.
@@ -481,7 +482,7 @@ def grad_cam(classifier: nn.Module, windows_or_store, *, target=None,
     classifier : EncoderClassifier | nn.Module
         Must expose ``forward_tokens(x, pos, ori, sensor_type, sensor_mask) -> (features,
         attention, logits)`` (as :class:`EncoderClassifier` does).
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     target : int | array of int, shape (n_windows,) | None
         Class index to explain; the predicted class when None.
@@ -538,7 +539,7 @@ def attribute(classifier, windows_or_store, *, method: str = "integrated_gradien
     classifier : nn.Module
         Differentiable classifier (see :class:`EncoderClassifier`). A scikit-learn
         estimator raises a TypeError that points to :meth:`LinearHead.from_sklearn`.
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     method : ``"integrated_gradients"`` | ``"gradient_x_input"`` | ``"grad_cam"``
         The method.
