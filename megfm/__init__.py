@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "data.preprocess": ["PreprocessConfig", "preprocess"],
         "data.epochs": ["make_windows"],
         "data.windows": ["Windows"],
+        "data.from_mne": ["windows_from_mne"],
         "data.store": ["open_store", "read_store", "write_store"],
         "data.dataset": ["WindowDataset", "collate_windows"],
         "data.prepare": ["prepare"],
