@@ -119,3 +119,35 @@ def test_gpu_pretrain_tiny_two_steps_in_bf16(tmp_path):
     loss = metrics["train/loss_step"]
     loss = loss[~np.isnan(loss)]  # rows of other columns
     assert loss.size == 2 and np.isfinite(loss).all()
+
+
+def test_compile_model_refuses_other_modules():
+    with pytest.raises(TypeError, match="MaskedSignalModel; got Linear"):
+        hw.compile_model(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow  # Inductor compiles the blocks: about a minute on a loaded CPU core
+def test_compiled_pretrain_module_matches_eager():
+    from megfm.training import PretrainModule
+
+    batch = helpers.windows_batch(helpers.tiny_windows(n_windows=4, n_sensors=12, n_times=200))
+    torch.manual_seed(0)
+    eager = PretrainModule("tiny")
+    compiled = PretrainModule("tiny", compile=True)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.model.blocks[0]._compiled_call_impl is not None
+    assert "compile" not in compiled.hparams  # a run choice, not part of the model
+    for seed in (0, 1):  # a new mask: another key count for the spatial block
+        out = {}
+        for name, module in (("eager", eager), ("compiled", compiled)):
+            module.zero_grad(set_to_none=True)
+            loss = module(batch, generator=torch.Generator().manual_seed(seed))["loss"]
+            loss.backward()
+            out[name] = (loss.detach(), [p.grad for p in module.parameters()])
+        torch.testing.assert_close(out["compiled"][0], out["eager"][0], rtol=1e-5, atol=1e-6)
+        for got, want in zip(out["compiled"][1], out["eager"][1], strict=True):
+            if want is None:
+                assert got is None
+            else:
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -99,6 +99,11 @@ class PretrainModule(pl.LightningModule):
         Seed of the masks and of the random number generators at each step: the masks of
         step ``k`` depend only on ``(seed, k, rank)``, so a resumed run draws the same masks
         as an uninterrupted one.
+    compile : bool
+        Compile the model's transformer blocks with ``torch.compile``
+        (:func:`megfm.training._hardware.compile_model`); the weights and checkpoints are
+        the same as without it. Not saved in the hyper-parameters: a run choice, not part
+        of the model.
 
     Notes
     -----
@@ -119,6 +124,7 @@ class PretrainModule(pl.LightningModule):
         mask_mode: str | None = None,
         mask_ratio: float | None = None,
         seed: int = 0,
+        compile: bool = False,  # noqa: A002  (torch's name for it)
     ) -> None:
         super().__init__()
         from ..models import MaskedSignalModel, ModelConfig
@@ -145,6 +151,10 @@ class PretrainModule(pl.LightningModule):
             "seed": int(seed),
         })
         self.model = MaskedSignalModel(config_from_dict(config_dict))
+        if compile:
+            from ._hardware import compile_model
+
+            compile_model(self.model)
 
     # ------------------------------------------------------------------ steps
     def _step_seed(self, stage: str, batch_idx: int) -> int:
