@@ -44,22 +44,39 @@ def test_auto_precision_is_bf16_on_cuda_only(monkeypatch):
 
 
 class _FakeCudaParam:
-    is_cuda = True
+    device = torch.device("cuda")
 
     def is_floating_point(self):
         return True
 
 
-def test_fused_adamw_only_for_cuda_parameters():
+def test_fused_adamw_on_cpu_and_cuda_unless_mixed_precision_clips():
     cpu = [torch.nn.Parameter(torch.zeros(3))]
-    assert hw.adamw_kwargs(cpu) == {}
+    cuda = [_FakeCudaParam(), _FakeCudaParam()]
+    assert hw.adamw_kwargs(cpu) == hw.adamw_kwargs(cuda) == {"fused": True}
     assert hw.adamw_kwargs([]) == {}
-    assert hw.adamw_kwargs([_FakeCudaParam(), _FakeCudaParam()]) == {"fused": True}
     assert hw.adamw_kwargs([_FakeCudaParam(), *cpu]) == {}  # mixed devices: not fused
+    assert hw.adamw_kwargs([torch.zeros(3, dtype=torch.int64)]) == {}
+    # Lightning refuses a fused optimiser when a mixed precision clips gradients
+    assert hw.adamw_kwargs(cuda, precision="bf16-mixed", gradient_clip_val=1.0) == {}
+    assert hw.adamw_kwargs(cuda, precision="bf16-mixed") == {"fused": True}
+    assert hw.adamw_kwargs(cpu, precision="32-true", gradient_clip_val=1.0) == {"fused": True}
     from megfm.training import PretrainModule
 
     opt = PretrainModule("tiny").configure_optimizers()["optimizer"]
-    assert not opt.defaults.get("fused")  # CPU parameters: the default AdamW
+    assert opt.defaults.get("fused") is True  # CPU parameters, no trainer: fused
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_pretrain_steps_with_clipping_in_each_precision(tmp_path, precision):
+    # a fused AdamW under bf16-mixed with clipping stops Lightning at the first step
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    pretrain(store, tmp_path / "run", max_steps=1, batch_size=4, accelerator="cpu",
+             precision=precision, gradient_clip_val=1.0, val_fraction=0, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 1
+    fused = ckpt["optimizer_states"][0]["param_groups"][0].get("fused")
+    assert bool(fused) is (precision == "32-true")
 
 
 class _Stop(Exception):
@@ -114,7 +131,8 @@ def test_gpu_pretrain_tiny_two_steps_in_bf16(tmp_path):
     assert run["settings"]["precision"] == "bf16-mixed"
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert ckpt["optimizer_states"][0]["param_groups"][0].get("fused") is True
+    # bf16-mixed with the default clipping: CUDA's foreach AdamW (Lightning refuses fused)
+    assert not ckpt["optimizer_states"][0]["param_groups"][0].get("fused")
     metrics = pretrain_module.load_metrics(tmp_path / "run")
     loss = metrics["train/loss_step"]
     loss = loss[~np.isnan(loss)]  # rows of other columns

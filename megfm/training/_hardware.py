@@ -62,16 +62,37 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
-def adamw_kwargs(params: Iterable[torch.Tensor]) -> dict:
+def adamw_kwargs(params: Iterable[torch.Tensor], *, precision: str = "32-true",
+                 gradient_clip_val: float | None = None) -> dict:
     """Extra :class:`torch.optim.AdamW` arguments for these parameters.
 
-    ``{"fused": True}`` when every parameter is a floating-point CUDA tensor (one kernel for
-    the whole update instead of several per parameter), else ``{}``.
+    Parameters
+    ----------
+    params : iterable of Tensor
+        The parameters the optimiser updates.
+    precision : str
+        The run's Lightning precision (``trainer.precision``).
+    gradient_clip_val : float | None
+        The run's gradient clipping (``trainer.gradient_clip_val``).
+
+    Returns
+    -------
+    kwargs : dict
+        ``{"fused": True}`` when every parameter is a floating-point tensor on the CPU or on
+        CUDA: the whole update of a parameter in one kernel (on the CPU about 10x faster
+        than the default loop of element-wise ops: 2 ms against 22 ms per step for
+        ``small``). ``{}`` otherwise, and under a mixed precision with gradient clipping,
+        where Lightning refuses fused optimisers (it takes them for ones that unscale fp16
+        gradients themselves); CUDA then uses its multi-tensor (foreach) default.
     """
     params = list(params)
-    if params and all(p.is_cuda and p.is_floating_point() for p in params):
-        return {"fused": True}
-    return {}
+    devices = {p.device.type for p in params}
+    if not params or len(devices) > 1 or not devices <= {"cpu", "cuda"} \
+            or not all(p.is_floating_point() for p in params):
+        return {}
+    if str(precision).endswith("-mixed") and gradient_clip_val:
+        return {}
+    return {"fused": True}
 
 
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -255,8 +255,9 @@ class PretrainModule(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on 1-d parameters) with linear warm-up + cosine decay per step.
 
-        The fused AdamW kernel is used when the parameters are on CUDA (Lightning moves the
-        model to its device before this is called).
+        The fused AdamW kernel is used when the parameters are on the CPU or CUDA (Lightning
+        moves the model to its device before this is called), except under a mixed precision
+        with gradient clipping (see :func:`megfm.training._hardware.adamw_kwargs`).
         """
         decay, no_decay = [], []
         for _, param in self.model.named_parameters():
@@ -266,10 +267,14 @@ class PretrainModule(pl.LightningModule):
         from ._hardware import adamw_kwargs
 
         hp = self.hparams
+        trainer = self._trainer  # None outside a Trainer
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, betas=tuple(hp.betas), **adamw_kwargs(decay + no_decay),
+            lr=hp.lr, betas=tuple(hp.betas),
+            **adamw_kwargs(decay + no_decay,
+                           precision=trainer.precision if trainer else "32-true",
+                           gradient_clip_val=trainer.gradient_clip_val if trainer else None),
         )
         warmup, max_steps, floor = hp.warmup_steps, hp.max_steps, hp.min_lr_ratio
 
