@@ -13,7 +13,10 @@ Each (model, sensor count) runs in its own subprocess so peak memory is measured
 step (``torch.utils.flop_counter``: forward + backward, so about 3x the forward FLOPs) per
 second of the fastest step, over the device's matmul peak *measured in the same run* by a
 separate subprocess: an fp32 2048^3 product on the same CPU threads, or a bf16 (fp32 with
-``--precision fp32``) 8192^3 product on the GPU. On a GPU whose name is in ``PEAK_BF16`` the
+``--precision fp32``) 8192^3 product on the GPU. On a CPU ``mfu_cpu_time`` divides the same
+FLOPs by the process's CPU seconds per step and per product instead: on a machine shared with
+other jobs it is far steadier than wall time with one thread (no thread waits for another
+that was descheduled), and equal to it on an idle machine. On a GPU whose name is in ``PEAK_BF16`` the
 MFU against the data-sheet dense bf16 peak is reported too (``mfu_spec``).
 
 ``--compile`` also times the megfm step with its transformer blocks compiled as
@@ -100,14 +103,18 @@ def _matmul_peak(spec: dict) -> dict:
 
     a @ b  # warm-up (allocations, kernel choice)
     sync()
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         a @ b
         sync()
         best = min(best, time.perf_counter() - t0)
-    return {"peak_flops_per_s": 2.0 * n**3 / best, "matmul": f"{spec['dtype']} {n}^3",
-            "device": spec["device"], "threads": spec["threads"], "seconds": best}
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    flops = 2.0 * n**3
+    return {"peak_flops_per_s": flops / best, "matmul": f"{spec['dtype']} {n}^3",
+            "device": spec["device"], "threads": spec["threads"], "seconds": best,
+            # per CPU second of this process (CPU only): what the MFU in CPU time divides by
+            "peak_flops_per_cpu_s": flops / best_cpu if device.type == "cpu" else None}
 
 
 def _rss_mb() -> float:
@@ -205,6 +212,8 @@ def _worker(spec: dict) -> dict:
         if spec.get("peak_flops"):  # the measured matmul peak
             out["peak_flops_per_s"] = spec["peak_flops"]
             out["mfu"] = flops / step_s / spec["peak_flops"]
+        if spec.get("peak_flops_cpu_time"):  # both in CPU seconds of the process
+            out["mfu_cpu_time"] = flops / out["cpu_step_s"] / spec["peak_flops_cpu_time"]
         if spec.get("spec_peak_flops"):  # the data sheet's dense peak
             out["mfu_spec"] = flops / step_s / spec["spec_peak_flops"]
     if spec.get("compile"):
@@ -393,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                         precision=args.precision, batch_size=batch_size, steps=steps,
                         warmup=args.warmup, seconds=seconds, sfreq=args.sfreq,
                         threads=args.threads, flops=True, peak_flops=peak,
+                        peak_flops_cpu_time=peak_info.get("peak_flops_per_cpu_s"),
                         spec_peak_flops=spec_peak, compile=args.compile and model == "megfm")
             reused = [r for r in old_rows if r["model"] == model == "reference"
                       and r["sensors"] == n and all(r.get(k) == spec[k] for k in same)]
@@ -435,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         if "flops_per_window" in row:
             print(f"{row['model']} @ {row['sensors']}: {row['flops_per_window'] / 1e9:.3f} "
                   f"GFLOP per window (fwd + bwd), {row['achieved_flops_per_s'] / 1e12:.4f} "
-                  f"TFLOP/s, MFU {100 * row.get('mfu', float('nan')):.1f}%")
+                  f"TFLOP/s, MFU {100 * row.get('mfu', float('nan')):.1f}%"
+                  + (f" ({100 * row['mfu_cpu_time']:.1f}% in CPU time)"
+                     if "mfu_cpu_time" in row else ""))
         if "compile_error" in row:
             print(f"{row['model']} @ {row['sensors']}: torch.compile failed: "
                   f"{row['compile_error']}")

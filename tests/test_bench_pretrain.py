@@ -37,6 +37,9 @@ def test_quick_run_reports_flops_and_mfu(tmp_path):
     assert row["achieved_flops_per_s"] == pytest.approx(row["flops_per_step"] / row["step_s"])
     assert 0 < row["mfu"] <= 1
     assert row["mfu"] == pytest.approx(row["achieved_flops_per_s"] / peak["peak_flops_per_s"])
+    assert row["mfu_cpu_time"] == pytest.approx(
+        row["flops_per_step"] / row["cpu_step_s"] / peak["peak_flops_per_cpu_s"])
+    assert 0 < row["mfu_cpu_time"] <= 1
     assert "compile_step_s" not in row and "mfu_spec" not in row  # not asked; CPU
 
 
