@@ -69,6 +69,8 @@ def test_compile_comparison_checks_loss_and_gradients(monkeypatch, _one_thread):
     assert row["compile_loss"] == row["compile_eager_loss"] and row["compile_matches"]
     assert row["compile_grad_rel_diff"] == 0
     assert row["compile_step_s"] > 0 and row["compile_speedup"] > 0
+    assert row["compile_speedup_cpu_time"] == pytest.approx(
+        row["cpu_step_s"] / row["compile_cpu_step_s"])
 
     def perturbed(model):
         with torch.no_grad():
