@@ -411,7 +411,7 @@ def test_cli_checkpoint_minutes_and_num_nodes(tmp_path, monkeypatch):
     ("gradient_clip_val", 0.0), ("checkpoint_minutes", 0), ("mask_ratio", 1.5),
     ("mask_mode", "everything"), ("states", []), ("subjects", [1]), ("devices", 0),
     ("devices", "two"), ("precision", "8-bit"), ("accelerator", ""), ("balance_states", "yes"),
-    ("pin_memory", 1),
+    ("pin_memory", 1), ("compile", "yes"),
 ])
 def test_pretrain_config_refuses_a_bad_value_naming_its_field(name, value):
     from megfm.training import PretrainConfig

@@ -400,7 +400,8 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
 
     module = PretrainModule(model_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
-                            mask_mode=cfg.mask_mode, mask_ratio=cfg.mask_ratio, seed=cfg.seed)
+                            mask_mode=cfg.mask_mode, mask_ratio=cfg.mask_ratio, seed=cfg.seed,
+                            compile=cfg.compile)
     if trainer.is_global_zero and ckpt_path is None:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / _RUN_FILE, {
