@@ -74,3 +74,25 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def run_ddp_script(script_text: str, tmp_path, *args: str, timeout: float = 180.0):
+    """Run ``script_text`` as a 2-process gloo job (Lightning spawns rank 1) and return the
+    completed process; megfm is importable from this checkout, one thread per process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run_ddp.py"
+    script.write_text(script_text)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(script), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
