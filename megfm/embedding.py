@@ -87,7 +87,7 @@ def store_metadata(store: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_workers: int = 0):
-    """Yield the window count, then :class:`~megfm.data.batch.Batch` es in window order.
+    """Yield the window count, then the batches (:class:`~megfm.data.batch.Batch`), in order.
 
     :func:`megfm.data.batch.iter_batches` (the one batch builder) preceded by the number of
     windows it will yield, for progress bars.

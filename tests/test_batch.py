@@ -69,6 +69,9 @@ def test_batch_access_move_and_checks():
     batch = windows_batch(_windows(), [4, 1])
     assert batch["x"] is batch.x and list(dict(batch)) == list(FIELDS)
     assert list(batch.inputs()) == list(FIELDS[:5])
+    assert [k for k, _ in batch.items()] == list(FIELDS)
+    assert list(batch.replace(index=None).keys()) == list(FIELDS[:5])
+    assert set(batch.numpy()) == set(FIELDS) and batch.numpy()["x"].dtype == np.float32
     with pytest.raises(KeyError, match="A Batch has the fields"):
         batch["y"]
     moved = batch.to("meta")

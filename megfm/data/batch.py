@@ -84,8 +84,12 @@ class Batch:
         return getattr(self, key)
 
     def keys(self) -> tuple[str, ...]:
-        """Field names, in contract order (``dict(batch)`` works)."""
-        return BATCH_KEYS
+        """Names of the fields that are set, in contract order (``dict(batch)`` works)."""
+        return tuple(k for k in BATCH_KEYS if getattr(self, k) is not None)
+
+    def items(self) -> list[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` of the fields that are set, as a dict's ``items()``."""
+        return [(k, getattr(self, k)) for k in self.keys()]
 
     def inputs(self) -> dict[str, torch.Tensor]:
         """The model's inputs by name: ``model(**batch.inputs())``."""
@@ -109,8 +113,7 @@ class Batch:
 
     def numpy(self) -> dict[str, np.ndarray]:
         """The fields as NumPy arrays (on the CPU), for analyses outside torch."""
-        return {k: getattr(self, k).detach().cpu().numpy() for k in BATCH_KEYS
-                if getattr(self, k) is not None}
+        return {k: v.detach().cpu().numpy() for k, v in self.items()}
 
 
 def geometry_tensors(geometry: SensorGeometry, n_rows: int | None = None
