@@ -22,7 +22,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "data.windows": ["Windows"],
         "data.from_mne": ["windows_from_mne"],
         "data.store": ["open_store", "read_store", "write_store"],
-        "data.dataset": ["WindowDataset", "collate_windows"],
+        "data.dataset": ["WindowDataset"],
+        "data.batch": ["Batch", "collate_windows"],
         "data.prepare": ["prepare"],
         # simulator
         "simulate": ["sensor_array", "simulate_cohort"],

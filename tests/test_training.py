@@ -11,6 +11,7 @@ import pytest
 import torch
 import training_helpers as helpers
 
+from megfm.data import collate_windows  # noqa: E402
 from megfm.training import MEGDataModule, PretrainModule, load_metrics, pretrain  # noqa: E402
 from megfm.training.module import cosine_with_warmup  # noqa: E402
 
@@ -28,7 +29,8 @@ class _Batches(torch.utils.data.Dataset):
         return self.windows.n_windows
 
     def __getitem__(self, i):
-        return {k: v[0] for k, v in helpers.windows_batch(self.windows, [i]).items()}
+        batch = helpers.windows_batch(self.windows, [i])
+        return {k: batch[k][0] for k in batch.keys()}
 
 
 class _DataModule(pl.LightningDataModule):
@@ -39,10 +41,12 @@ class _DataModule(pl.LightningDataModule):
         self.windows, self.batch_size = windows, batch_size
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(_Batches(self.windows[:16]), batch_size=self.batch_size)
+        return torch.utils.data.DataLoader(_Batches(self.windows[:16]), batch_size=self.batch_size,
+                                           collate_fn=collate_windows)
 
     def val_dataloader(self):
-        return torch.utils.data.DataLoader(_Batches(self.windows[16:]), batch_size=self.batch_size)
+        return torch.utils.data.DataLoader(_Batches(self.windows[16:]), batch_size=self.batch_size,
+                                           collate_fn=collate_windows)
 
 
 @pytest.fixture

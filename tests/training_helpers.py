@@ -1,5 +1,5 @@
 """Helpers of the training, embedding, fine-tuning and reconstruction tests: tiny seeded
-windows, batch dicts and stores."""
+windows, batches and stores."""
 
 from __future__ import annotations
 
@@ -31,19 +31,11 @@ def tiny_windows(n_windows: int = 24, n_sensors: int = 6, n_times: int = 160, *,
                    metadata={"subject": subjects, "label": labels, "state": state})
 
 
-def windows_batch(windows, idx=None) -> dict:
-    """Batch dict (docs/design.md) of some windows of a single-recording Windows."""
-    idx = np.arange(windows.n_windows) if idx is None else np.asarray(idx)
-    g = windows.geometry
-    b = len(idx)
-    return {
-        "x": torch.from_numpy(windows.data[idx]),
-        "pos": torch.from_numpy(np.broadcast_to(g.positions, (b, *g.positions.shape)).copy()),
-        "ori": torch.from_numpy(np.broadcast_to(g.orientations, (b, *g.positions.shape)).copy()),
-        "sensor_type": torch.from_numpy(np.broadcast_to(g.types, (b, g.n_sensors)).copy()),
-        "sensor_mask": torch.from_numpy(np.broadcast_to(~g.bads, (b, g.n_sensors)).copy()),
-        "index": torch.as_tensor(idx, dtype=torch.int64),
-    }
+def windows_batch(windows, idx=None):
+    """The :class:`megfm.data.Batch` of some windows (all by default)."""
+    from megfm.data import windows_batch
+
+    return windows_batch(windows, np.arange(windows.n_windows) if idx is None else idx)
 
 
 def tiny_model(seed: int = 0, **changes):

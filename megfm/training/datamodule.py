@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data.dataset import WindowDataset, collate_windows
+from ..data.batch import collate_windows
+from ..data.dataset import WindowDataset
 
 __all__ = ["MEGDataModule", "split_subjects"]
 
@@ -255,8 +256,9 @@ class MEGDataModule(pl.LightningDataModule):
         Pin batches in page-locked memory (faster host-to-GPU copies).
     prefetch_factor : int
         Batches each worker loads in advance (unused without workers).
-    dtype : torch.dtype
-        Dtype of ``x`` in batches.
+    dtype : torch.dtype | None
+        Dtype of ``x`` in batches; None keeps the store's (a float16 store stays float16 up
+        to the model, which upcasts).
 
     Attributes
     ----------
@@ -284,7 +286,7 @@ class MEGDataModule(pl.LightningDataModule):
         drop_last: bool = False,
         pin_memory: bool = False,
         prefetch_factor: int = 2,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
