@@ -197,7 +197,7 @@ def train_window_classifier(model: nn.Module, call: Callable, windows: megfm.Win
         pick = np.sort(rng.choice(train_idx, size=min(batch_size, len(train_idx)),
                                   replace=False))
         _, b = iter_batches(windows, batch_size=len(pick), indices=pick)
-        b["x"] = b["x"] / s
+        b = b.replace(x=b.x / s)
         y = torch.as_tensor([y_of[int(i)] for i in pick], dtype=torch.int64)
         loss = nn.functional.cross_entropy(call(model, b), y, weight=weight)
         if not bool(torch.isfinite(loss)):
@@ -221,7 +221,7 @@ def predict_windows(model: nn.Module, call: Callable, windows: megfm.Windows,
     batches = iter_batches(windows, batch_size=batch_size, indices=indices)
     next(batches)
     for b in batches:
-        b["x"] = b["x"] / s
+        b = b.replace(x=b.x / s)
         out.append(torch.softmax(call(model, b).float(), -1)[:, 1].numpy())
     return np.concatenate(out)
 
