@@ -45,8 +45,9 @@ class WindowDataset(Dataset):
 
     Parameters
     ----------
-    path : str | Path
-        Store folder written by :func:`megfm.write_store`.
+    path : str | Path | StoreReader
+        Store folder written by :func:`megfm.write_store`, or an open reader of one (its
+        metadata, already read, is shared instead of read again).
     states, subjects, labels : str | list of str | None
         Keep only windows whose ``state`` / ``subject`` / ``label`` is one of these.
         Every value must occur in the store.
@@ -78,9 +79,10 @@ class WindowDataset(Dataset):
     ) -> None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"'dtype' must be a floating torch.dtype; got {dtype!r}.")
-        self.path = path
+        # a reader shared by several datasets of one store reads its metadata once
+        self.reader = path if isinstance(path, StoreReader) else StoreReader(path)
+        self.path = self.reader.path if isinstance(path, StoreReader) else path
         self.dtype = dtype
-        self.reader = StoreReader(path)
         meta = self.reader.metadata
         self.geometries = self.reader.geometries
         self.reader.close()  # handles are opened again lazily, per process
