@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from .store import MAX_OPEN_SHARDS
+
 __all__ = ["ShardRunSampler"]
 
 
@@ -63,8 +65,9 @@ class ShardRunSampler(DistributedSampler):
     run_length : int
         Items per run (one read each).
     buffer_shards : int | None
-        Shards whose runs are shuffled together (keep it at most ``StoreReader.max_open``);
-        None: all shards.
+        Shards whose runs are shuffled together (at most ``StoreReader.max_open``, whose
+        default is ``MAX_OPEN_SHARDS``, so that every process opens each shard once per
+        epoch); None: all shards.
     weights : array of float | None
         Sampling weight of each item (draws with replacement); None for a permutation.
     num_replicas, rank : int
@@ -78,7 +81,7 @@ class ShardRunSampler(DistributedSampler):
     """
 
     def __init__(self, shards, rows, *, seed: int, batch_size: int, run_length: int = 8,
-                 buffer_shards: int | None = 64, weights=None, num_replicas: int = 1,
+                 buffer_shards: int | None = MAX_OPEN_SHARDS, weights=None, num_replicas: int = 1,
                  rank: int = 0) -> None:
         shards = np.asarray(shards, dtype=np.int64).reshape(-1)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)

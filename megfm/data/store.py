@@ -358,12 +358,13 @@ def _append(windows: Windows, path: Path, *, dtype: str, compression: str | None
 
 
 # ---------------------------------------------------------------------------- reading
-#: Default bound of the open-shard cache: 128 open shards hold about 70 MB of HDF5 state.
-_MAX_OPEN = 128
+#: Default bound of the open-shard cache, per process: 64 open shards hold about 35 MB of
+#: HDF5 state. Training reads shards this many at a time (``ShardRunSampler``'s buffer).
+MAX_OPEN_SHARDS = 64
 
 
 def _default_max_open(n_shards: int) -> int:
-    """Open-file cache size: every shard up to ``_MAX_OPEN`` and half the open-file limit."""
+    """Open-file cache size: every shard up to ``MAX_OPEN_SHARDS`` and half the open-file limit."""
     try:
         import resource
 
@@ -372,7 +373,7 @@ def _default_max_open(n_shards: int) -> int:
         soft = 512
     if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
         soft = 1 << 16
-    return max(1, min(int(n_shards), _MAX_OPEN, int(soft) // 2))
+    return max(1, min(int(n_shards), MAX_OPEN_SHARDS, int(soft) // 2))
 
 
 def _runs(sorted_unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -395,10 +396,10 @@ class StoreReader:
         Store folder.
     max_open : int | None
         Largest number of shard files kept open at once, per process. None: every shard up
-        to 128, and at most half of the process's open-file limit (``ulimit -n``). An open
-        shard costs a file descriptor and about 0.5 MB of HDF5 state (its metadata cache's
-        hash table; no chunk cache), and opening one costs about as much as reading ten
-        windows, so training reads shards a buffer at a time (see
+        to ``MAX_OPEN_SHARDS`` (64), and at most half of the open-file limit (``ulimit -n``).
+        An open shard costs a file descriptor and about 0.5 MB of HDF5 state (its metadata
+        cache's hash table; no chunk cache), and opening one costs about as much as reading
+        ten windows, so training reads shards a buffer at a time (see
         :class:`~megfm.data.sampler.ShardRunSampler`).
 
     Attributes
@@ -563,22 +564,7 @@ class StoreReader:
     def geometries(self) -> list[SensorGeometry]:
         """The sensor geometry of each shard (``metadata["recording"]`` indexes it)."""
         if self._geometries is None:
-            geoms = []
-            for k in range(self.n_shards):
-
-                def _geom(f):
-                    g = f["geometry"]
-                    return SensorGeometry(
-                        names=list(g["names"].asstr()[()]),
-                        positions=g["positions"][()],
-                        orientations=g["orientations"][()],
-                        types=g["types"][()],
-                        bads=g["bads"][()],
-                        frame=str(g.attrs.get("frame", "device")),
-                    )
-
-                geoms.append(self._read(k, "the sensor geometry", _geom))
-            self._geometries = geoms
+            self._load_shard_tables()
         return self._geometries
 
     @property
@@ -588,33 +574,60 @@ class StoreReader:
         ``recording`` is the shard index (it indexes :attr:`geometries`).
         """
         if self._metadata is None:
-            columns: dict[str, list[np.ndarray]] = {}
-            for k in range(self.n_shards):
-
-                def _meta(f):
-                    out = {}
-                    for name, dset in f["meta"].items():
-                        if h5py.check_string_dtype(dset.dtype) is not None:
-                            out[name] = np.asarray(dset.asstr()[()], dtype=str)
-                        else:
-                            out[name] = dset[()]
-                    return out
-
-                meta = self._read(k, "the metadata", _meta)
-                n = int(self.manifest["shards"][k]["n_windows"])
-                meta["recording"] = np.full(n, k, dtype=np.int64)
-                for name, col in meta.items():
-                    columns.setdefault(name, []).append(col)
-            meta_all = {}
-            for name, cols in columns.items():
-                if len(cols) != self.n_shards:  # a column only some shards have
-                    continue
-                meta_all[name] = np.concatenate(cols) if cols else np.array([])
-            for name, kind in METADATA_COLUMNS.items():
-                if name not in meta_all:
-                    meta_all[name] = np.zeros(0, dtype=str if kind is str else kind)
-            self._metadata = meta_all
+            self._load_shard_tables()
         return self._metadata
+
+    def _load_shard_tables(self) -> None:
+        """Read every shard's geometry and metadata in one pass.
+
+        Each shard is closed again right after (unless it was already open): a pass over
+        thousands of shards must not fill the open-shard cache, whose HDF5 state (about
+        0.5 MB per file) would stay in memory.
+        """
+
+        def _geom(f):
+            g = f["geometry"]
+            return SensorGeometry(
+                names=list(g["names"].asstr()[()]),
+                positions=g["positions"][()],
+                orientations=g["orientations"][()],
+                types=g["types"][()],
+                bads=g["bads"][()],
+                frame=str(g.attrs.get("frame", "device")),
+            )
+
+        def _meta(f):
+            out = {}
+            for name, dset in f["meta"].items():
+                if h5py.check_string_dtype(dset.dtype) is not None:
+                    out[name] = np.asarray(dset.asstr()[()], dtype=str)
+                else:
+                    out[name] = dset[()]
+            return out
+
+        geoms = []
+        columns: dict[str, list[np.ndarray]] = {}
+        for k in range(self.n_shards):
+            was_open = k in self._handles and self._pid == os.getpid()
+            try:
+                geoms.append(self._read(k, "the sensor geometry", _geom))
+                meta = self._read(k, "the metadata", _meta)
+            finally:
+                if not was_open and k in self._handles:
+                    self._handles.pop(k).close()
+            n = int(self.manifest["shards"][k]["n_windows"])
+            meta["recording"] = np.full(n, k, dtype=np.int64)
+            for name, col in meta.items():
+                columns.setdefault(name, []).append(col)
+        meta_all = {}
+        for name, cols in columns.items():
+            if len(cols) != self.n_shards:  # a column only some shards have
+                continue
+            meta_all[name] = np.concatenate(cols) if cols else np.array([])
+        for name, kind in METADATA_COLUMNS.items():
+            if name not in meta_all:
+                meta_all[name] = np.zeros(0, dtype=str if kind is str else kind)
+        self._geometries, self._metadata = geoms, meta_all
 
     def locate(self, indices: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """Map global window indices to ``(shard, row)`` arrays."""

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..data.dataset import WindowDataset, collate_windows
 from ..data.sampler import ShardRunSampler
-from ..data.store import StoreReader
+from ..data.store import MAX_OPEN_SHARDS, StoreReader
 
 __all__ = ["MEGDataModule", "split_subjects"]
 
@@ -249,7 +249,7 @@ class MEGDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         dtype: torch.dtype = torch.float32,
         run_length: int = 8,
-        buffer_shards: int | None = 64,
+        buffer_shards: int | None = MAX_OPEN_SHARDS,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
