@@ -358,9 +358,13 @@ def _append(windows: Windows, path: Path, *, dtype: str, compression: str | None
 
 
 # ---------------------------------------------------------------------------- reading
-#: Default bound of the open-shard cache, per process: 64 open shards hold about 35 MB of
-#: HDF5 state. Training reads shards this many at a time (``ShardRunSampler``'s buffer).
-MAX_OPEN_SHARDS = 64
+#: Default bound of the open-shard cache, per process. An open shard holds about 0.5 MB of
+#: HDF5 state, and in a process streaming batches its small allocations keep freed batch
+#: memory from going back to the system: on a store of 80 shards, streaming peaked at
+#: +8 MB (32 open) against +106 MB (64 open) over 8 open (bench_data.py, part b). Training
+#: reads shards this many at a time (``ShardRunSampler``'s buffer), so each process opens
+#: every shard once per epoch.
+MAX_OPEN_SHARDS = 32
 
 
 def _default_max_open(n_shards: int) -> int:
@@ -396,7 +400,7 @@ class StoreReader:
         Store folder.
     max_open : int | None
         Largest number of shard files kept open at once, per process. None: every shard up
-        to ``MAX_OPEN_SHARDS`` (64), and at most half of the open-file limit (``ulimit -n``).
+        to ``MAX_OPEN_SHARDS`` (32), and at most half of the open-file limit (``ulimit -n``).
         An open shard costs a file descriptor and about 0.5 MB of HDF5 state (its metadata
         cache's hash table; no chunk cache), and opening one costs about as much as reading
         ten windows, so training reads shards a buffer at a time (see
