@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 import megfm
+from megfm.data import iter_batches
 from megfm.explain import alignment_score, attention_maps
-from megfm.explain._common import _iter_batches
 from megfm.masking import SINGLE_MASK_MODES
 from megfm.models import PRESETS, MaskedSignalModel, ModelConfig
 from megfm.tokenize import denormalize, robust_normalize
@@ -147,7 +147,7 @@ def run_variant(preset: str, overrides: dict, train, eval_batches, *, steps: int
     losses = []
     for step in range(steps):
         idx = np.sort(rng.choice(train.n_windows, batch_size, replace=False))
-        _, b = next(_iter_batches(train, batch_size, idx))
+        b = next(iter_batches(train, batch_size=batch_size, indices=idx))
         loss = model(**to_torch(b), generator=gen)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(1)
     eidx = np.sort(rng.choice(test.n_windows, min(args.eval_windows, test.n_windows),
                               replace=False))
-    eval_batches = [to_torch(b) for _, b in _iter_batches(test, 16, eidx)]
+    eval_batches = [to_torch(b) for b in iter_batches(test, batch_size=16, indices=eidx)]
     results = {}
     for spec in args.variant:
         name, _, text = spec.partition("=")

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from _results import parse_args, write_json
 
+from megfm.data import iter_batches
 from megfm.data.epochs import make_windows
 from megfm.data.preprocess import PreprocessConfig, preprocess
 from megfm.data.windows import Windows
@@ -61,7 +62,6 @@ from megfm.explain import (
     plot_state_topomaps,
     rank_regions,
 )
-from megfm.explain._common import _iter_batches
 from megfm.models import MaskedSignalModel, ModelConfig
 from megfm.simulate import sensor_array, simulate_cohort
 
@@ -86,8 +86,8 @@ def load_windows(cohort: dict, window_seconds: float = 1.0) -> Windows:
 
 
 def batches(windows: Windows, idx: np.ndarray, batch_size: int):
-    for sel, batch in _iter_batches(windows, batch_size, idx):
-        yield sel, {k: torch.as_tensor(v) for k, v in batch.items()}
+    for batch in iter_batches(windows, batch_size=batch_size, indices=idx):
+        yield batch.index.numpy(), batch
 
 
 def pretrain(windows: Windows, steps: int, seed: int) -> tuple[MaskedSignalModel, list]:
@@ -103,8 +103,7 @@ def pretrain(windows: Windows, steps: int, seed: int) -> tuple[MaskedSignalModel
     for _ in range(steps):
         idx = rng.choice(windows.n_windows, size=16, replace=False)
         _, b = next(batches(windows, idx, 16))
-        out = model(b["x"], b["pos"], b["ori"], b["sensor_type"], b["sensor_mask"],
-                    generator=gen, sfreq=SFREQ)
+        out = model(**b.inputs(), generator=gen, sfreq=SFREQ)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -158,8 +157,7 @@ def embed(model, windows: Windows) -> np.ndarray:
     feats = []
     with torch.no_grad():
         for _, b in batches(windows, np.arange(windows.n_windows), 64):
-            f = model.forward_features(b["x"], b["pos"], b["ori"], b["sensor_type"],
-                                       b["sensor_mask"])
+            f = model.forward_features(**b.inputs())
             feats.append(model.forward_head(f).numpy())
     return np.concatenate(feats)
 

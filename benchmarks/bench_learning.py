@@ -34,9 +34,10 @@ import torch
 from _results import parse_args, write_json
 
 import megfm
+from megfm.data import iter_batches
+from megfm.data.batch import Batch
 from megfm.data.preprocess import PreprocessConfig
 from megfm.explain import attention_maps
-from megfm.explain._common import _iter_batches
 from megfm.masking import SINGLE_MASK_MODES
 from megfm.models import MaskedSignalModel, ModelConfig
 
@@ -82,9 +83,9 @@ def make_store(work: Path, n_subjects: int, duration: float) -> tuple[Path, dict
     return store, cohort["ground_truth"]
 
 
-def to_torch(batch: dict) -> dict:
-    return {k: torch.as_tensor(v) for k, v in batch.items()
-            if k in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
+def to_torch(batch: Batch) -> dict:
+    """The model's inputs of a batch, by name."""
+    return batch.inputs()
 
 
 def eval_loss(model, batches: list[dict]) -> dict[str, float]:
@@ -111,7 +112,7 @@ def run_one(config: ModelConfig, windows, eval_batches, truth, *, steps, lr, bat
     model.train()
     for step in range(steps):
         idx = np.sort(rng.choice(windows.n_windows, size=batch_size, replace=False))
-        _, b = next(_iter_batches(windows, batch_size, idx))
+        b = next(iter_batches(windows, batch_size=batch_size, indices=idx))
         b = to_torch(b)
         t0 = time.perf_counter()
         out = model(**b, generator=gen)
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
     t_data = time.perf_counter() - t0
     erng = np.random.default_rng(123)
     eidx = np.sort(erng.choice(windows.n_windows, size=min(64, windows.n_windows), replace=False))
-    eval_batches = [to_torch(b) for _, b in _iter_batches(windows, 16, eidx)]
+    eval_batches = [to_torch(b) for b in iter_batches(windows, batch_size=16, indices=eidx)]
     results = {}
     for name, config in variants(args.presets.split(","), args.ablations).items():
         if args.only and args.only not in name:

@@ -1,6 +1,7 @@
 """Pretraining step throughput and memory: megfm vs a BERT-style reference, side by side.
 
-One train step = forward + backward + AdamW update on a batch of windows of a synthetic
+One train step = forward + backward + AdamW update (fused on CPU and CUDA, as
+``megfm pretrain`` builds it: ``megfm.training._hardware.adamw_kwargs``) on a batch of windows of a synthetic
 Vectorview-like array (one magnetometer and two planar gradiometers per location), masked at
 the same ratio for both models. The reference (``_reference_model.py``) has the same width,
 depth, heads, tokenizer and loss, but one token per sensor-patch, mask tokens and full
@@ -8,14 +9,28 @@ attention over all ``S * P`` tokens (the LaBraM / CBraMod design).
 
 Each (model, sensor count) runs in its own subprocess so peak memory is measured cleanly
 (CPU: peak resident set size above the level before the model is built; CUDA:
-``torch.cuda.max_memory_allocated``). On CUDA the model FLOP utilisation (MFU) is the FLOPs
-of one step (``torch.utils.flop_counter``) per second over the device's peak bf16 rate.
+``torch.cuda.max_memory_allocated``). The model FLOP utilisation (MFU) is the FLOPs of one
+step (``torch.utils.flop_counter``: forward + backward, so about 3x the forward FLOPs) per
+second of the fastest step, over the device's matmul peak *measured in the same run* by a
+separate subprocess: an fp32 2048^3 product on the same CPU threads, or a bf16 (fp32 with
+``--precision fp32``) 8192^3 product on the GPU. On a CPU ``mfu_cpu_time`` divides the same
+FLOPs by the process's CPU seconds per step and per product instead: on a machine shared with
+other jobs it is far steadier than wall time with one thread (no thread waits for another
+that was descheduled), and equal to it on an idle machine. On a GPU whose name is in ``PEAK_BF16`` the
+MFU against the data-sheet dense bf16 peak is reported too (``mfu_spec``).
+
+``--compile`` also times the megfm step with its transformer blocks compiled as
+``megfm pretrain --compile`` does (``megfm.training._hardware.compile_model``; first step =
+compile time, reported apart) and checks that its loss and gradients match the eager
+model's on the same batch and mask; a compile failure is reported in the row
+(``compile_error``), not raised.
 
 Usage::
 
     python benchmarks/bench_pretrain.py            # CPU, preset small, 4 s windows
     python benchmarks/bench_pretrain.py --quick    # well under a minute
     python benchmarks/bench_pretrain.py --device cuda --precision bf16 --preset base
+    python benchmarks/bench_pretrain.py --quick --models megfm --compile
 """
 
 from __future__ import annotations
@@ -67,6 +82,41 @@ def _synthetic_batch(torch, n_sensors: int, n_times: int, batch_size: int, seed:
     }
 
 
+def _matmul_peak(spec: dict) -> dict:
+    """Measured matmul rate (FLOP/s) of the device: the best of a few n^3 products."""
+    import torch
+
+    device = torch.device(spec["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(spec["threads"])
+    n, reps = spec["n"], spec["reps"]
+    dtype = torch.bfloat16 if spec["dtype"] == "bf16" else torch.float32
+    if device.type == "cuda" and dtype == torch.float32:
+        torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 peak, not TF32's
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    a @ b  # warm-up (allocations, kernel choice)
+    sync()
+    best = best_cpu = float("inf")
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    flops = 2.0 * n**3
+    return {"peak_flops_per_s": flops / best, "matmul": f"{spec['dtype']} {n}^3",
+            "device": spec["device"], "threads": spec["threads"], "seconds": best,
+            # per CPU second of this process (CPU only): what the MFU in CPU time divides by
+            "peak_flops_per_cpu_s": flops / best_cpu if device.type == "cpu" else None}
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -80,6 +130,7 @@ def _worker(spec: dict) -> dict:
 
     from megfm.masking import make_mask
     from megfm.models import MaskedSignalModel, ModelConfig
+    from megfm.training._hardware import adamw_kwargs
 
     torch.manual_seed(0)
     if spec["device"] == "cpu":
@@ -99,7 +150,8 @@ def _worker(spec: dict) -> dict:
     ]
     rss0 = _rss_mb() if device.type == "cpu" else 0.0
     model = (MaskedSignalModel if spec["model"] == "megfm" else ReferenceBERT)(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # the optimiser megfm pretrain builds on this device (fused AdamW), for both models
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **adamw_kwargs(model.parameters()))
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"
     )
@@ -152,11 +204,92 @@ def _worker(spec: dict) -> dict:
         counter = FlopCounterMode(display=False)
         with counter:
             step(masks[-1])
-        out["flops_per_step"] = counter.get_total_flops()
-        out["achieved_tflops"] = out["flops_per_step"] / step_s / 1e12
-        if spec.get("peak_flops"):
-            out["mfu"] = out["flops_per_step"] / step_s / spec["peak_flops"]
+        flops = counter.get_total_flops()
+        out["flops_per_step"] = flops  # forward + backward of the batch
+        out["flops_per_window"] = flops / spec["batch_size"]
+        out["achieved_flops_per_s"] = flops / step_s
+        out["achieved_tflops"] = flops / step_s / 1e12
+        if spec.get("peak_flops"):  # the measured matmul peak
+            out["peak_flops_per_s"] = spec["peak_flops"]
+            out["mfu"] = flops / step_s / spec["peak_flops"]
+        if spec.get("peak_flops_cpu_time"):  # both in CPU seconds of the process
+            out["mfu_cpu_time"] = flops / out["cpu_step_s"] / spec["peak_flops_cpu_time"]
+        if spec.get("spec_peak_flops"):  # the data sheet's dense peak
+            out["mfu_spec"] = flops / step_s / spec["spec_peak_flops"]
+    if spec.get("compile"):
+        out.update(_time_compiled(torch, model, args, masks, autocast, sync, spec, step_s,
+                                  out["cpu_step_s"]))
     return out
+
+
+def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s,
+                   eager_cpu_step_s) -> dict:
+    """Time the model with ``compile_model`` (megfm's ``--compile``) like the eager steps.
+
+    A copy of the model (the weights after the eager steps) is compiled; its first training
+    step (the compilation) is timed apart, and its loss and gradients on the last mask are
+    compared with the eager model's. Errors are returned, not raised.
+    """
+    import copy
+
+    from megfm.training._hardware import adamw_kwargs, compile_model
+
+    def loss_and_grads(m, mask):
+        with autocast:
+            loss = m(*args, mask=mask)["loss"]
+        m.zero_grad(set_to_none=True)
+        loss.backward()
+        return float(loss), [p.grad.detach().clone() for p in m.parameters() if p.grad is not None]
+
+    eager_loss, eager_grads = loss_and_grads(model, masks[-1])
+    try:
+        compiled = compile_model(copy.deepcopy(model))
+        t0 = time.perf_counter()
+        compiled_loss, compiled_grads = loss_and_grads(compiled, masks[-1])
+        sync()
+        first_s = time.perf_counter() - t0
+        opt = torch.optim.AdamW(compiled.parameters(), lr=1e-4,
+                                **adamw_kwargs(compiled.parameters()))
+
+        def compiled_step(mask):
+            with autocast:
+                loss = compiled(*args, mask=mask)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for i in range(spec["warmup"]):
+            compiled_step(masks[i])
+        sync()
+        times, cpu_times = [], []
+        for i in range(spec["steps"]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            compiled_step(masks[spec["warmup"] + i])
+            sync()
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+    except Exception as err:  # noqa: BLE001  (any compile failure is a result to report)
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        return {"compile_error": f"{type(err).__name__}: {' | '.join(lines[:3])[:500]}"}
+    rel = abs(compiled_loss - eager_loss) / max(abs(eager_loss), 1e-12)
+    # all gradients as one vector: a parameter whose gradient is near 0 has no meaningful
+    # relative difference of its own
+    diff = sum(float((c - e).square().sum()) for c, e in zip(compiled_grads, eager_grads,
+                                                             strict=True))
+    grad_rel = (diff / max(sum(float(e.square().sum()) for e in eager_grads), 1e-24)) ** 0.5
+    tol = 2e-2 if spec["precision"] == "bf16" else 1e-4
+    return {
+        "compile_first_call_s": first_s,
+        "compile_step_s": min(times),
+        "compile_speedup": eager_step_s / min(times),
+        "compile_cpu_step_s": min(cpu_times),
+        "compile_speedup_cpu_time": eager_cpu_step_s / min(cpu_times),
+        "compile_eager_loss": eager_loss,
+        "compile_loss": compiled_loss,
+        "compile_loss_rel_diff": rel,
+        "compile_grad_rel_diff": grad_rel,
+        "compile_matches": bool(rel <= tol and grad_rel <= tol),
+    }
 
 
 # --------------------------------------------------------------------------- driver side
@@ -172,7 +305,8 @@ def _run(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _peak_flops(device: str, override: float | None) -> float | None:
+def _spec_peak_flops(device: str, override: float | None) -> float | None:
+    """The data sheet's dense bf16 peak of a known GPU (or ``--peak-tflops``), else None."""
     if override:
         return override * 1e12
     if device != "cuda":
@@ -183,14 +317,25 @@ def _peak_flops(device: str, override: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
+def _measure_peak(device: str, precision: str, threads: int) -> dict:
+    """The matmul peak of the device, measured in a subprocess like the rows."""
+    cuda = device == "cuda"
+    spec = {"device": device, "threads": threads, "n": 8192 if cuda else 2048,
+            "reps": 10 if cuda else 3, "dtype": "bf16" if cuda and precision == "bf16" else "fp32"}
+    return _run({**spec, "_peak": True})
+
+
 def _fmt(row: dict) -> str:
     if "error" in row:
         return f"{row['model']:<10}{row['sensors']:>8}  failed: {row['error']}"
     mfu = f"{100 * row['mfu']:>6.1f}%" if "mfu" in row else "      -"
+    gflop = f"{row['flops_per_window'] / 1e9:>9.3f}" if "flops_per_window" in row else "        -"
+    rate = (f"{row['achieved_flops_per_s'] / 1e9:>9.1f}" if "achieved_flops_per_s" in row
+            else "        -")
     return (
         f"{row['model']:<10}{row['sensors']:>8}{row['tokens']:>8}{row['params'] / 1e6:>8.2f}"
         f"{1e3 * row['step_s']:>11.1f}{1e3 * row.get('cpu_step_s', float('nan')):>10.1f}"
-        f"{row['windows_per_s']:>11.2f}{row['peak_mem_mb']:>10.0f}{mfu}"
+        f"{row['windows_per_s']:>11.2f}{row['peak_mem_mb']:>10.0f}{gflop}{rate}{mfu}"
     )
 
 
@@ -218,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["megfm", "reference"],
                         choices=("megfm", "reference"), help="models to run")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="peak bf16 TFLOP/s of the device for MFU (auto for H100/H200/A100)")
+                        help="data-sheet peak TFLOP/s of the device for mfu_spec (auto for "
+                        "H100/H200/A100); mfu itself is against the matmul peak measured in "
+                        "the same run")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time megfm with its blocks compiled (megfm pretrain "
+                        "--compile) and check its loss and gradients match the eager model's "
+                        "(a compile failure is reported, not raised)")
     parser.add_argument("--reuse-reference", type=Path, default=None,
                         help="take the reference rows from this earlier JSON result instead of "
                              "running them again (they are slow); settings must match")
@@ -226,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv, "pretrain")
 
     if args._worker is not None:
-        print(json.dumps(_worker(json.loads(args._worker))))
+        spec = json.loads(args._worker)
+        print(json.dumps(_matmul_peak(spec) if spec.get("_peak") else _worker(spec)))
         return 0
 
     cuda = args.device == "cuda"
@@ -236,13 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (2.0 if args.quick else 4.0)
     args.threads = args.threads or (1 if args.quick else 2)
     out_path = args.out
-    peak = _peak_flops(args.device, args.peak_tflops)
+    spec_peak = _spec_peak_flops(args.device, args.peak_tflops)
+    peak_info = _measure_peak(args.device, args.precision, args.threads)
+    peak = peak_info.get("peak_flops_per_s")
 
     print(f"megfm pretraining step: preset={preset} device={args.device} "
           f"precision={args.precision} batch={batch_size} window={seconds:g} s @ {args.sfreq:g} Hz")
     print(f"{'model':<10}{'sensors':>8}{'tokens':>8}{'M par':>8}{'step ms':>11}{'CPU ms':>10}"
-          f"{'win/s':>11}"
-          f"{'peak MB':>10}{'MFU':>7}")
+          f"{'win/s':>11}{'peak MB':>10}{'GFLOP/w':>9}{'GFLOP/s':>9}{'MFU':>7}")
     old_rows = []
     if args.reuse_reference is not None:
         old_rows = json.loads(args.reuse_reference.read_text())["rows"]
@@ -253,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             spec = dict(model=model, sensors=n, preset=preset, device=args.device,
                         precision=args.precision, batch_size=batch_size, steps=steps,
                         warmup=args.warmup, seconds=seconds, sfreq=args.sfreq,
-                        threads=args.threads, flops=cuda, peak_flops=peak)
+                        threads=args.threads, flops=True, peak_flops=peak,
+                        peak_flops_cpu_time=peak_info.get("peak_flops_per_cpu_s"),
+                        spec_peak_flops=spec_peak, compile=args.compile and model == "megfm")
             reused = [r for r in old_rows if r["model"] == model == "reference"
                       and r["sensors"] == n and all(r.get(k) == spec[k] for k in same)]
             if model == "reference" and args.reuse_reference is not None and not reused:
@@ -286,6 +441,28 @@ def main(argv: list[str] | None = None) -> int:
             summary[f"{model}_scaling_{hi}_over_{lo}_cpu_time"] = (
                 get(model, hi, "cpu_step_s") / get(model, lo, "cpu_step_s"))
     print()
+    if "error" in peak_info:
+        print(f"matmul peak: failed: {peak_info['error']}")
+    else:
+        print(f"matmul peak ({peak_info['matmul']} on {args.device}, {args.threads} thread(s)): "
+              f"{peak_info['peak_flops_per_s'] / 1e12:.3f} TFLOP/s")
+    for row in rows:
+        if "flops_per_window" in row:
+            print(f"{row['model']} @ {row['sensors']}: {row['flops_per_window'] / 1e9:.3f} "
+                  f"GFLOP per window (fwd + bwd), {row['achieved_flops_per_s'] / 1e12:.4f} "
+                  f"TFLOP/s, MFU {100 * row.get('mfu', float('nan')):.1f}%"
+                  + (f" ({100 * row['mfu_cpu_time']:.1f}% in CPU time)"
+                     if "mfu_cpu_time" in row else ""))
+        if "compile_error" in row:
+            print(f"{row['model']} @ {row['sensors']}: torch.compile failed: "
+                  f"{row['compile_error']}")
+        elif "compile_step_s" in row:
+            print(f"{row['model']} @ {row['sensors']}: torch.compile step "
+                  f"{1e3 * row['compile_step_s']:.1f} ms vs eager {1e3 * row['step_s']:.1f} ms "
+                  f"(x{row['compile_speedup']:.2f}, x{row['compile_speedup_cpu_time']:.2f} in CPU "
+                  f"time; first call {row['compile_first_call_s']:.1f}"
+                  f" s), loss rel. diff {row['compile_loss_rel_diff']:.1e}, gradients "
+                  f"{row['compile_grad_rel_diff']:.1e}")
     if "speedup" in summary:
         print(f"at {ref_n} sensors: megfm is {summary['speedup']:.1f}x faster than the reference "
               f"({summary['speedup_cpu_time']:.1f}x in CPU time; target >= {TARGET_SPEEDUP:g}x), "
@@ -299,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count()},
         "targets": {"speedup_min": TARGET_SPEEDUP, "megfm_scaling_max": TARGET_SCALING},
+        "peak": peak_info,
         "rows": rows,
         "summary": summary,
     }

@@ -12,10 +12,10 @@
 
 Run::
 
-    python benchmarks/bench_scorecard.py --quick                       # ~3 min, prints only
+    python benchmarks/bench_scorecard.py --quick       # ~3 min
     python benchmarks/bench_scorecard.py --work WORK --out benchmarks/results/scorecard.json
 
-Without ``--out`` nothing under ``benchmarks/results`` is written.
+Without ``--out`` the JSON goes to the git-ignored ``benchmarks/scratch/``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-from _results import write_json
+from _results import parse_args, write_json
 
 import megfm
 from megfm.evaluate.card import scorecard
@@ -98,8 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: null,ctf")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="folder kept for cohorts, stores and model")
-    ap.add_argument("--out", default=None, help="JSON to write (nothing is written without it)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "scorecard")
     if args.quick:
         args.preset, args.minutes, args.max_steps = "tiny", 1.0, 40
         args.pretrain_subjects, args.study_subjects, args.study_seeds = 4, 12, "202"
@@ -166,8 +165,7 @@ def main(argv=None) -> int:
         print_card("CTF-275", summary)
         lap("scorecard CTF-275")
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.out:
-        print(f"wrote {write_json(args.out, report, default=float)}")
+    print(f"wrote {write_json(args.out, report, default=float)}")
     if tmp is not None:
         tmp.cleanup()
     return 0

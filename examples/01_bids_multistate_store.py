@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from mne_bids import BIDSPath
 
     import megfm
-    from megfm.data.dataset import collate_windows
+    from megfm.data import collate_windows
 
     # --- 1. a small BIDS dataset of several states --------------------------------------
     n_subjects, duration, sfreq = (4, 36.0, 250.0) if args.quick else (10, 120.0, 600.0)

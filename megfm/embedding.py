@@ -20,7 +20,9 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._grouping import group_means
+from .data.batch import Batch
 from .data.dataset import check_batch, naming_windows
+from .data.from_mne import as_windows
 from .data.geometry import SensorGeometry
 from .data.windows import Windows
 
@@ -85,26 +87,11 @@ def store_metadata(store: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in reader.metadata.items()}
 
 
-def _windows_batch(windows: Windows, idx: np.ndarray) -> dict[str, torch.Tensor]:
-    """Batch dict (``docs/design.md``) for windows ``idx`` of an in-memory Windows."""
-    b, s = len(idx), windows.data.shape[1]
-    pos = np.zeros((b, s, 3), np.float32)
-    ori = np.zeros((b, s, 3), np.float32)
-    stype = np.zeros((b, s), np.int64)
-    valid = np.zeros((b, s), bool)
-    for row, rec in enumerate(windows.metadata["recording"][idx]):
-        g = windows.geometries[rec]
-        n = g.n_sensors
-        pos[row, :n], ori[row, :n], stype[row, :n] = g.positions, g.orientations, g.types
-        valid[row, :n] = ~g.bads
-    return {"x": torch.from_numpy(np.ascontiguousarray(windows.data[idx])),
-            "pos": torch.from_numpy(pos), "ori": torch.from_numpy(ori),
-            "sensor_type": torch.from_numpy(stype), "sensor_mask": torch.from_numpy(valid),
-            "index": torch.as_tensor(np.ascontiguousarray(idx), dtype=torch.int64)}
-
-
 def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_workers: int = 0):
-    """Yield batch dicts over a Windows or a store, in window order.
+    """Yield the window count, then the batches (:class:`~megfm.data.batch.Batch`), in order.
+
+    :func:`megfm.data.batch.iter_batches` (the one batch builder) preceded by the number of
+    windows it will yield, for progress bars.
 
     Parameters
     ----------
@@ -122,32 +109,24 @@ def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_wo
     n_windows : int
         Number of windows that will be yielded (first value of the generator).
     """
-    if isinstance(windows_or_store, Windows):
-        n = windows_or_store.n_windows
-        idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
-        yield len(idx)
-        for start in range(0, len(idx), batch_size):
-            yield _windows_batch(windows_or_store, idx[start:start + batch_size])
-        return
-    if isinstance(windows_or_store, (str, os.PathLike)):
-        from .data.dataset import WindowDataset, collate_windows
+    from .data.batch import iter_batches as batches
 
-        if not (Path(windows_or_store) / "store.json").is_file():
-            raise FileNotFoundError(
-                f"{windows_or_store} is not a megfm store (no store.json inside); create one "
-                "with `megfm prepare` or megfm.write_store()."
-            )
-        dataset = WindowDataset(windows_or_store, indices=indices)
-        yield len(dataset)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                             num_workers=num_workers,
-                                             collate_fn=collate_windows)
-        yield from loader
-        return
-    raise TypeError(
-        "Invalid input: expected a megfm.Windows or a store folder; got "
-        f"{type(windows_or_store).__name__}."
-    )
+    stream = batches(windows_or_store, batch_size=batch_size, indices=indices,
+                     num_workers=num_workers)
+    if indices is not None:
+        n = len(np.asarray(indices).reshape(-1))
+    elif isinstance(windows_or_store, Windows):
+        n = windows_or_store.n_windows
+    elif isinstance(windows_or_store, (str, os.PathLike)) and \
+            (Path(windows_or_store) / "store.json").is_file():
+        from .data.store import StoreReader
+
+        with StoreReader(windows_or_store) as reader:
+            n = len(reader)
+    else:
+        n = 0  # not a source: the stream's first step raises the error that says so
+    yield n
+    yield from stream
 
 
 def _window_metadata(windows_or_store, indices) -> dict[str, np.ndarray]:
@@ -174,10 +153,8 @@ def data_sfreq(windows_or_store) -> float | None:
     return None
 
 
-def _pool(model, batch: dict, pooling: str, sfreq: float | None = None) -> torch.Tensor:
-    feats = model.forward_features(batch["x"], batch["pos"], batch["ori"],
-                                   batch["sensor_type"], batch["sensor_mask"],
-                                   sfreq=sfreq)  # (B, P, K, D)
+def _pool(model, batch: Batch, pooling: str, sfreq: float | None = None) -> torch.Tensor:
+    feats = model.forward_features(**batch.inputs(), sfreq=sfreq)  # (B, P, K, D)
     if pooling == "attention":
         # Parameter-free attention pooling: tokens weighted by their softmax similarity
         # to the mean token (scaled dot product), so salient latents count more.
@@ -205,8 +182,9 @@ def embed(
     ----------
     model : MaskedSignalModel | path-like | str
         The model, its checkpoint folder, or a preset name (see :func:`load_model`).
-    windows_or_store : Windows | path-like
-        In-memory windows or a store folder; a store is streamed batch by batch, so memory
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
+        In-memory windows, MNE data (see :func:`megfm.data.from_mne.windows_from_mne`) or
+        a store folder; a store is streamed batch by batch, so memory
         stays bounded by ``batch_size`` windows plus the features.
     pooling : ``"mean"`` | ``"state_concat"`` | ``"attention"``
         ``"mean"``: the model's pooled features (mean over time patches and latents), one
@@ -240,6 +218,7 @@ def embed(
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"Invalid value for 'batch_size': expected an integer >= 1; got {batch_size!r}.")
     net = load_model(model)
+    windows_or_store = as_windows(windows_or_store, net)  # mne.Epochs / mne.io.Raw
     was_training = net.training
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -252,9 +231,9 @@ def embed(
     with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
                                       disable=not progress) as bar, naming_windows(windows_or_store):
         for batch in batches:
-            index = batch["index"]
+            index = batch.index
             check_batch(batch, "embed")  # name unusable windows by store index
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = batch.to(device)
             pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean", sfreq)
             chunks.append(pooled.float().cpu().numpy())
             order.append(index.numpy())
@@ -402,7 +381,9 @@ class Embedder(TransformerMixin, BaseEstimator):
     -----
     ``X`` is a :class:`megfm.Windows`, an array of shape (n_windows, n_sensors, n_times), or
     that array flattened to (n_windows, n_sensors * n_times) (what scikit-learn tools pass
-    around). ``fit`` loads and validates the model and learns nothing from ``X``.
+    around). ``mne.Epochs`` and ``mne.io.Raw`` are converted at the model's rate and patch
+    length (:func:`megfm.data.from_mne.windows_from_mne`). ``fit`` loads and validates the
+    model and learns nothing from ``X``.
     """
 
     def __init__(self, checkpoint=None, pooling: str = "mean", batch_size: int = 64,
@@ -426,6 +407,7 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _as_windows(self, X, *, fitting: bool) -> Windows:
+        X = as_windows(X, self.model_)  # mne.Epochs / mne.io.Raw
         if isinstance(X, Windows):
             return X
         from sklearn.utils.validation import check_array

@@ -1,20 +1,52 @@
 """The public face: every advertised name resolves, and the CLI lists its commands."""
 
 import importlib
+import subprocess
+import sys
+import types
 
 import pytest
 
 import megfm
 from megfm.cli.main import COMMANDS, build_parser, main
 
+_PACKAGES = ("megfm", "megfm.evaluate", "megfm.explain", "megfm.training")
 
-@pytest.mark.parametrize("name", sorted(megfm._LAZY_ATTRS))
+
+@pytest.mark.parametrize("name", sorted(megfm.__all__))
 def test_public_names_resolve(name):
     assert getattr(megfm, name) is not None
 
 
+@pytest.mark.parametrize("package", _PACKAGES[1:])
+def test_public_names_of_each_lazy_package_resolve(package):
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    assert sorted(dir(module)) == sorted(module.__all__)
+
+
+def test_a_function_keeps_its_name_over_its_module():
+    # the module of the same name is imported first, as a test or a user may do
+    import megfm.evaluate.finetune  # noqa: F401
+    import megfm.training.pretrain  # noqa: F401
+
+    for function in (megfm.pretrain, megfm.training.pretrain, megfm.finetune,
+                     megfm.evaluate.finetune):
+        assert isinstance(function, types.FunctionType)
+
+
+def test_importing_the_packages_and_the_settings_loads_no_torch():
+    code = ("import sys; import megfm, megfm.evaluate, megfm.explain, megfm.training; "
+            "from megfm.training.config import PretrainConfig; PretrainConfig(max_steps=5); "
+            "print('torch' in sys.modules, 'lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
 def test_unknown_attribute_raises():
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+    with pytest.raises(AttributeError, match="nope"):
         _ = megfm.nope
 
 

@@ -92,9 +92,9 @@ def test_select_checkpoint_skips_damaged_ones(tmp_path, how):
 
 
 def _weights(run):
-    import torch
+    from safetensors.torch import load_file
 
-    return torch.load(run / "model" / "weights.pt", weights_only=True)
+    return load_file(run / "model" / "model.safetensors")
 
 
 def test_resume_falls_back_to_an_older_checkpoint_and_keeps_k(tmp_path, capsys):
@@ -187,6 +187,7 @@ def test_nan_window_in_embed_is_named_by_store_index_shard_and_recording(trained
 
 
 def test_random_model_weights_give_one_line_without_torch_advice(trained, tmp_path, capsys):
+    import json
     import shutil
 
     import numpy as np
@@ -194,9 +195,22 @@ def test_random_model_weights_give_one_line_without_torch_advice(trained, tmp_pa
     store, run = trained
     bad = tmp_path / "run"
     shutil.copytree(run, bad)
-    (bad / "model" / "weights.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    noise = np.random.default_rng(0).bytes(5000)
+    (bad / "model" / "model.safetensors").write_bytes(noise)
     assert main(["embed", str(bad), str(store), "--out", str(tmp_path / "f.npz"),
                  "--no-progress"]) == 1
     err = _one_error_line(capsys)
-    assert "weights.pt: the file is truncated or corrupt (UnpicklingError)" in err
+    assert "model.safetensors does not match the sha256 recorded in config.json" in err
+    # an old pickle-based export (weights.pt, format 1) holding random bytes
+    config = json.loads((bad / "model" / "config.json").read_text())
+    config["format_version"] = 1
+    config.pop("weights", None)
+    (bad / "model" / "config.json").write_text(json.dumps(config))
+    (bad / "model" / "model.safetensors").unlink()
+    (bad / "model" / "weights.pt").write_bytes(noise)
+    assert main(["embed", str(bad), str(store), "--out", str(tmp_path / "f.npz"),
+                 "--no-progress"]) == 1
+    err = _one_error_line(capsys)
+    assert "weights.pt: the file is truncated, corrupt or holds objects other than tensors " \
+        "(UnpicklingError)" in err
     assert "weights_only" not in err

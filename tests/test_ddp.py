@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import training_helpers as helpers
@@ -41,23 +36,10 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_cpu_processes(tmp_path):
     store = helpers.tiny_store(tmp_path / "store", n_windows=40, n_subjects=10)
-    script = tmp_path / "run_ddp.py"
-    script.write_text(SCRIPT)
     out = tmp_path / "run"
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
-                                           os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(script), str(store), str(out)], env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = helpers.run_ddp_script(SCRIPT, tmp_path, store, out, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)

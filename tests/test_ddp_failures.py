@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -41,24 +37,11 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_nan_on_one_rank_stops_every_rank_with_one_message(tmp_path):
     store = helpers.tiny_store(tmp_path / "store", n_windows=40, n_subjects=10)
-    script = tmp_path / "run_ddp.py"
-    script.write_text(SCRIPT)
     out = tmp_path / "run"
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
-                                           os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
     # without the agreement rank 0 would wait in the gradient all-reduce until the timeout
-    proc = subprocess.run([sys.executable, str(script), str(store), str(out)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = helpers.run_ddp_script(SCRIPT, tmp_path, store, out, timeout=120)
     assert proc.returncode == 3, proc.stderr[-3000:]
     files = [Path(f"{out}.rank{r}.txt") for r in (0, 1)]
     deadline = time.monotonic() + 30  # rank 1 is a child process of rank 0

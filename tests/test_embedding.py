@@ -46,8 +46,7 @@ def test_embed_shapes_and_metadata(windows, checkpoint):
     net = _model()
     batch = helpers.windows_batch(windows, [3])
     with torch.no_grad():
-        ref = net.forward_head(net.forward_features(batch["x"], batch["pos"], batch["ori"],
-                                                    batch["sensor_type"], batch["sensor_mask"]))
+        ref = net.forward_head(net.forward_features(**batch.inputs()))
     np.testing.assert_allclose(feats[3], ref[0].numpy(), rtol=1e-5, atol=1e-6)
 
 

@@ -213,3 +213,45 @@ def test_real_recordings_windows(real_file):
         assert len(w) >= 2 and w.n_times == 100
         assert w.data.shape[1] == len(prep.ch_names)
         assert np.isfinite(w.data).all()
+
+
+def test_span_keeps_windows_and_events_inside_it():
+    raw = _raw(seconds=20.0, events=[(150, 1), (650, 1), (1150, 1), (1650, 1)])
+    rest = make_windows(raw, state="rest", window_seconds=2.0, span=(5.0, 12.0))
+    np.testing.assert_allclose(rest.metadata["onset"], [5.0, 7.0, 9.0])
+    # the same samples as the whole-recording windows at those onsets
+    whole = make_windows(raw, state="rest", window_seconds=1.0)
+    np.testing.assert_array_equal(rest.data[0][:, :100], whole.data[5])
+    aud = make_windows(raw, state="auditory", window_seconds=1.0, tmin=-0.5, span=(5.0, 12.0))
+    np.testing.assert_allclose(aud.metadata["onset"], [6.0, 11.0])  # events at 6.5 and 11.5
+    np.testing.assert_array_equal(aud.metadata["repetition"], [0, 1])  # counted in the span
+    edge = make_windows(raw, state="auditory", window_seconds=1.0, tmin=-0.5, span=(6.2, 12.0))
+    assert len(edge) == 1 and edge.info["n_dropped_bad_span"] == 1  # 6.0 s: outside the span
+    with pytest.raises(ValueError, match=r"No events with id \{'tone': 1\} inside the 'auditory' "
+                                         r"segment 12.00-16.00 s"):
+        make_windows(raw, state="auditory", window_seconds=1.0, span=(12.0, 16.0))
+    with pytest.raises(ValueError, match=r"The 'rest' segment at 5.00 s is shorter \(1.00 s\)"):
+        make_windows(raw, state="rest", window_seconds=2.0, span=(5.0, 6.0))
+
+
+def test_missing_events_hint_names_the_cli_and_python_forms():
+    raw = _raw(seconds=10.0, events=[(100, 4), (300, 5)])
+    with pytest.raises(ValueError, match=r"megfm prepare --events auditory=4,5, "
+                                         r"megfm.prepare\(events=\{'auditory': \.\.\.\}\) or "
+                                         r"make_windows\(event_id=\.\.\.\)"):
+        make_windows(raw, state="auditory", window_seconds=0.5)
+
+
+def test_segments_from_annotations_with_durations_or_markers():
+    from megfm.data.epochs import find_segments, make_segment_windows
+
+    raw = _raw(seconds=30.0, events=[(1500 + 100 * k, 1) for k in range(10)])
+    raw.set_annotations(mne.Annotations([0.0, 12.0], [10.0, 0.0], ["eyes closed", "tones"]))
+    segments = {"eyes closed": "rest", "tones": "auditory"}
+    assert find_segments(raw, segments) == [("rest", 0.0, 10.0), ("auditory", 12.0, 30.0)]
+    w = make_segment_windows(raw, segments=segments, window_seconds=1.0, tmin=0.0)
+    meta = w.metadata
+    assert meta["state"].tolist() == ["rest"] * 10 + ["auditory"] * 10
+    np.testing.assert_allclose(meta["onset"][10:], 15.0 + np.arange(10))
+    assert len(w.geometries) == 1 and w.info["segments"] == segments
+    assert w.info["event_id"] == {"auditory": {"tone": 1}, "rest": None}

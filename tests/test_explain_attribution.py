@@ -34,13 +34,11 @@ def windows():
 
 
 def _logits(classifier, windows, x):
-    from megfm.explain._common import _iter_batches
+    from megfm.data import windows_batch
 
-    _, batch = next(_iter_batches(windows, windows.n_windows))
-    t = {k: torch.as_tensor(v) for k, v in batch.items()}
+    t = windows_batch(windows, np.arange(windows.n_windows))
     with torch.no_grad():
-        return classifier(torch.as_tensor(x), t["pos"], t["ori"], t["sensor_type"],
-                          t["sensor_mask"]).numpy()
+        return classifier(torch.as_tensor(x), t.pos, t.ori, t.sensor_type, t.sensor_mask).numpy()
 
 
 def test_linear_head_from_sklearn_matches_decision_function():

@@ -248,9 +248,9 @@ def _pretrain_args(store, out):
 
 
 def _weights(out):
-    import torch
+    from safetensors.torch import load_file
 
-    return torch.load(out / "model" / "weights.pt", weights_only=True)
+    return load_file(out / "model" / "model.safetensors")
 
 
 def _kill_in_training(step: int, phase: str) -> None:

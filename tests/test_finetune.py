@@ -48,20 +48,30 @@ def test_parse_task():
         parse_task("multiclass", ["HC"])
 
 
-def test_layer_ids_and_decay():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(2, 2)
-            self.blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
-            self.norm = nn.LayerNorm(2)
-            self.decoder = nn.Linear(2, 2)
+@pytest.mark.parametrize("options", [{}, {"band_power_weight": 0.3, "geometry_gain": True,
+                                          "spectral_tokens": True, "scale_feature": True}])
+def test_layer_ids_are_declared_by_the_model_and_cover_the_encoder(options):
+    from megfm.models import MaskedSignalModel, ModelConfig
 
-    ids, n_layers = layer_ids(Net())
-    assert n_layers == 4
-    assert ids["embed.weight"] == 0 and ids["blocks.0.weight"] == 1
-    assert ids["blocks.2.bias"] == 3 and ids["norm.weight"] == 4
-    assert "decoder.weight" not in ids
+    torch.manual_seed(0)
+    net = MaskedSignalModel(ModelConfig.preset("tiny", **options))
+    net.reset_head(2)
+    ids, n_layers = layer_ids(net)
+    depth = net.config.depth
+    assert n_layers == depth + 1
+    assert ids["patch_embed.weight"] == 0 and ids["latent_queries"] == 0
+    assert ids["blocks.0.norm1.weight"] == 1 and ids[f"blocks.{depth - 1}.norm1.weight"] == depth
+    assert ids["norm.weight"] == ids["head.weight"] == depth + 1
+    # exactly the parameters that a classification loss reaches have a depth (the decoder
+    # and its lead-field read-out have none; empty_latents stand in for a time patch with
+    # no valid sensor, which this batch does not have)
+    x, pos = torch.randn(2, 6, 400), 0.1 * torch.randn(2, 6, 3)
+    ori = nn.functional.normalize(torch.randn(2, 6, 3), dim=-1)
+    kinds, valid = torch.zeros(2, 6, dtype=torch.long), torch.ones(2, 6, dtype=torch.bool)
+    net.forward_head(net.forward_features(x, pos, ori, kinds, valid), pre_logits=False) \
+        .square().sum().backward()
+    reached = {n for n, p in net.named_parameters() if p.grad is not None and p.grad.any()}
+    assert reached <= set(ids) and set(ids) - reached == {"empty_latents"}
 
 
 def test_finetune_learns_planted_effect(windows, model):

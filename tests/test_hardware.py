@@ -44,22 +44,39 @@ def test_auto_precision_is_bf16_on_cuda_only(monkeypatch):
 
 
 class _FakeCudaParam:
-    is_cuda = True
+    device = torch.device("cuda")
 
     def is_floating_point(self):
         return True
 
 
-def test_fused_adamw_only_for_cuda_parameters():
+def test_fused_adamw_on_cpu_and_cuda_unless_mixed_precision_clips():
     cpu = [torch.nn.Parameter(torch.zeros(3))]
-    assert hw.adamw_kwargs(cpu) == {}
+    cuda = [_FakeCudaParam(), _FakeCudaParam()]
+    assert hw.adamw_kwargs(cpu) == hw.adamw_kwargs(cuda) == {"fused": True}
     assert hw.adamw_kwargs([]) == {}
-    assert hw.adamw_kwargs([_FakeCudaParam(), _FakeCudaParam()]) == {"fused": True}
     assert hw.adamw_kwargs([_FakeCudaParam(), *cpu]) == {}  # mixed devices: not fused
+    assert hw.adamw_kwargs([torch.zeros(3, dtype=torch.int64)]) == {}
+    # Lightning refuses a fused optimiser when a mixed precision clips gradients
+    assert hw.adamw_kwargs(cuda, precision="bf16-mixed", gradient_clip_val=1.0) == {}
+    assert hw.adamw_kwargs(cuda, precision="bf16-mixed") == {"fused": True}
+    assert hw.adamw_kwargs(cpu, precision="32-true", gradient_clip_val=1.0) == {"fused": True}
     from megfm.training import PretrainModule
 
     opt = PretrainModule("tiny").configure_optimizers()["optimizer"]
-    assert not opt.defaults.get("fused")  # CPU parameters: the default AdamW
+    assert opt.defaults.get("fused") is True  # CPU parameters, no trainer: fused
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_pretrain_steps_with_clipping_in_each_precision(tmp_path, precision):
+    # a fused AdamW under bf16-mixed with clipping stops Lightning at the first step
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    pretrain(store, tmp_path / "run", max_steps=1, batch_size=4, accelerator="cpu",
+             precision=precision, gradient_clip_val=1.0, val_fraction=0, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 1
+    fused = ckpt["optimizer_states"][0]["param_groups"][0].get("fused")
+    assert bool(fused) is (precision == "32-true")
 
 
 class _Stop(Exception):
@@ -114,8 +131,53 @@ def test_gpu_pretrain_tiny_two_steps_in_bf16(tmp_path):
     assert run["settings"]["precision"] == "bf16-mixed"
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert ckpt["optimizer_states"][0]["param_groups"][0].get("fused") is True
+    # bf16-mixed with the default clipping: CUDA's foreach AdamW (Lightning refuses fused)
+    assert not ckpt["optimizer_states"][0]["param_groups"][0].get("fused")
     metrics = pretrain_module.load_metrics(tmp_path / "run")
     loss = metrics["train/loss_step"]
     loss = loss[~np.isnan(loss)]  # rows of other columns
     assert loss.size == 2 and np.isfinite(loss).all()
+
+
+def test_compile_model_refuses_other_modules():
+    with pytest.raises(TypeError, match="MaskedSignalModel; got Linear"):
+        hw.compile_model(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow  # Inductor compiles the blocks: about a minute on a loaded CPU core
+def test_compiled_pretrain_module_matches_eager():
+    from megfm.training import PretrainModule
+
+    batch = helpers.windows_batch(helpers.tiny_windows(n_windows=4, n_sensors=12, n_times=200))
+    torch.manual_seed(0)
+    eager = PretrainModule("tiny")
+    compiled = PretrainModule("tiny", compile=True)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.model.blocks[0]._compiled_call_impl is not None
+    assert "compile" not in compiled.hparams  # a run choice, not part of the model
+    for seed in (0, 1):  # a new mask: another key count for the spatial block
+        out = {}
+        for name, module in (("eager", eager), ("compiled", compiled)):
+            module.zero_grad(set_to_none=True)
+            loss = module(batch, generator=torch.Generator().manual_seed(seed))["loss"]
+            loss.backward()
+            out[name] = (loss.detach(), [p.grad for p in module.parameters()])
+        torch.testing.assert_close(out["compiled"][0], out["eager"][0], rtol=1e-5, atol=1e-6)
+        for got, want in zip(out["compiled"][1], out["eager"][1], strict=True):
+            if want is None:
+                assert got is None
+            else:
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_pretrain_compile_setting_reaches_the_model(tmp_path, monkeypatch):
+    # the wiring only (compiling itself is checked above): --compile / compile=True compiles
+    # the model's blocks once, and run.json records the choice
+    compiled = []
+    monkeypatch.setattr(hw, "compile_model", lambda model: compiled.append(type(model).__name__))
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    pretrain(store, tmp_path / "run", max_steps=1, batch_size=4, accelerator="cpu",
+             compile=True, val_fraction=0, progress=False)
+    assert compiled == ["MaskedSignalModel"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["settings"]["compile"] is True

@@ -101,3 +101,41 @@ def test_refusals():
     one[0, 0] = True
     with pytest.raises(ValueError, match="at least 2 valid sensors"):
         make_mask(one, 4, mode="sensor")
+
+
+def test_lowest_matches_ranking_by_a_second_argsort():
+    from megfm.masking import _lowest
+
+    g = torch.Generator().manual_seed(7)
+    noise = torch.rand(5, 300, generator=g)
+    noise[:, ::7] = 0.5  # ties: both sides must break them the same way
+    n = torch.tensor([0, 1, 150, 299, 300])
+    order = torch.argsort(noise, dim=-1)
+    rank = torch.argsort(order, dim=-1)  # the rank of each entry under the same order
+    assert torch.equal(_lowest(noise, n), rank < n[:, None])
+    assert torch.equal(_lowest(noise, n).sum(1), n)
+
+
+def test_mixed_builds_each_window_with_its_own_mode_only(monkeypatch):
+    import megfm.masking as masking
+
+    built = []
+    real = masking._build
+
+    def counting(mode, valid, *args):
+        built.append((mode, valid.shape[0]))
+        return real(mode, valid, *args)
+
+    monkeypatch.setattr(masking, "_build", counting)
+    valid = _valid(b=12, s=20, n_bad=(0, 3, 0, 7) * 3)
+    m = make_mask(valid, 10, mode="mixed", ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert sum(n for _, n in built) == 12  # every window built once, by one builder
+    assert len({mode for mode, _ in built}) == len(built)  # one call per drawn mode
+    # and each window is a valid mask of one of the modes
+    per_sensor, per_time = m.sum(-1), m.sum(1)
+    n_valid = valid.sum(1)
+    as_random = m.sum((1, 2)) == torch.round(0.5 * 10 * n_valid.float()).long()
+    as_sensor = ((per_sensor == 0) | (per_sensor == 10)).all(1)
+    as_time = ((per_time == 0) | (per_time == n_valid[:, None])).all(1)
+    assert torch.all(as_random | as_sensor | as_time)
+    assert not m[~valid].any()

@@ -214,22 +214,24 @@ def test_fused_and_manual_attention_agree():
     assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
 
 
-def test_fused_and_manual_attention_agree_with_a_bias():
+def test_fused_and_manual_attention_agree_with_a_key_bias():
     torch.manual_seed(0)
     attn = Attention(16, 4, kv_dim=8).eval()
     x, ctx = torch.randn(3, 5, 16), torch.randn(3, 7, 8)
     km = torch.rand(3, 7) > 0.4
     km[:, 0] = True
-    bias = torch.randn(3, 4, 1, 7)
-    fused, _ = attn(x, ctx, key_mask=km, bias=bias)
-    manual, w = attn(x, ctx, key_mask=km, bias=bias, need_weights=True)
-    torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-6)
-    assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
-    # a large bias on one key sends all the attention there
-    big = torch.zeros(3, 1, 1, 7)
-    big[..., 0] = 50.0
-    _, w = attn(x, ctx, key_mask=km, bias=big, need_weights=True)
-    torch.testing.assert_close(w[..., 0], torch.ones_like(w[..., 0]))
+    key_bias = (torch.randn(4), torch.randn(3, 7))
+    for token_space in (False, True):
+        attn.token_space = token_space
+        fused, _ = attn(x, ctx, key_mask=km, key_bias=key_bias)
+        manual, w = attn(x, ctx, key_mask=km, key_bias=key_bias, need_weights=True)
+        torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-6)
+        assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
+        # a large bias on one key sends all the attention there
+        big = torch.zeros(3, 7)
+        big[:, 0] = 50.0
+        _, w = attn(x, ctx, key_mask=km, key_bias=(torch.ones(4), big), need_weights=True)
+        torch.testing.assert_close(w[..., 0], torch.ones_like(w[..., 0]))
 
 
 @pytest.mark.parametrize("with_key_bias", [False, True])
@@ -324,14 +326,19 @@ def test_spatial_value_norm_is_wired_to_the_config():
 
 
 def test_key_bias_is_the_rank_one_dense_bias():
+    # reference: softmax(q k^T / sqrt(hd) + coef[h] * values[b, k]) v, written out by hand
     torch.manual_seed(0)
     attn = Attention(16, 4, kv_dim=8).eval()
     x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 8)
     coef, values = torch.randn(4), torch.randn(2, 7)
-    dense = coef[None, :, None, None] * values[:, None, None, :]
-    ref, _ = attn(x, ctx, bias=dense)
-    out, _ = attn(x, ctx, key_bias=(coef, values))
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    q = attn.q(x).reshape(2, 5, 4, 4).transpose(1, 2)
+    k, v = attn.kv(ctx).reshape(2, 7, 2, 4, 4).permute(2, 0, 3, 1, 4)
+    logits = q @ k.transpose(-2, -1) / 2.0 + coef[None, :, None, None] * values[:, None, None]
+    ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 16))
+    for token_space in (False, True):
+        attn.token_space = token_space
+        out, _ = attn(x, ctx, key_bias=(coef, values))
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_model_spatial_attention_in_token_space_changes_nothing():
@@ -929,8 +936,7 @@ def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
 
 
 def test_pack_rows_known_answer():
-    from megfm.models.layers import to_grid
-    from megfm.models.model import _pack_rows
+    from megfm.models.packing import _pack_rows, pack, to_grid
 
     rows = torch.tensor([0, 0, 2, 2, 2, 3])
     slots, width = _pack_rows(rows, 5)
@@ -938,6 +944,14 @@ def test_pack_rows_known_answer():
     assert _pack_rows(torch.zeros(0, dtype=torch.long), 4)[1] == 1  # nothing packed: width 1
     grid = to_grid(torch.arange(1.0, 7.0), rows, slots, 5, width)
     assert grid.tolist() == [[1, 2, 0], [0, 0, 0], [3, 4, 5], [6, 0, 0], [0, 0, 0]]
+    # a (B=1, S=3, P=2) selection: grouped by time patch, then sensor
+    selected = torch.tensor([[[True, False], [True, True], [False, True]]])
+    packed = pack(selected)
+    assert packed.shape == (1, 3, 2) and packed.n_rows == 2 and packed.width == 2
+    assert packed.patch.tolist() == [0, 0, 1, 1] and packed.sensor.tolist() == [0, 1, 1, 2]
+    assert packed.key_mask().tolist() == [[True, True], [True, True]]
+    per_sensor = torch.arange(3.0)[None, :, None]  # (B, S, 1): the sensor's number
+    assert packed.grid(packed.per_sensor(per_sensor))[..., 0].tolist() == [[0, 1], [1, 2]]
 
 
 def test_config_with_removed_option_names_the_version_that_reads_it():

@@ -11,6 +11,7 @@ import pytest
 import torch
 import training_helpers as helpers
 
+from megfm.data import collate_windows  # noqa: E402
 from megfm.training import MEGDataModule, PretrainModule, load_metrics, pretrain  # noqa: E402
 from megfm.training.module import cosine_with_warmup  # noqa: E402
 
@@ -28,7 +29,8 @@ class _Batches(torch.utils.data.Dataset):
         return self.windows.n_windows
 
     def __getitem__(self, i):
-        return {k: v[0] for k, v in helpers.windows_batch(self.windows, [i]).items()}
+        batch = helpers.windows_batch(self.windows, [i])
+        return {k: batch[k][0] for k in batch.keys()}
 
 
 class _DataModule(pl.LightningDataModule):
@@ -39,10 +41,12 @@ class _DataModule(pl.LightningDataModule):
         self.windows, self.batch_size = windows, batch_size
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(_Batches(self.windows[:16]), batch_size=self.batch_size)
+        return torch.utils.data.DataLoader(_Batches(self.windows[:16]), batch_size=self.batch_size,
+                                           collate_fn=collate_windows)
 
     def val_dataloader(self):
-        return torch.utils.data.DataLoader(_Batches(self.windows[16:]), batch_size=self.batch_size)
+        return torch.utils.data.DataLoader(_Batches(self.windows[16:]), batch_size=self.batch_size,
+                                           collate_fn=collate_windows)
 
 
 @pytest.fixture
@@ -354,7 +358,7 @@ def test_last_checkpoint_by_time_is_decided_by_rank_zero(tmp_path, monkeypatch):
     pretrain_module = importlib.import_module("megfm.training.pretrain")
     saves, asked = [], []
     monkeypatch.setattr(pretrain_module, "_save_atomically",
-                        lambda trainer, path: saves.append(trainer.global_step))
+                        lambda trainer, path, **kw: saves.append(trainer.global_step))
     now = [0.0]
 
     def broadcast(obj, src=0):  # what rank 0 decided; every rank asks at every step
@@ -386,9 +390,9 @@ def test_cli_checkpoint_minutes_and_num_nodes(tmp_path, monkeypatch):
     pretrain_module = importlib.import_module("megfm.training.pretrain")
     save, saves = pretrain_module._save_atomically, []
 
-    def spy(trainer, path):
+    def spy(trainer, path, **kw):
         saves.append(trainer.global_step)
-        save(trainer, path)
+        save(trainer, path, **kw)
 
     monkeypatch.setattr(pretrain_module, "_save_atomically", spy)
     store = helpers.tiny_store(tmp_path / "store", n_windows=24)
@@ -400,3 +404,111 @@ def test_cli_checkpoint_minutes_and_num_nodes(tmp_path, monkeypatch):
     assert saves == [1, 2, 3]  # by time at every step; by step (100) never
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     assert json.loads((out / "run.json").read_text())["settings"]["num_nodes"] == 1
+
+
+# --------------------------------------------------------------------- PretrainConfig
+@pytest.mark.parametrize("name, value", [
+    ("max_steps", 0), ("batch_size", 1.5), ("accumulate", True), ("keep_checkpoints", 0),
+    ("log_every_n_steps", -1), ("num_nodes", 0), ("prefetch_factor", 0), ("num_workers", -1),
+    ("warmup_steps", -1), ("checkpoint_every", 0), ("seed", -2), ("lr", 0.0),
+    ("lr", float("nan")), ("weight_decay", -0.1), ("val_fraction", 1.0),
+    ("gradient_clip_val", 0.0), ("checkpoint_minutes", 0), ("mask_ratio", 1.5),
+    ("mask_mode", "everything"), ("states", []), ("subjects", [1]), ("devices", 0),
+    ("devices", "two"), ("precision", "8-bit"), ("accelerator", ""), ("balance_states", "yes"),
+    ("pin_memory", 1), ("compile", "yes"),
+])
+def test_pretrain_config_refuses_a_bad_value_naming_its_field(name, value):
+    from megfm.training import PretrainConfig
+
+    with pytest.raises((ValueError, TypeError), match=f"Invalid value for '{name}'") as info:
+        PretrainConfig(**{name: value})
+    assert "\n" not in str(info.value)
+
+
+def test_pretrain_config_normalises_and_round_trips_through_json():
+    from megfm.training import PretrainConfig
+
+    config = PretrainConfig(states="rest", subjects=["01", "02"], devices="0,1", precision=32,
+                            lr=1, num_workers=np.int64(2))
+    assert config.states == ("rest",) and config.subjects == ("01", "02")
+    assert config.devices == (0, 1) and config.precision == "32" and config.lr == 1.0
+    assert type(config.num_workers) is int and PretrainConfig(devices="auto").devices == "auto"
+    assert PretrainConfig(devices="-1").devices == -1
+    again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    # the settings of an older run.json: world_size inside, newer fields missing
+    old = {"max_steps": 5, "batch_size": 4, "world_size": 1, "precision": "32-true"}
+    assert PretrainConfig.from_dict(old) == PretrainConfig(max_steps=5, batch_size=4,
+                                                           precision="32-true")
+    with pytest.raises(TypeError, match="'max_stpes'.*fields of megfm.PretrainConfig"):
+        PretrainConfig.from_settings(max_stpes=3)
+
+
+def test_pretrain_config_resolves_automatic_choices_for_the_machine(monkeypatch):
+    from megfm.training import config as config_module
+
+    auto = config_module.PretrainConfig(max_steps=200, accelerator="cpu")
+    for cpus, devices, workers in [(16, 1, 4), (16, 4, 3), (8, 2, 3), (2, 1, 1), (1, 1, 0),
+                                   (4, (0, 1), 1)]:
+        monkeypatch.setattr(config_module, "_cpus", lambda cpus=cpus: cpus)
+        resolved = config_module.PretrainConfig(accelerator="cpu", devices=devices).resolved()
+        assert resolved.num_workers == workers, (cpus, devices)
+    cfg = auto.resolved()
+    assert (cfg.warmup_steps, cfg.checkpoint_every, cfg.pin_memory, cfg.precision) == \
+        (10, 20, False, "32-true")
+    assert cfg.resolved() == cfg  # nothing left to choose
+    given = config_module.PretrainConfig(accelerator="cpu", num_workers=0, pin_memory=True,
+                                         warmup_steps=0, checkpoint_every=7).resolved()
+    assert (given.num_workers, given.pin_memory, given.warmup_steps,
+            given.checkpoint_every) == (0, True, 0, 7)
+
+
+def test_pretrain_takes_a_config_and_keyword_settings_and_records_them(tmp_path):
+    from megfm.training import PretrainConfig, read_run
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    seen = {}
+
+    class _Loaders(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            loader = trainer.train_dataloader
+            seen.update(workers=loader.num_workers, pin=loader.pin_memory,
+                        prefetch=loader.prefetch_factor, batch=loader.batch_size)
+
+    config = PretrainConfig(max_steps=2, batch_size=4, accelerator="cpu", val_fraction=0,
+                            num_workers=1, prefetch_factor=3)
+    pretrain(store, tmp_path / "run", config, seed=3, callbacks=[_Loaders()], progress=False)
+    assert seen == {"workers": 1, "pin": False, "prefetch": 3, "batch": 4}
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    expected = PretrainConfig(max_steps=2, batch_size=4, accelerator="cpu", val_fraction=0,
+                              num_workers=1, prefetch_factor=3, seed=3).resolved()
+    assert run["settings"] == expected.to_dict() and run["world_size"] == 1
+    assert read_run(tmp_path / "run")["settings"] == expected
+    with pytest.raises(TypeError, match="'batchsize'"):
+        pretrain(store, tmp_path / "other", batchsize=4)
+
+
+def test_read_run_reads_an_older_run_json(tmp_path):
+    from megfm.training import PretrainConfig, read_run
+
+    (tmp_path / "run.json").write_text(json.dumps({
+        "megfm_version": "0.1.0", "store": "/s", "model_config": {"dim": 32},
+        "settings": {"max_steps": 9, "batch_size": 2, "lr": 0.01, "world_size": 2,
+                     "states": ["rest"], "precision": "32-true"}}))
+    run = read_run(tmp_path)
+    assert run["world_size"] == 2 and run["model_config"] == {"dim": 32}
+    assert run["settings"] == PretrainConfig(max_steps=9, batch_size=2, lr=0.01,
+                                             states=("rest",), precision="32-true")
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(ValueError, match="not the run.json of a megfm pretraining run"):
+        read_run(tmp_path)
+
+
+def test_read_run_names_settings_this_version_does_not_know(tmp_path):
+    from megfm.training import read_run
+
+    (tmp_path / "run.json").write_text(json.dumps({
+        "model_config": {}, "settings": {"max_steps": 9, "spectral_weight": 0.0}}))
+    with pytest.raises(ValueError, match=r"run.json are not settings of this megfm .*"
+                                         r"'spectral_weight'"):
+        read_run(tmp_path)

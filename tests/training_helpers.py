@@ -1,5 +1,5 @@
 """Helpers of the training, embedding, fine-tuning and reconstruction tests: tiny seeded
-windows, batch dicts and stores."""
+windows, batches and stores."""
 
 from __future__ import annotations
 
@@ -31,19 +31,11 @@ def tiny_windows(n_windows: int = 24, n_sensors: int = 6, n_times: int = 160, *,
                    metadata={"subject": subjects, "label": labels, "state": state})
 
 
-def windows_batch(windows, idx=None) -> dict:
-    """Batch dict (docs/design.md) of some windows of a single-recording Windows."""
-    idx = np.arange(windows.n_windows) if idx is None else np.asarray(idx)
-    g = windows.geometry
-    b = len(idx)
-    return {
-        "x": torch.from_numpy(windows.data[idx]),
-        "pos": torch.from_numpy(np.broadcast_to(g.positions, (b, *g.positions.shape)).copy()),
-        "ori": torch.from_numpy(np.broadcast_to(g.orientations, (b, *g.positions.shape)).copy()),
-        "sensor_type": torch.from_numpy(np.broadcast_to(g.types, (b, g.n_sensors)).copy()),
-        "sensor_mask": torch.from_numpy(np.broadcast_to(~g.bads, (b, g.n_sensors)).copy()),
-        "index": torch.as_tensor(idx, dtype=torch.int64),
-    }
+def windows_batch(windows, idx=None):
+    """The :class:`megfm.data.Batch` of some windows (all by default)."""
+    from megfm.data import windows_batch
+
+    return windows_batch(windows, np.arange(windows.n_windows) if idx is None else idx)
 
 
 def tiny_model(seed: int = 0, **changes):
@@ -74,3 +66,25 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def run_ddp_script(script_text: str, tmp_path, *args: str, timeout: float = 180.0):
+    """Run ``script_text`` as a 2-process gloo job (Lightning spawns rank 1) and return the
+    completed process; megfm is importable from this checkout, one thread per process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run_ddp.py"
+    script.write_text(script_text)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(script), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ._choices import registry
+from ._options import MODEL_HELP
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "array 'meta_<column>' per metadata column, 'store' (the store path), 'checkpoint' "
         "and 'pooling'.",
     )
-    p.add_argument("checkpoint", help="checkpoint folder (`megfm pretrain` --out folder or its model/)")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("store", help="store folder written by `megfm prepare`")
     p.add_argument("--out", required=True, help="output .npz file (written atomically)")
     p.add_argument("--pooling", default="mean", choices=registry("megfm.embedding", "POOLINGS"),

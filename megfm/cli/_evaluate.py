@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._options import MODEL_HELP
+
 logger = logging.getLogger(__name__)
 
 _BASELINES = ("raw", "spectral")
@@ -55,8 +57,8 @@ def add_parser(subparsers) -> None:
                    help="bootstrap resamples of the confidence intervals (default: %(default)s)")
     p.add_argument("--raw-sfreq", type=float, default=50.0,
                    help="sampling rate (Hz) of the raw-signal baseline (default: %(default)s)")
-    p.add_argument("--finetune", type=Path, default=None, metavar="CHECKPOINT",
-                   help="also fine-tune this pretrained checkpoint end to end inside the same "
+    p.add_argument("--finetune", type=Path, default=None, metavar="MODEL",
+                   help="also fine-tune this " + MODEL_HELP + " end to end inside the same "
                    "folds (needs the store); it appears as method 'finetune'")
     p.add_argument("--linear-probe", action="store_true",
                    help="with --finetune, also train a linear probe on the frozen encoder "
@@ -113,7 +115,7 @@ def _baseline_features(names: list[str], store: Path, meta: dict, n: int, raw_sf
 def _finetune_methods(args: argparse.Namespace, store_path: Path | None) -> dict:
     if args.finetune is None:
         if args.linear_probe:
-            raise ValueError("--linear-probe needs --finetune CHECKPOINT.")
+            raise ValueError("--linear-probe needs --finetune MODEL.")
         return {}
     if store_path is None or not store_path.exists():
         raise FileNotFoundError(f"--finetune needs the store of the windows; {store_path} was "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import MODEL_HELP
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``megfm explain``."""
@@ -19,8 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "its ground_truth.json is found (or given), add the alignment score of each state "
         "with its expected sensors and a ranked table of the simulator's regions.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT",
-                        help="checkpoint folder (config.json + model.safetensors) of a pretrained model")
+    parser.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("store", metavar="STORE", help="store folder written by megfm prepare")
     parser.add_argument("--out", required=True,
                         help="output folder for the PNGs and explain.json (created)")

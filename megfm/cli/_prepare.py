@@ -15,8 +15,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Read MEG recordings (FIF, CTF .ds, KIT .con/.sqd, BTi, FIL OPM, or a BIDS "
         "dataset), preprocess them (MEG sensors, bad channels, notch, band-pass, resample, "
         "fT units), cut state-aware windows and append them to a store. The state of each "
-        "recording comes from --state or from 'task-<state>' in its file name; the label "
-        "from the 'group' column of a participants.tsv in or above its folder.",
+        "recording comes from --state or from 'task-<state>' in its file name (or, with "
+        "--segment, from its annotations); windows of task states lock to their events "
+        "(--events, --tmin); the label comes from the 'group' column of a participants.tsv "
+        "in or above its folder.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="recording files, CTF .ds folders, folders to search, or a BIDS root")
@@ -26,6 +28,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--state", default=None,
                         help="state of every recording (e.g. rest, auditory, somatosensory); "
                         "default: the 'task-<state>' entity of each file name")
+    parser.add_argument("--events", action="append", default=None,
+                        metavar="STATE=CODES|JSON",
+                        help="event codes of a state, windows locked to them, e.g. "
+                        "'auditory=5,6' or 'auditory=tone:5,noise:6' (repeat per state), or a "
+                        'JSON file {"auditory": [5, 6], "somatosensory": [32]}; default: '
+                        "auditory=1, somatosensory=2, fixed-length windows for other states")
+    parser.add_argument("--tmin", type=float, default=-0.2, metavar="SECONDS",
+                        help="start of an event-locked window relative to its event "
+                        "(default: -0.2)")
+    parser.add_argument("--segment", action="append", default=None,
+                        metavar="DESCRIPTION[=STATE]",
+                        help="cut each recording by its annotations into the states it holds "
+                        "in sequence: an annotation DESCRIPTION marks a stretch of STATE "
+                        "(a bare name: an annotation named after its state); repeat per "
+                        "state; excludes --state")
     parser.add_argument("--window", type=float, default=2.0, metavar="SECONDS",
                         help="window duration in seconds (default: 2.0)")
     parser.add_argument("--overlap", type=float, default=0.0, metavar="SECONDS",
@@ -119,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare(args.inputs, args.out, state=args.state, window_seconds=args.window,
                       overlap=args.overlap, config=config, participants=args.participants,
                       dtype=args.dtype, compression=args.compression,
-                      min_valid_fraction=args.min_valid_fraction,
+                      min_valid_fraction=args.min_valid_fraction, events=args.events,
+                      tmin=args.tmin, segments=args.segment,
                       skip_errors=args.skip_errors, progress=not args.no_progress)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0

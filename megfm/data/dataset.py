@@ -1,8 +1,8 @@
-"""`WindowDataset`: a lazy torch Dataset over a megfm store, and the padding collate.
+"""`WindowDataset`: a lazy torch Dataset over a megfm store, and the checks of a batch.
 
 Only ``torch.utils.data`` is used here (no ``torch.nn``). Each item is one window with its
-sensor geometry; :func:`collate_windows` pads windows from recordings with different sensor
-counts into one batch (see the batch contract in ``docs/design.md``).
+sensor geometry; :func:`megfm.data.batch.collate_windows` pads windows from recordings with
+different sensor counts into one :class:`~megfm.data.batch.Batch`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .batch import BATCH_KEYS, Batch, collate_windows, geometry_tensors
 from .store import StoreReader
 
-__all__ = ["BATCH_KEYS", "BadWindowsError", "WindowDataset", "check_batch", "collate_windows",
-           "naming_windows"]
-
-#: Keys of an item / batch, in contract order.
-BATCH_KEYS = ("x", "pos", "ori", "sensor_type", "sensor_mask", "index")
+# collate_windows and BATCH_KEYS live in .batch; re-exported where they were first defined
+__all__ = ["BATCH_KEYS", "BadWindowsError", "WindowDataset", "batch_indices", "check_batch",
+           "collate_windows", "naming_windows"]
 
 
 def _as_values(name: str, values) -> list[str] | None:
@@ -53,8 +52,9 @@ class WindowDataset(Dataset):
         Every value must occur in the store.
     indices : array of int | None
         Global store indices to start from (in this order); the filters then apply.
-    dtype : torch.dtype
-        Dtype of ``x`` (default float32).
+    dtype : torch.dtype | None
+        Dtype of ``x``; None (default) keeps the store's dtype, so a float16 store sends
+        half the bytes to the device (the model upcasts at its input).
 
     Attributes
     ----------
@@ -75,14 +75,15 @@ class WindowDataset(Dataset):
         subjects: str | Sequence[str] | None = None,
         labels: str | Sequence[str] | None = None,
         indices: Iterable[int] | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"'dtype' must be a floating torch.dtype; got {dtype!r}.")
+        if dtype is not None and (not isinstance(dtype, torch.dtype)
+                                  or not dtype.is_floating_point):
+            raise TypeError(f"'dtype' must be a floating torch.dtype or None; got {dtype!r}.")
         # a reader shared by several datasets of one store reads its metadata once
         self.reader = path if isinstance(path, StoreReader) else StoreReader(path)
         self.path = self.reader.path if isinstance(path, StoreReader) else path
-        self.dtype = dtype
+        self.dtype = getattr(torch, self.reader.dtype) if dtype is None else dtype
         meta = self.reader.metadata
         self.geometries = self.reader.geometries
         self.reader.close()  # handles are opened again lazily, per process
@@ -113,15 +114,7 @@ class WindowDataset(Dataset):
         self.indices = idx[keep]
         self.metadata = {k: v[self.indices] for k, v in meta.items()}
         # Per-shard geometry tensors, shared by all windows of a shard.
-        self._geom = [
-            {
-                "pos": torch.from_numpy(np.ascontiguousarray(g.positions, np.float32)),
-                "ori": torch.from_numpy(np.ascontiguousarray(g.orientations, np.float32)),
-                "sensor_type": torch.from_numpy(g.types.astype(np.int64)),
-                "sensor_mask": torch.from_numpy(~g.bads.astype(bool)),
-            }
-            for g in self.geometries
-        ]
+        self._geom = [geometry_tensors(g) for g in self.geometries]
 
     @property
     def sfreq(self) -> float:
@@ -166,7 +159,8 @@ class WindowDataset(Dataset):
         out: list[dict[str, torch.Tensor] | None] = [None] * pos.size
         for k in np.unique(shard):
             where = np.flatnonzero(shard == k)
-            block = self.reader.read_rows(int(k), row[where])
+            # in the store's type: _item converts once, if at all (float16 stays float16)
+            block = self.reader.read_rows(int(k), row[where], dtype=None)
             for j, w in enumerate(where):
                 out[w] = self._item(block[j], int(k), int(index[w]))
         return out  # type: ignore[return-value]
@@ -175,48 +169,6 @@ class WindowDataset(Dataset):
         states = sorted(set(self.metadata["state"].tolist()))
         return (f"<WindowDataset | {len(self)} windows of {self.n_times} samples @ "
                 f"{self.sfreq:g} Hz, states={states}, store={self.path}>")
-
-
-def collate_windows(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack per-window dicts into a batch, padding to the largest sensor count.
-
-    Parameters
-    ----------
-    items : list of dict
-        Items of :class:`WindowDataset` (keys ``x`` (S, T), ``pos`` (S, 3), ``ori`` (S, 3),
-        ``sensor_type`` (S,), ``sensor_mask`` (S,), ``index`` ()).
-
-    Returns
-    -------
-    batch : dict of str to Tensor
-        ``x`` (B, S, T), ``pos`` (B, S, 3), ``ori`` (B, S, 3), ``sensor_type`` (B, S),
-        ``sensor_mask`` (B, S) with False on padding, ``index`` (B,).
-    """
-    if len(items) == 0:
-        raise ValueError("Cannot collate an empty list of windows.")
-    n_times = {int(it["x"].shape[-1]) for it in items}
-    if len(n_times) > 1:
-        raise ValueError(
-            f"Cannot collate windows of different lengths {sorted(n_times)} samples; a batch "
-            "needs one window duration."
-        )
-    sizes = [int(it["x"].shape[0]) for it in items]
-    s = max(sizes)
-    if min(sizes) == s:  # one layout: plain stacking, no padding
-        batch = {key: torch.stack([it[key] for it in items])
-                 for key in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
-    else:
-        # Fill preallocated tensors; only the padding rows are zeroed (cheaper than zeros()).
-        first = items[0]
-        batch = {key: torch.empty((len(items), s, *first[key].shape[1:]), dtype=first[key].dtype)
-                 for key in ("x", "pos", "ori", "sensor_type", "sensor_mask")}
-        for i, (it, n) in enumerate(zip(items, sizes, strict=True)):
-            for key, out in batch.items():
-                out[i, :n] = it[key]
-                out[i, n:] = 0
-    batch["index"] = torch.stack([torch.as_tensor(it["index"], dtype=torch.int64)
-                                  for it in items])
-    return batch
 
 
 class BadWindowsError(ValueError, FloatingPointError):
@@ -231,21 +183,21 @@ class BadWindowsError(ValueError, FloatingPointError):
         self.indices = list(indices)
 
 
-def batch_indices(batch: dict) -> list[int]:
+def batch_indices(batch: Batch | dict) -> list[int]:
     """Store indices of a batch's windows (their positions when the batch has none)."""
-    index = batch.get("index")
+    index = batch.index if isinstance(batch, Batch) else batch.get("index")
     if index is None:
         return list(range(int(batch["x"].shape[0])))
     return index.tolist() if isinstance(index, torch.Tensor) else list(index)
 
 
-def check_batch(batch: dict, where: str) -> None:
+def check_batch(batch: Batch | dict, where: str) -> None:
     """Raise :class:`BadWindowsError`, naming windows by store index, before a model runs.
 
     Parameters
     ----------
-    batch : dict
-        A batch of :func:`collate_windows` (``x``, ``sensor_mask``, ``index``).
+    batch : Batch | dict
+        A :class:`~megfm.data.batch.Batch` (or a dict with ``x``, ``sensor_mask``, ``index``).
     where : str
         What was running, for the message (e.g. ``"train, global step 12"``).
     """

@@ -13,6 +13,10 @@ concatenate and share one store:
   in the recording, from 0) and its ``block`` (a gap longer than twice the median
   inter-event interval starts a new block), so habituation across repetitions can be
   studied.
+
+A recording that holds several states in sequence is cut by its annotations
+(:func:`find_segments`, :func:`make_segment_windows`): each stretch is windowed as its
+state, into one :class:`~megfm.data.windows.Windows`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from .geometry import SENSOR_TYPES, SensorGeometry
 from .preprocess import SCALINGS, TEMP_KEY, is_scaled
 from .windows import Windows
 
-__all__ = ["DEFAULT_EVENT_IDS", "make_windows"]
+__all__ = ["DEFAULT_EVENT_IDS", "find_segments", "make_segment_windows", "make_windows",
+           "state_event_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,14 @@ DEFAULT_EVENT_IDS: dict[str, dict[str, int]] = {
     "somatosensory": {"stim": 2},
 }
 _REJECT_ALIASES = {"grad": "planar_grad"}
+
+
+def state_event_id(state: str, event_id: dict[str, int] | None = None) -> dict[str, int] | None:
+    """The events windows of ``state`` lock to: ``event_id``, else the built-in ids, else None.
+
+    None means fixed-length windows (``"rest"`` and other states without events).
+    """
+    return event_id if event_id is not None else DEFAULT_EVENT_IDS.get(state)
 
 
 def _bad_spans(raw: mne.io.BaseRaw) -> np.ndarray:
@@ -60,11 +73,11 @@ def _overlaps_bad(starts: np.ndarray, n: int, spans: np.ndarray) -> np.ndarray:
     return ((starts[:, None] < spans[None, :, 1]) & (stops[:, None] > spans[None, :, 0])).any(1)
 
 
-def _rest_starts(raw: mne.io.BaseRaw, n: int, step: int) -> np.ndarray:
-    """Window starts tiling the good stretches between BAD spans."""
+def _rest_starts(raw: mne.io.BaseRaw, n: int, step: int, lo: int, hi: int) -> np.ndarray:
+    """Window starts tiling the good stretches between BAD spans, inside samples [lo, hi)."""
     spans = _bad_spans(raw)
-    good = np.ones(raw.n_times + 1, bool)
-    good[-1] = False
+    good = np.zeros(raw.n_times + 1, bool)
+    good[lo:hi] = True
     for a, b in spans:
         good[a:b] = False
     edges = np.diff(np.concatenate([[0], good.astype(np.int8)]))
@@ -83,8 +96,17 @@ def _present_ids(raw: mne.io.BaseRaw, stim_events: np.ndarray | None) -> list[st
     return sorted(present)
 
 
+def _missing_events_hint(state: str, present: list[str]) -> str:
+    """How to map ``state`` to the codes a recording has, on the command line and in Python."""
+    codes = [p for p in present if p.lstrip("-").isdigit()]
+    example = ",".join(codes[:3]) if codes else "NAME:CODE"
+    return (f"map the state to its events: megfm prepare --events {state}={example}, "
+            f"megfm.prepare(events={{{state!r}: ...}}) or make_windows(event_id=...); or use "
+            "state 'rest' for fixed-length windows.")
+
+
 def _find_events(raw: mne.io.BaseRaw, event_id: dict[str, int],
-                 stim_channel: str | list[str] | None, verbose) -> np.ndarray:
+                 stim_channel: str | list[str] | None, verbose, state: str) -> np.ndarray:
     """Events (sample in raw.times, 0, code) for the wanted ids, from stim or annotations."""
     stim_events = None
     has_stim = len(mne.pick_types(raw.info, meg=False, stim=True)) > 0
@@ -117,9 +139,12 @@ def _find_events(raw: mne.io.BaseRaw, event_id: dict[str, int],
         present = _present_ids(raw, stim_events)
         raise ValueError(
             f"No events with id {event_id} in this recording; event ids present: "
-            f"{present or 'none'}. Pass event_id= with one of them (names or codes), or "
-            "state='rest' for fixed-length windows."
+            f"{present or 'none'}; {_missing_events_hint(state, present)}"
         )
+    absent = [name for name, code in event_id.items() if code not in set(events[:, 2].tolist())]
+    if absent:
+        logger.warning("Events %s of the %r state are absent from this recording.", absent,
+                       state)
     # the same event may be listed twice (a stim channel turned into annotations by
     # preprocess, plus the events.tsv annotations of a BIDS dataset): keep one
     events = np.unique(events[:, [0, 2]], axis=0)
@@ -183,6 +208,7 @@ def make_windows(
     label: str = "",
     stim_channel: str | list[str] | None = None,
     min_valid_fraction: float | None = None,
+    span: tuple[float, float] | None = None,
     verbose=None,
 ) -> Windows:
     """Cut a recording into windows of one state.
@@ -221,6 +247,10 @@ def make_windows(
         marked bad, and not flat within the window: a peak-to-peak range above 1e-3 of the
         median one of the good sensors); counted in ``info["n_few_sensors"]``.
         None keeps every window.
+    span : tuple of (float, float) | None
+        Only windows inside this stretch (``start``, ``stop`` in seconds of ``raw.times``)
+        and the events inside it: the part of a recording in one state, see
+        :func:`make_segment_windows`. None: the whole recording.
     verbose : bool | str | int | None
         MNE verbosity.
 
@@ -250,40 +280,52 @@ def make_windows(
     if abs(n - window_seconds * sfreq) > 1e-6 * max(n, 1):
         logger.info("window_seconds=%g s is %.3f samples at %g Hz; using %d samples.",
                     window_seconds, window_seconds * sfreq, sfreq, n)
-    if raw.n_times < n:
+    lo, hi = 0, raw.n_times
+    if span is not None:
+        lo = max(int(round(span[0] * sfreq)), 0)
+        hi = min(int(round(span[1] * sfreq)), raw.n_times)
+    if hi - lo < n:
+        what = "recording" if span is None else f"{state!r} segment at {lo / sfreq:.2f} s"
         raise ValueError(
-            f"The recording is shorter ({raw.n_times / sfreq:.2f} s) than one window "
+            f"The {what} is shorter ({max(hi - lo, 0) / sfreq:.2f} s) than one window "
             f"({window_seconds} s); use a shorter window_seconds or a longer recording."
         )
-    if event_id is None:
-        event_id = DEFAULT_EVENT_IDS.get(state)
-    elif not isinstance(event_id, dict) or not event_id:
+    if event_id is not None and (not isinstance(event_id, dict) or not event_id):
         raise TypeError(
             f"Invalid value for 'event_id': expected a dict such as {{'tone': 1}} or None; "
             f"got {event_id!r}."
         )
+    event_id = state_event_id(state, event_id)
     geometry = SensorGeometry.from_info(raw.info)
     picks = mne.pick_channels(raw.ch_names, geometry.names, ordered=True)
     limits = _reject_limits(reject, geometry)
 
     if event_id is None:
         step = max(int(round((window_seconds - overlap) * sfreq)), 1)
-        starts = _rest_starts(raw, n, step)
+        starts = _rest_starts(raw, n, step, lo, hi)
         events = np.full(len(starts), -1, np.int64)
         repetition = np.full(len(starts), -1, np.int64)
         block = np.full(len(starts), -1, np.int64)
-        # windows the BAD spans cost: a tiling of the whole recording minus the tiling
-        # of the good stretches (never more windows than the whole)
-        n_bad_span = len(range(0, raw.n_times - n + 1, step)) - len(starts)
+        # windows the BAD spans cost: a tiling of the whole recording (span) minus the
+        # tiling of the good stretches (never more windows than the whole)
+        n_bad_span = len(range(lo, hi - n + 1, step)) - len(starts)
     else:
-        ev = _find_events(raw, event_id, stim_channel, verbose)
+        ev = _find_events(raw, event_id, stim_channel, verbose, state)
+        if span is not None:
+            ev = ev[(ev[:, 0] >= lo) & (ev[:, 0] < hi)]
+            if len(ev) == 0:
+                raise ValueError(
+                    f"No events with id {event_id} inside the {state!r} segment "
+                    f"{lo / sfreq:.2f}-{hi / sfreq:.2f} s; map the state to the codes it "
+                    "holds (megfm prepare --events STATE=CODE,...)."
+                )
         block_all = _blocks(ev[:, 0])
         repetition_all = np.zeros(len(ev), np.int64)
         for code in np.unique(ev[:, 2]):
             idx = ev[:, 2] == code
             repetition_all[idx] = np.arange(idx.sum())
         starts = ev[:, 0] + int(round(tmin * sfreq))
-        inside = (starts >= 0) & (starts + n <= raw.n_times)
+        inside = (starts >= lo) & (starts + n <= hi)
         clean = inside & ~_overlaps_bad(starts, n, _bad_spans(raw))
         n_bad_span = int((~clean).sum())
         if n_bad_span:
@@ -292,7 +334,8 @@ def make_windows(
         starts, events = starts[clean], ev[clean, 2]
         repetition, block = repetition_all[clean], block_all[clean]
 
-    data = raw.get_data(picks=picks)
+    data = raw.get_data(picks=picks, start=lo, stop=hi)
+    starts_in_data = starts - lo
     if not is_scaled(raw):
         if np.nanmax(np.abs(data)) > 1e-3:
             logger.info("Raw data look already scaled (values > 1e-3); using them as fT/fT/cm.")
@@ -300,8 +343,8 @@ def make_windows(
             logger.info("Raw data are in T and T/m; scaling to fT and fT/cm.")
             types = raw.get_channel_types(picks=picks)
             data = data * np.array([SCALINGS[t] for t in types])[:, None]
-    windows = np.stack([data[:, s:s + n] for s in starts]).astype(np.float32) if len(starts) \
-        else np.zeros((0, len(picks), n), np.float32)
+    windows = np.stack([data[:, s:s + n] for s in starts_in_data]).astype(np.float32) \
+        if len(starts) else np.zeros((0, len(picks), n), np.float32)
 
     n_amplitude = 0
     limits_amp = _amplitude_limits(raw, picks)
@@ -377,5 +420,114 @@ def make_windows(
             "onset": starts / sfreq, "event": events, "repetition": repetition,
             "block": block, "recording": np.zeros(m, np.int64),
         },
+        info=info,
+    )
+
+
+def find_segments(raw: mne.io.BaseRaw, segments: dict[str, str]) -> list[tuple[str, float, float]]:
+    """The stretches of a recording in each state, read from its annotations.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        A recording whose annotations mark the states it holds in sequence.
+    segments : dict of str to str
+        Annotation description -> state, e.g. ``{"rest": "rest", "tones": "auditory"}``.
+        An annotation with a duration covers ``[onset, onset + duration)``; one without
+        (a marker) runs until the next segment annotation or the end of the recording.
+
+    Returns
+    -------
+    spans : list of (str, float, float)
+        ``(state, start, stop)`` in seconds of ``raw.times``, in time order.
+    """
+    ann = raw.annotations
+    offset = raw.first_time if ann.orig_time is not None else 0.0
+    marks = sorted((float(a["onset"]) - offset, float(a["duration"]), a["description"])
+                   for a in ann if a["description"] in segments)
+    if not marks:
+        present = sorted({d for d in ann.description if not d.lower().startswith("bad")})
+        raise ValueError(
+            f"No annotation named {sorted(segments)} in this recording (annotations present: "
+            f"{present or 'none'}); name the segments after them (--segment DESCRIPTION=STATE)."
+        )
+    end = raw.n_times / raw.info["sfreq"]
+    spans = []
+    for i, (onset, duration, description) in enumerate(marks):
+        stop = onset + duration if duration > 0 else (marks[i + 1][0] if i + 1 < len(marks)
+                                                      else end)
+        spans.append((segments[description], max(onset, 0.0), min(stop, end)))
+    for (s0, a0, b0), (s1, a1, _) in zip(spans, spans[1:], strict=False):
+        if a1 < b0 - 1e-9:
+            raise ValueError(
+                f"The {s0!r} segment ({a0:.2f}-{b0:.2f} s) overlaps the {s1!r} segment "
+                f"starting at {a1:.2f} s; fix the annotations so each moment has one state."
+            )
+    return spans
+
+
+def make_segment_windows(
+    raw: mne.io.BaseRaw,
+    *,
+    segments: dict[str, str],
+    window_seconds: float = 2.0,
+    event_id: dict[str, dict[str, int] | None] | None = None,
+    **kwargs,
+) -> Windows:
+    """Cut a recording that holds several states in sequence, by its annotations.
+
+    Each stretch found by :func:`find_segments` is windowed by :func:`make_windows` with
+    its state (fixed-length windows, or windows locked to the state's events); a stretch
+    shorter than one window is skipped with a warning.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        Preferably the output of :func:`megfm.preprocess`.
+    segments : dict of str to str
+        Annotation description -> state (see :func:`find_segments`).
+    window_seconds : float
+        Duration of every window in seconds.
+    event_id : dict of str to (dict of str to int | None) | None
+        Events per state (``{"auditory": {"tone": 5}}``); a state without an entry uses
+        the defaults of :func:`make_windows`.
+    **kwargs
+        Passed to :func:`make_windows` (``overlap``, ``tmin``, ``reject``, ``subject``, ...).
+
+    Returns
+    -------
+    windows : Windows
+        One geometry, windows of every segment in time order. ``repetition`` and ``block``
+        count within each segment; ``info["state"]`` is None, ``info["event_id"]`` maps
+        each state to its events, ``info["segments"]`` is ``segments``, and the dropped
+        counts are summed over the segments.
+    """
+    event_id = event_id or {}
+    sfreq = raw.info["sfreq"]
+    n = int(round(window_seconds * sfreq))
+    parts = []
+    for state, start, stop in find_segments(raw, segments):
+        if (stop - start) * sfreq < n:
+            logger.warning("The %r segment at %.2f s is shorter (%.2f s) than one window; "
+                           "skipped.", state, start, stop - start)
+            continue
+        parts.append(make_windows(raw, state=state, window_seconds=window_seconds,
+                                  event_id=event_id.get(state), span=(start, stop), **kwargs))
+    if not parts:
+        raise ValueError(
+            f"Every segment is shorter than one window ({window_seconds} s); use a shorter "
+            "window_seconds."
+        )
+    info = dict(parts[0].info)
+    # every state of the mapping, present or not: the same settings for every recording
+    info.update(state=None, segments=dict(segments),
+                event_id={state: state_event_id(state, event_id.get(state))
+                          for state in sorted(set(segments.values()))})
+    for key in ("n_rejected", "n_dropped_bad_span", "n_amplitude", "n_few_sensors"):
+        info[key] = int(sum(p.info[key] for p in parts))
+    return Windows(
+        data=np.concatenate([p.data for p in parts]), sfreq=sfreq,
+        geometries=parts[0].geometries,
+        metadata={k: np.concatenate([p.metadata[k] for p in parts]) for k in parts[0].metadata},
         info=info,
     )

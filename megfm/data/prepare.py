@@ -12,9 +12,16 @@ recording only). Per recording:
 * ``label``: the ``group`` column of a ``participants.tsv`` found in or above the
   recording's folder (or the ``participants`` argument).
 
+A lab's own trigger codes reach the windows through ``events`` (the event codes of each
+state, windows starting ``tmin`` seconds from each event); without an entry, a state uses
+:data:`~megfm.data.epochs.DEFAULT_EVENT_IDS` (``auditory``: code 1, ``somatosensory``: code
+2) or fixed-length windows. A recording that holds several states in sequence is cut by
+its annotations with ``segments`` (annotation description -> state).
+
 Re-running is safe: every shard records its ``source`` (the resolved recording path) and
-the settings it was made with, and a recording already in the store with the same
-settings is skipped, so a re-run after a crash completes the store without duplicates.
+the settings it was made with (including the events and segments of its states), and a
+recording already in the store with the same settings is skipped, so a re-run after a
+crash completes the store without duplicates.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .epochs import make_windows
+from .epochs import make_segment_windows, make_windows, state_event_id
 from .preprocess import PreprocessConfig, preprocess
 from .read import find_bids_root, read_raw
 
-__all__ = ["find_recordings", "parse_entities", "prepare", "read_participants"]
+__all__ = ["find_recordings", "parse_entities", "parse_events", "parse_segments", "prepare",
+           "read_participants"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,13 +172,156 @@ def _label(subject: str, groups: dict[str, str]) -> str:
 #: same values (and the same ``source``) is not written again.
 #: A key missing from an older store's info is not compared.
 _SETTINGS_KEYS = ("state", "window_seconds", "overlap", "reject", "min_valid_fraction",
-                  "preprocess")
+                  "preprocess", "event_id", "tmin", "segments")
 
 
 def _settings(info: dict) -> dict:
     """The prepare settings in a shard's info, JSON-normalised (tuples -> lists, ...)."""
-    return json.loads(json.dumps({k: info[k] for k in _SETTINGS_KEYS if k in info},
-                                 default=str))
+    settings = {k: info[k] for k in _SETTINGS_KEYS if k in info}
+    if "event_id" in settings and settings["event_id"] is None:
+        settings.pop("tmin", None)  # fixed-length windows: the event offset plays no part
+    return json.loads(json.dumps(settings, default=str))
+
+
+_EVENTS_FORMAT = ("expected STATE=CODE[,CODE...] with integer codes or NAME:CODE items "
+                  "(e.g. auditory=5,6 or auditory=tone:5), or a JSON file of "
+                  '{"STATE": [CODE, ...]}')
+
+
+def _event_codes(state: str, value) -> dict[str, int]:
+    """One state's events as ``{name: code}`` from a code, a list of items or a dict."""
+    items = value.items() if isinstance(value, dict) else (
+        [value] if isinstance(value, (int, str)) else value)
+    if not isinstance(value, dict) and not isinstance(items, (list, tuple)):
+        raise ValueError(f"Invalid events of state {state!r}: {value!r}; {_EVENTS_FORMAT}.")
+    mapping: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, tuple):
+            name, code = item
+        elif isinstance(item, str) and ":" in item:
+            name, code = item.rsplit(":", 1)
+        else:
+            name, code = None, item
+        try:
+            if isinstance(code, (bool, float)):  # 5.0 or True is not a trigger code
+                raise ValueError
+            code = int(str(code).strip())
+        except ValueError:
+            raise ValueError(
+                f"Invalid event code {code!r} of state {state!r}; {_EVENTS_FORMAT}.") from None
+        name = str(code) if name is None else str(name).strip()
+        if not name or name in mapping:
+            raise ValueError(f"Invalid events of state {state!r}: event name {name!r} is "
+                             f"empty or given twice; {_EVENTS_FORMAT}.")
+        mapping[name] = code
+    if not mapping:
+        raise ValueError(f"No event codes given for state {state!r}; {_EVENTS_FORMAT}.")
+    return mapping
+
+
+def _events_json(path: Path) -> dict:
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"Events file {path} is not valid JSON ({exc}); {_EVENTS_FORMAT}.") \
+            from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"Events file {path} must hold a JSON object; {_EVENTS_FORMAT}.")
+    return loaded
+
+
+def parse_events(events) -> dict[str, dict[str, int]]:
+    """Normalise the event mapping per state of :func:`prepare` / ``megfm prepare --events``.
+
+    Parameters
+    ----------
+    events : dict | str | pathlib.Path | list of str | None
+        ``{state: codes}`` where codes is an int, a list of ints or ``"NAME:CODE"``
+        strings, or a ``{name: code}`` dict; the path of a JSON file of that dict; or a
+        list of command-line items ``"STATE=CODE,CODE"`` / ``"STATE=NAME:CODE,..."`` and
+        JSON file paths. A state may be given once.
+
+    Returns
+    -------
+    events : dict of str to (dict of str to int)
+        ``{state: {event name: code}}``; a bare code is named after itself (``"5"``), which
+        is also how :func:`megfm.preprocess` names stim-channel events in annotations.
+    """
+    if events is None:
+        return {}
+    if isinstance(events, (str, Path)):
+        events = [events]
+    if isinstance(events, dict):
+        parts = [events]
+    elif isinstance(events, (list, tuple)):
+        parts = []
+        for item in events:
+            if isinstance(item, Path) or (isinstance(item, str) and "=" not in item):
+                path = Path(item).expanduser()
+                if not path.is_file():
+                    raise ValueError(f"Invalid events item {str(item)!r}: not a file, and "
+                                     f"not STATE=CODES; {_EVENTS_FORMAT}.")
+                parts.append(_events_json(path))
+            elif isinstance(item, str):
+                state, _, codes = item.partition("=")
+                parts.append({state.strip(): codes.split(",")})
+            else:
+                raise ValueError(f"Invalid events item {item!r}; {_EVENTS_FORMAT}.")
+    else:
+        raise TypeError(f"Invalid type for 'events': expected a dict, a JSON path or a list "
+                        f"of STATE=CODES items; got {type(events).__name__}.")
+    mapping: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for state, value in part.items():
+            state = str(state).strip()
+            if not state:
+                raise ValueError(f"Invalid events: a state name is empty; {_EVENTS_FORMAT}.")
+            if state in mapping:
+                raise ValueError(f"The events of state {state!r} are given twice; give each "
+                                 "state once, with all its codes.")
+            mapping[state] = _event_codes(state, value)
+    return mapping
+
+
+def parse_segments(segments) -> dict[str, str] | None:
+    """Normalise the ``segments`` of :func:`prepare` / ``megfm prepare --segment``.
+
+    Parameters
+    ----------
+    segments : dict | list of str | None
+        ``{annotation description: state}``, or a list of ``"DESCRIPTION=STATE"`` items
+        and bare state names (annotations named after their state).
+
+    Returns
+    -------
+    segments : dict of str to str | None
+    """
+    if segments is None:
+        return None
+    if isinstance(segments, str):
+        segments = [segments]
+    if isinstance(segments, dict):
+        pairs = list(segments.items())
+    elif isinstance(segments, (list, tuple)):
+        pairs = []
+        for item in segments:
+            description, sep, state = str(item).partition("=")
+            pairs.append((description, state if sep else description))
+    else:
+        raise TypeError(f"Invalid type for 'segments': expected a dict or a list of "
+                        f"DESCRIPTION=STATE items; got {type(segments).__name__}.")
+    mapping: dict[str, str] = {}
+    for description, state in pairs:
+        description, state = str(description).strip(), str(state).strip()
+        if not description or not state or description in mapping:
+            raise ValueError(
+                f"Invalid segment {description!r}={state!r}: expected DESCRIPTION=STATE or "
+                "a state name (an annotation named after it), each description once."
+            )
+        mapping[description] = state
+    if not mapping:
+        raise ValueError("Invalid value for 'segments': no segment given.")
+    return mapping
 
 
 def _stored_recordings(out: Path) -> dict[str, list[dict]]:
@@ -203,8 +354,9 @@ def _check_usable_sensors(prep, min_valid_fraction: float | None) -> None:
     )
 
 
-def _recording_windows(path: Path, *, state: str, subject: str, session: str, label: str,
-                       config: PreprocessConfig, window_seconds: float, overlap: float,
+def _recording_windows(path: Path, *, state: str | None, subject: str, session: str,
+                       label: str, config: PreprocessConfig, window_seconds: float,
+                       overlap: float, events: dict, tmin: float, segments: dict | None,
                        reject: dict | None, min_valid_fraction: float | None,
                        store_sfreq: float | None, verbose):
     """Read, preprocess and window one recording; raise ValueError when it is unusable."""
@@ -218,18 +370,38 @@ def _recording_windows(path: Path, *, state: str, subject: str, session: str, la
             "recordings are resampled to one rate."
         )
     _check_usable_sensors(prep, min_valid_fraction)
-    windows = make_windows(prep, state=state, window_seconds=window_seconds, overlap=overlap,
-                           reject=reject, subject=subject, session=session, label=label,
-                           min_valid_fraction=min_valid_fraction, verbose=verbose)
+    common = dict(window_seconds=window_seconds, overlap=overlap, tmin=tmin, reject=reject,
+                  subject=subject, session=session, label=label,
+                  min_valid_fraction=min_valid_fraction, verbose=verbose)
+    if segments is not None:
+        windows = make_segment_windows(prep, segments=segments, event_id=events, **common)
+    else:
+        windows = make_windows(prep, state=state, event_id=events.get(state), **common)
     if windows.n_windows == 0:
         raise ValueError("no windows left after rejection; relax 'reject' or check "
                          "the BAD_amplitude spans (PreprocessConfig.bad_amplitude_z).")
     return windows
 
 
+def _wanted_settings(rec_state: str | None, *, events: dict, segments: dict | None,
+                     tmin: float, window_seconds: float, overlap: float, reject: dict | None,
+                     min_valid_fraction: float | None, config: PreprocessConfig) -> dict:
+    """The settings a shard of this recording records (as make_windows and
+    make_segment_windows write them into ``Windows.info``)."""
+    if segments is not None:
+        event_id = {s: state_event_id(s, events.get(s)) for s in sorted(set(segments.values()))}
+    else:
+        event_id = state_event_id(rec_state, events.get(rec_state))
+    return _settings({"state": rec_state, "window_seconds": float(window_seconds),
+                      "overlap": float(overlap), "reject": dict(reject) if reject else None,
+                      "min_valid_fraction": min_valid_fraction,
+                      "preprocess": config.to_dict(), "event_id": event_id,
+                      "tmin": float(tmin), "segments": segments})
+
+
 def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, overlap, reject,
-                    min_valid_fraction, dtype, compression, skip_errors, progress,
-                    verbose) -> dict:
+                    min_valid_fraction, events, tmin, segments, dtype, compression, skip_errors,
+                    progress, verbose) -> dict:
     """The loop of :func:`prepare` over the recordings (the caller holds the store lock)."""
     from tqdm.auto import tqdm
 
@@ -255,10 +427,9 @@ def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, o
             groups = cache.get(tsv, {}) if tsv is not None else {}
         label = _label(subject, groups)
         source = str(Path(path).resolve())
-        wanted = _settings({"state": rec_state, "window_seconds": float(window_seconds),
-                            "overlap": float(overlap), "reject": dict(reject) if reject else None,
-                            "min_valid_fraction": min_valid_fraction,
-                            "preprocess": config.to_dict()})
+        wanted = _wanted_settings(rec_state, events=events, segments=segments, tmin=tmin,
+                                  window_seconds=window_seconds, overlap=overlap, reject=reject,
+                                  min_valid_fraction=min_valid_fraction, config=config)
         olds = stored.get(source, [])
         if any(all(old[k] == wanted[k] for k in old) for old in olds):
             logger.info("%s is already in %s with the same settings; skipped.", path, out)
@@ -274,7 +445,8 @@ def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, o
                 )
             windows = _recording_windows(
                 path, state=rec_state, subject=subject, session=session, label=label,
-                config=config, window_seconds=window_seconds, overlap=overlap, reject=reject,
+                config=config, window_seconds=window_seconds, overlap=overlap, events=events,
+                tmin=tmin, segments=segments, reject=reject,
                 min_valid_fraction=min_valid_fraction, store_sfreq=store_sfreq,
                 verbose=verbose)
             # the shard remembers its recording (e.g. to find a simulator's ground truth)
@@ -288,10 +460,12 @@ def _prepare_locked(plans, out: Path, *, groups_given, config, window_seconds, o
             continue
         store_sfreq = windows.sfreq
         n_sensors = windows.geometry.n_sensors
-        per_state[rec_state] += windows.n_windows
+        states = windows.metadata["state"]
+        per_state.update(states.tolist())
         sensors[n_sensors] += 1
         rows.append({
-            "file": str(path), "subject": subject, "session": session, "state": rec_state,
+            "file": str(path), "subject": subject, "session": session,
+            "state": rec_state or "+".join(dict.fromkeys(states.tolist())),
             "label": label, "windows": int(windows.n_windows), "sensors": int(n_sensors),
             "bad_channels": int(windows.geometry.bads.sum()),
             "rejected": int(windows.info["n_rejected"]),
@@ -338,6 +512,9 @@ def prepare(
     overlap: float = 0.0,
     reject: dict[str, float] | None = None,
     min_valid_fraction: float | None = 0.5,
+    events=None,
+    tmin: float = -0.2,
+    segments=None,
     skip_errors: bool = False,
     progress: bool = True,
     verbose=None,
@@ -373,6 +550,22 @@ def prepare(
         or marked bad) is refused, and windows with fewer valid sensors (bad, or flat within
         the window) are dropped and counted in ``few_sensors``. None only refuses a
         recording whose every sensor is bad.
+    events : dict | str | pathlib.Path | list of str | None
+        The event codes of each state, e.g. ``{"auditory": [5, 6], "somatosensory": 32}``,
+        ``{"auditory": {"tone": 5}}``, a JSON file of that, or command-line items
+        ``["auditory=5,6"]`` (see :func:`parse_events`). The windows of a state with events
+        start ``tmin`` seconds from each event. A state without an entry uses
+        :data:`~megfm.data.epochs.DEFAULT_EVENT_IDS` (``auditory``: 1, ``somatosensory``:
+        2), or fixed-length windows (``rest`` and other states). A state that no
+        recording has is refused (a typo would otherwise go unnoticed).
+    tmin : float
+        Start of an event-locked window relative to its event, in seconds.
+    segments : dict | list of str | None
+        Cut each recording by its annotations into the states it holds in sequence:
+        ``{annotation description: state}``, or a list of state names (annotations named
+        after their state) or ``"DESCRIPTION=STATE"`` items. An annotation with a
+        duration covers that stretch; one without runs until the next such annotation.
+        Excludes ``state``; a recording without such annotations is refused.
     skip_errors : bool
         Skip recordings that fail (listed in the summary) instead of stopping.
     progress : bool
@@ -410,6 +603,13 @@ def prepare(
         )
     if state is not None and (not isinstance(state, str) or not state):
         raise ValueError(f"Invalid value for 'state': expected a non-empty string; got {state!r}.")
+    events = parse_events(events)
+    segments = parse_segments(segments)
+    if segments is not None and state is not None:
+        raise ValueError("Give 'state' (one state per recording) or 'segments' (states cut "
+                         "from the annotations), not both.")
+    if isinstance(tmin, bool) or not isinstance(tmin, (int, float)) or not math.isfinite(tmin):
+        raise ValueError(f"Invalid value for 'tmin': expected a number of seconds; got {tmin!r}.")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"Invalid value for 'dtype': expected 'float32' or 'float16'; got {dtype!r}.")
     if min_valid_fraction is not None and not 0.0 < min_valid_fraction <= 1.0:
@@ -433,14 +633,23 @@ def prepare(
     plans = []
     for path in paths:
         ent = parse_entities(path)
-        rec_state = state or ent.get("task")
-        if not rec_state:
+        rec_state = None if segments is not None else state or ent.get("task")
+        if not rec_state and segments is None:
             raise ValueError(
                 f"Cannot tell the state of {path}: its name has no 'task-<state>' entity. "
-                "Pass state= (--state on the command line), e.g. 'rest'."
+                "Pass state= (--state on the command line), e.g. 'rest', or segments= "
+                "(--segment) to cut it by its annotations."
             )
         subject = f"sub-{ent['sub']}" if "sub" in ent else path.name.split(".")[0]
         plans.append((path, rec_state, subject, ent.get("ses", "")))
+    known = {plan[1] for plan in plans} | set((segments or {}).values())
+    unknown = sorted(set(events) - known)
+    if unknown:
+        raise ValueError(
+            f"The events name state(s) {unknown} that no recording has (states: "
+            f"{sorted(s for s in known if s)}); check the spelling, or set the states "
+            "(--state, task-<state> in the file names, --segment)."
+        )
 
     out = Path(out)
     _check_store_folder(out)
@@ -450,7 +659,8 @@ def prepare(
             summary = _prepare_locked(
                 plans, out, groups_given=groups_given, config=config,
                 window_seconds=window_seconds, overlap=overlap, reject=reject,
-                min_valid_fraction=min_valid_fraction, dtype=dtype, compression=compression,
+                min_valid_fraction=min_valid_fraction, events=events, tmin=float(tmin),
+                segments=segments, dtype=dtype, compression=compression,
                 skip_errors=skip_errors, progress=progress, verbose=verbose)
         except BaseException:
             if created and not (out / MANIFEST_NAME).exists():

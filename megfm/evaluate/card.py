@@ -120,11 +120,8 @@ def layer_features(model, windows_or_store, *, batch_size: int = 64, device=None
     with torch.inference_mode(), tqdm(total=n, desc="layer features", unit="win",
                                       disable=not progress) as bar:
         for batch in batches:
-            order.append(batch["index"].numpy())
-            batch = {k: v.to(device) for k, v in batch.items()}
-            final, blocks = net.forward_intermediates(
-                batch["x"], batch["pos"], batch["ori"], batch["sensor_type"],
-                batch["sensor_mask"], sfreq=sfreq)
+            order.append(batch.index.numpy())
+            final, blocks = net.forward_intermediates(**batch.to(device).inputs(), sfreq=sfreq)
             for i, z in enumerate(blocks):
                 z = torch.nn.functional.layer_norm(z.float(), z.shape[-1:])
                 out.setdefault(f"block{i + 1}", []).append(z.mean((1, 2)).cpu().numpy())

@@ -14,7 +14,6 @@ import copy
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from .._quiet import quiet_lightning
+from ..data.batch import Batch
 from ..data.windows import Windows
 from ..embedding import iter_batches, load_model, store_metadata
 from .classification import parse_task  # one definition of a task's classes
@@ -33,17 +33,12 @@ __all__ = ["FinetuneModule", "FinetunedClassifier", "finetune", "layer_ids",
 
 logger = logging.getLogger(__name__)
 
-_BLOCK = re.compile(r"(?:blocks|layers|layer|h)\.(\d+)\.")
-_DECODER = re.compile(r"(^|\.)(decoder|dec|decoder_\w+|mask_token)(\.|$)")
-
-
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     """Depth of each encoder parameter for layer-wise learning-rate decay.
 
-    Parameters inside a numbered block (``...blocks.3...``, ``layers.3``) get ``1 + index``;
-    parameters registered before the first block (tokeniser, geometry and patch embeddings)
-    get 0; the others (final norms, heads) get ``n_blocks + 1``. Decoder parameters are left
-    out (fine-tuning does not use the decoder).
+    The model declares them (:meth:`megfm.MaskedSignalModel.layer_id`): 0 below the first
+    block, ``1 + i`` in block ``i``, ``n_blocks + 1`` for the final norm and the head;
+    decoder parameters are left out (fine-tuning does not use the decoder).
 
     Returns
     -------
@@ -52,19 +47,9 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     n_layers : int
         ``n_blocks + 1``, the depth of the top.
     """
-    ids: dict[str, int] = {}
-    seen_block = False
-    names = [n for n, _ in model.named_parameters() if not _DECODER.search(n)]
-    blocks = [int(m.group(1)) for n in names if (m := _BLOCK.search(n))]
-    n_layers = (max(blocks) + 1 if blocks else 0) + 1
-    for name in names:
-        match = _BLOCK.search(name)
-        if match:
-            ids[name] = 1 + int(match.group(1))
-            seen_block = True
-        else:
-            ids[name] = n_layers if seen_block else 0
-    return ids, n_layers
+    ids = {name: depth for name, _ in model.named_parameters()
+           if (depth := model.layer_id(name)) is not None}
+    return ids, max(ids.values())
 
 
 class FinetuneModule(pl.LightningModule):
@@ -121,8 +106,8 @@ class FinetuneModule(pl.LightningModule):
                 return int(getattr(cfg, name))
         raise ValueError("Cannot tell the feature width of the model (config.dim missing).")
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        """Class logits ``(B, n_classes)`` of a batch dict."""
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Class logits ``(B, n_classes)`` of a :class:`~megfm.data.batch.Batch`."""
         if self.frozen:
             self.encoder.eval()
             with torch.no_grad():
@@ -131,30 +116,32 @@ class FinetuneModule(pl.LightningModule):
             pooled = self._pooled(batch)
         return self.head(pooled)
 
-    def _pooled(self, batch: dict) -> torch.Tensor:
-        feats = self.encoder.forward_features(batch["x"], batch["pos"], batch["ori"],
-                                              batch["sensor_type"], batch["sensor_mask"])
+    def _pooled(self, batch: Batch) -> torch.Tensor:
+        feats = self.encoder.forward_features(**batch.inputs())
         return self.encoder.forward_head(feats, pre_logits=True)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, labelled: tuple[Batch, torch.Tensor], stage: str) -> torch.Tensor:
+        batch, y = labelled
         logits = self(batch)
-        loss = nn.functional.cross_entropy(logits, batch["y"], weight=self.class_weights)
+        loss = nn.functional.cross_entropy(logits, y, weight=self.class_weights)
         if not bool(torch.isfinite(loss)):
             raise FloatingPointError(
                 f"Non-finite fine-tuning loss at global step {self.global_step} (window indices "
-                f"{batch['index'].tolist()}); lower the learning rate or check the data."
+                f"{batch.index.tolist()}); lower the learning rate or check the data."
             )
-        acc = (logits.argmax(-1) == batch["y"]).float().mean()
-        bs = int(batch["y"].shape[0])
+        acc = (logits.argmax(-1) == y).float().mean()
+        bs = len(batch)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True,
                  on_step=stage == "train")
         self.log(f"{stage}/acc", acc, batch_size=bs, on_epoch=True, on_step=False)
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:  # noqa: D102
+    def training_step(self, batch: tuple[Batch, torch.Tensor],  # noqa: D102
+                      batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:  # noqa: D102
+    def validation_step(self, batch: tuple[Batch, torch.Tensor],  # noqa: D102
+                        batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")
 
     def configure_optimizers(self) -> dict:
@@ -187,7 +174,7 @@ class FinetuneModule(pl.LightningModule):
 
 
 class _LabelledWindows(torch.utils.data.IterableDataset):
-    """Batches of labelled windows, reshuffled each pass with a seeded generator."""
+    """``(batch, y)`` pairs of labelled windows, reshuffled each pass with a seeded generator."""
 
     def __init__(self, data, indices: np.ndarray, y: np.ndarray, batch_size: int,
                  shuffle: bool, seed: int) -> None:
@@ -204,8 +191,7 @@ class _LabelledWindows(torch.utils.data.IterableDataset):
         batches = iter_batches(self.data, batch_size=self.batch_size, indices=self.indices[order])
         next(batches)
         for batch in batches:
-            batch["y"] = torch.as_tensor([lookup[int(i)] for i in batch["index"]], dtype=torch.int64)
-            yield batch
+            yield batch, torch.as_tensor([lookup[int(i)] for i in batch.index], dtype=torch.int64)
 
 
 class FinetunedClassifier:
@@ -250,8 +236,7 @@ class FinetunedClassifier:
         out = []
         with torch.inference_mode():
             for batch in batches:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                out.append(torch.softmax(module(batch).float(), -1).cpu().numpy())
+                out.append(torch.softmax(module(batch.to(device)).float(), -1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def predict_proba_subjects(self, windows_or_store=None, *, indices=None,

@@ -281,16 +281,14 @@ def evaluate_reconstruction(
     with torch.inference_mode(), tqdm(total=n * len(modes), desc="reconstruct", unit="win",
                                       disable=not progress) as bar:
         for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            args = (batch["x"], batch["pos"], batch["ori"], batch["sensor_type"],
-                    batch["sensor_mask"])
-            index = batch["index"].cpu().numpy()
-            x = batch["x"].float().cpu().numpy()
+            index = batch.index.numpy()
+            x = batch.x.float().numpy()
+            inputs = batch.to(device).inputs()
             for mode in modes:
                 # masks depend on (seed, mode, batch position) only, not on the other modes
                 generator.manual_seed(int(seed) * 1_000_003 + _MODES.index(mode) * 7919
                                       + int(index[0]))
-                out = net(*args, mask_mode=mode, mask_ratio=ratio, generator=generator, sfreq=sfreq)
+                out = net(**inputs, mask_mode=mode, mask_ratio=ratio, generator=generator, sfreq=sfreq)
                 pred = out["pred"].float().cpu().numpy()  # (B, S, P, L) normalised
                 target = out["target"].float().cpu().numpy()
                 mask = out["mask"].cpu().numpy()  # (B, S, P)
@@ -330,7 +328,7 @@ def evaluate_reconstruction(
                         add(mode, "mne", state, norm[hid[:ns]], true)
                 bar.update(b)
             if evoked:
-                _evoked_batch(net, args, batch, index, meta, sfreq, evoked_sums, baselines)
+                _evoked_batch(net, inputs, batch, index, meta, sfreq, evoked_sums, baselines)
     result: dict = {"ratio": float(ratio), "seed": int(seed), "n_windows": int(n),
                     "subjects": sorted(set(meta["subject"][indices].tolist())), "modes": {}}
     for mode in modes:
@@ -352,7 +350,7 @@ def evaluate_reconstruction(
 
 
 # ---------------------------------------------------------------------- evoked responses
-def _evoked_batch(net, args, batch, index, meta, sfreq, sums, baselines) -> None:
+def _evoked_batch(net, inputs, batch, index, meta, sfreq, sums, baselines) -> None:
     """Leave-blocks-out reconstruction of event-locked windows, summed per state."""
     event = meta.get("event")
     if event is None:
@@ -360,7 +358,7 @@ def _evoked_batch(net, args, batch, index, meta, sfreq, sums, baselines) -> None
     sel = np.flatnonzero((event[index] >= 0) & (meta["state"][index] != "rest"))
     if sel.size == 0:
         return
-    x, valid = args[0], args[4].bool()
+    x, valid = inputs["x"], inputs["sensor_mask"].bool()
     b, s, t = x.shape
     p = t // net.config.patch_samples
     n_groups = 2
@@ -373,7 +371,7 @@ def _evoked_batch(net, args, batch, index, meta, sfreq, sums, baselines) -> None
         if not bool(hide_t.any()):
             continue
         mask = valid[:, :, None] & hide_t[None, None, :]
-        out = net(*args, mask=mask, sfreq=sfreq)
+        out = net(**inputs, mask=mask, sfreq=sfreq)
         from ..tokenize import denormalize
 
         phys = denormalize(out["pred"].float(), out["stats"]).reshape(b, s, -1).cpu().numpy()
@@ -384,7 +382,7 @@ def _evoked_batch(net, args, batch, index, meta, sfreq, sums, baselines) -> None
             filled = np.stack([_spline_fill(xs[i], hid[i]) for i in range(b)])
             spline_full = filled if spline_full is None else np.where(hid, filled, spline_full)
     true = x[..., : full.shape[2]].float().cpu().numpy()
-    types = args[3].cpu().numpy()
+    types = inputs["sensor_type"].cpu().numpy()
     for i in sel:
         state = str(meta["state"][index[i]])
         entry = sums.setdefault(state, {"n": 0, "true": 0.0, "model": 0.0, "spline": 0.0,

@@ -13,50 +13,20 @@
 * :func:`plot_sensor_map`, :func:`plot_state_topomaps`.
 """
 
-from __future__ import annotations
+import lazy_loader as _lazy
 
-import importlib
-
-_LAZY = {
-    "alignment_score": "alignment",
-    "find_ground_truth": "alignment",
-    "AttentionMaps": "attention",
-    "attention_maps": "attention",
-    "attention_rollout": "attention",
-    "geometry_to_info": "_common",
-    "DEFAULT_BANDS": "attribution",
-    "Attribution": "attribution",
-    "EncoderClassifier": "attribution",
-    "LinearHead": "attribution",
-    "attribute": "attribution",
-    "grad_cam": "attribution",
-    "gradient_x_input": "attribution",
-    "integrated_gradients": "attribution",
-    "ClassContrast": "contrast",
-    "class_contrast": "contrast",
-    "DecisionPattern": "pattern",
-    "decision_pattern": "pattern",
-    "SourceMap": "regions",
-    "format_region_table": "regions",
-    "null_region_scores": "regions",
-    "project_to_sources": "regions",
-    "rank_regions": "regions",
-    "region_scores": "regions",
-    "plot_sensor_map": "plotting",
-    "plot_state_topomaps": "plotting",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    # torch and matplotlib load only when the function that needs them is used
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+# torch and matplotlib load only when the function that needs them is used
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "alignment": ["alignment_score", "find_ground_truth"],
+        "attention": ["AttentionMaps", "attention_maps", "attention_rollout", "geometry_to_info"],
+        "attribution": ["Attribution", "DEFAULT_BANDS", "EncoderClassifier", "LinearHead",
+                        "attribute", "grad_cam", "gradient_x_input", "integrated_gradients"],
+        "contrast": ["ClassContrast", "class_contrast"],
+        "pattern": ["DecisionPattern", "decision_pattern"],
+        "regions": ["SourceMap", "format_region_table", "null_region_scores",
+                    "project_to_sources", "rank_regions", "region_scores"],
+        "plotting": ["plot_sensor_map", "plot_state_topomaps"],
+    },
+)

@@ -1,4 +1,7 @@
-"""Shared plumbing of :mod:`megfm.explain`: windows -> batches, model calls, geometry -> Info."""
+"""Shared plumbing of :mod:`megfm.explain`: inputs, model calls, geometry -> Info, unions.
+
+Batches come from :func:`megfm.data.batch.iter_batches`, the one batch builder.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from os import PathLike
 import mne
 import numpy as np
 
-from ..data.geometry import SENSOR_TYPES, SensorGeometry
+from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
 
 __all__ = ["geometry_to_info"]
@@ -70,39 +73,6 @@ def _load_windows(windows_or_store) -> Windows:
         "'windows_or_store' must be a megfm Windows object or the path of a store; got "
         f"{type(windows_or_store).__name__}."
     )
-
-
-def _iter_batches(windows: Windows, batch_size: int, indices: np.ndarray | None = None
-                  ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Yield ``(window indices, batch)`` with the batch keys of the model contract (NumPy)."""
-    if int(batch_size) < 1:
-        raise ValueError(f"'batch_size' must be a positive integer; got {batch_size!r}.")
-    idx_all = np.arange(windows.n_windows) if indices is None else np.asarray(indices)
-    n_rows = windows.data.shape[1]
-    for start in range(0, len(idx_all), int(batch_size)):
-        idx = idx_all[start:start + int(batch_size)]
-        b = len(idx)
-        pos = np.zeros((b, n_rows, 3), np.float32)
-        ori = np.zeros((b, n_rows, 3), np.float32)
-        types = np.zeros((b, n_rows), np.int64)
-        valid = np.zeros((b, n_rows), bool)
-        for row, i in enumerate(idx):
-            geom = windows.geometries[int(windows.metadata["recording"][i])]
-            s = geom.n_sensors
-            pos[row, :s] = geom.positions
-            ori[row, :s] = geom.orientations
-            types[row, :s] = geom.types
-            valid[row, :s] = ~geom.bads
-        x = windows.data[idx].astype(np.float32)
-        x[~valid] = 0.0
-        yield idx, {"x": x, "pos": pos, "ori": ori, "sensor_type": types,
-                    "sensor_mask": valid, "index": idx.astype(np.int64)}
-
-
-def _to_torch(batch: dict[str, np.ndarray], device) -> dict:
-    import torch
-
-    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
 def _model_device(model):
@@ -186,6 +156,3 @@ def _union_geometry(geometries: list[SensorGeometry]) -> SensorGeometry:
         frame=geometries[0].frame,
     )
 
-
-def _sensor_type_name(code: int) -> str:
-    return SENSOR_TYPES[int(code)]

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 import mne
 import numpy as np
 
+from ..data.batch import iter_batches
+from ..data.from_mne import as_windows
 from ..data.geometry import SensorGeometry
 from ._common import (
     _feature_kwargs,
     _group_keys,
-    _iter_batches,
     _load_windows,
     _model_device,
     _split_attention,
-    _to_torch,
     _union_geometry,
     geometry_to_info,
 )
@@ -350,7 +350,7 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
     model : MaskedSignalModel
         Any module with ``forward_features(x, pos, ori, sensor_type, sensor_mask,
         return_attention=True)`` following the model contract (``docs/design.md``).
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows, or the folder of a store (read with :func:`megfm.read_store`).
     by : sequence of str
         Metadata columns that define the groups (``("state",)``, ``("state", "label")``).
@@ -373,7 +373,7 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
     by = tuple(by)
     if not by:
         raise ValueError("'by' must name at least one metadata column, e.g. ('state',).")
-    windows = _load_windows(windows_or_store)
+    windows = _load_windows(as_windows(windows_or_store, model))  # also mne.Epochs / Raw
     if windows.n_windows == 0:
         raise ValueError("No windows to explain: the Windows object is empty.")
     indices = np.arange(windows.n_windows)
@@ -408,12 +408,12 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
     try:
         n_batches = int(np.ceil(len(indices) / max(int(batch_size), 1)))
         with torch.no_grad():
-            for idx, batch in tqdm(_iter_batches(windows, batch_size, indices), total=n_batches,
-                                   desc="attention maps", disable=verbose is False):
-                tb = _to_torch(batch, device)
-                out = model.forward_features(tb["x"], tb["pos"], tb["ori"], tb["sensor_type"],
-                                             tb["sensor_mask"], return_attention=True,
-                                             **fkw)
+            for batch in tqdm(iter_batches(windows, batch_size=batch_size, indices=indices),
+                              total=n_batches, desc="attention maps", disable=verbose is False):
+                idx, b = batch.index.numpy(), batch.to(device)
+                # positional: any model with megfm's forward_features contract, not only ours
+                out = model.forward_features(b.x, b.pos, b.ori, b.sensor_type, b.sensor_mask,
+                                             return_attention=True, **fkw)
                 _, attn = _split_attention(out)
                 spatial = _numpy(attn["spatial"]).astype(np.float64)  # (B, P, K, S)
                 if n_patches is None:
@@ -432,7 +432,7 @@ def attention_maps(model, windows_or_store, *, by: Sequence[str] = ("state",),
                     rec = int(windows.metadata["recording"][i])
                     cols = rec_cols[rec]
                     s = len(cols)
-                    valid = batch["sensor_mask"][row, :s]
+                    valid = batch.sensor_mask[row, :s].numpy()
                     if key not in sums:
                         sums[key] = np.zeros((n_patches, n_union))
                         roll_sums[key] = np.zeros(n_union)

@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.batch import Batch, iter_batches
+from ..data.from_mne import as_windows
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
-from ._common import _iter_batches, _load_windows, _model_device, _split_attention, _union_geometry
+from ._common import _load_windows, _model_device, _split_attention, _union_geometry
 
 __all__ = [
     "DEFAULT_BANDS",
@@ -305,7 +307,7 @@ class Attribution:
 # ---------------------------------------------------------------------- methods
 def _prepare(classifier, windows_or_store):
     _check_differentiable(classifier)
-    windows = _load_windows(windows_or_store)
+    windows = _load_windows(as_windows(windows_or_store, classifier))  # also mne.Epochs / Raw
     if windows.n_windows == 0:
         raise ValueError("No windows to explain: the Windows object is empty.")
     return windows, _model_device(classifier)
@@ -324,9 +326,9 @@ def _targets(target, logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     return t
 
 
-def _grad_wrt_input(classifier, x, tb, target, idx):
+def _grad_wrt_input(classifier, x, tb: Batch, target, idx):
     x = x.detach().requires_grad_(True)
-    logits = classifier(x, tb["pos"], tb["ori"], tb["sensor_type"], tb["sensor_mask"])
+    logits = classifier(x, tb.pos, tb.ori, tb.sensor_type, tb.sensor_mask)
     if logits.ndim != 2:
         raise ValueError(f"The classifier must return logits (B, n_classes); got {tuple(logits.shape)}.")
     t = _targets(target, logits, idx)
@@ -335,13 +337,9 @@ def _grad_wrt_input(classifier, x, tb, target, idx):
     return grad, t, logits.detach()
 
 
-def _forward(classifier, x, tb):
+def _forward(classifier, x, tb: Batch):
     with torch.no_grad():
-        return classifier(x, tb["pos"], tb["ori"], tb["sensor_type"], tb["sensor_mask"])
-
-
-def _batch_tensors(batch, device):
-    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+        return classifier(x, tb.pos, tb.ori, tb.sensor_type, tb.sensor_mask)
 
 
 def gradient_x_input(classifier: nn.Module, windows_or_store, *, target=None,
@@ -352,7 +350,7 @@ def gradient_x_input(classifier: nn.Module, windows_or_store, *, target=None,
     ----------
     classifier : nn.Module
         Differentiable; ``classifier(x, pos, ori, sensor_type, sensor_mask)`` -> logits.
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     target : int | array of int, shape (n_windows,) | None
         Class index to explain; the predicted class when None.
@@ -381,7 +379,7 @@ def integrated_gradients(classifier: nn.Module, windows_or_store, *, target=None
     ----------
     classifier : nn.Module
         Differentiable; ``classifier(x, pos, ori, sensor_type, sensor_mask)`` -> logits.
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     target : int | array of int, shape (n_windows,) | None
         Class index to explain; the predicted class when None.
@@ -422,15 +420,15 @@ def _input_method(classifier, windows_or_store, *, target, batch_size, n_steps, 
     was_training = classifier.training
     classifier.eval()
     try:
-        for idx, batch in _iter_batches(windows, batch_size):
-            tb = _batch_tensors(batch, device)
-            x = tb["x"]
-            valid = tb["sensor_mask"][:, :, None].to(x.dtype)
+        for batch in iter_batches(windows, batch_size=batch_size):
+            idx, tb = batch.index.numpy(), batch.to(device)
+            x = tb.x
+            valid = tb.sensor_mask[:, :, None].to(x.dtype)
             if method == "gradient_x_input" or (isinstance(baseline, str) and baseline == "zeros"):
                 x0 = torch.zeros_like(x)
             elif isinstance(baseline, str):
-                std = batch["x"].std(axis=-1, keepdims=True)
-                x0 = torch.as_tensor(rng.standard_normal(batch["x"].shape).astype(np.float32)
+                std = batch.x.numpy().std(axis=-1, keepdims=True)
+                x0 = torch.as_tensor(rng.standard_normal(batch.x.shape).astype(np.float32)
                                      * std, device=device)
             else:
                 b = np.asarray(baseline, np.float32)
@@ -450,7 +448,8 @@ def _input_method(classifier, windows_or_store, *, target, batch_size, n_steps, 
                                     device=x.device)
                 n_a = len(a)
                 path = (x0[None] + a[:, None, None, None] * delta[None]).reshape(-1, *x.shape[1:])
-                rep = {k: v.repeat(n_a, *[1] * (v.ndim - 1)) for k, v in tb.items()}
+                rep = tb.replace(**{k: getattr(tb, k).repeat(n_a, *[1] * (getattr(tb, k).ndim - 1))
+                                    for k in ("pos", "ori", "sensor_type", "sensor_mask")})
                 path_t = t.repeat(n_a).cpu().numpy()
                 grad, _, _ = _grad_wrt_input(classifier, path, rep, path_t, np.arange(n_a * b))
                 total += grad.reshape(n_a, *x.shape).sum(0)
@@ -481,7 +480,7 @@ def grad_cam(classifier: nn.Module, windows_or_store, *, target=None,
     classifier : EncoderClassifier | nn.Module
         Must expose ``forward_tokens(x, pos, ori, sensor_type, sensor_mask) -> (features,
         attention, logits)`` (as :class:`EncoderClassifier` does).
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     target : int | array of int, shape (n_windows,) | None
         Class index to explain; the predicted class when None.
@@ -504,11 +503,11 @@ def grad_cam(classifier: nn.Module, windows_or_store, *, target=None,
     was_training = classifier.training
     classifier.eval()
     try:
-        for idx, batch in _iter_batches(windows, batch_size):
-            tb = _batch_tensors(batch, device)
-            tb["x"].requires_grad_(True)  # so the latents carry gradients with a frozen encoder
+        for batch in iter_batches(windows, batch_size=batch_size):
+            idx, tb = batch.index.numpy(), batch.to(device)
+            tb.x.requires_grad_(True)  # so the latents carry gradients with a frozen encoder
             features, attention, logits = classifier.forward_tokens(
-                tb["x"], tb["pos"], tb["ori"], tb["sensor_type"], tb["sensor_mask"])
+                tb.x, tb.pos, tb.ori, tb.sensor_type, tb.sensor_mask)
             t = _targets(target, logits, idx)
             selected = logits.gather(1, t[:, None]).sum()
             (grad,) = torch.autograd.grad(selected, features)
@@ -538,7 +537,7 @@ def attribute(classifier, windows_or_store, *, method: str = "integrated_gradien
     classifier : nn.Module
         Differentiable classifier (see :class:`EncoderClassifier`). A scikit-learn
         estimator raises a TypeError that points to :meth:`LinearHead.from_sklearn`.
-    windows_or_store : Windows | path-like
+    windows_or_store : Windows | mne.Epochs | mne.io.Raw | path-like
         Windows to explain, or a store folder.
     method : ``"integrated_gradients"`` | ``"gradient_x_input"`` | ``"grad_cam"``
         The method.

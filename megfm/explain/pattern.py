@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.batch import iter_batches
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
 from ._common import (
-    _iter_batches,
     _load_windows,
     _mean_units,
     _union_columns,
@@ -119,10 +119,9 @@ def _decision_scores(classifier: torch.nn.Module, windows: Windows, target: int,
     classifier.eval().to(device)
     out = []
     try:
-        for _, batch in _iter_batches(windows, batch_size):
-            args = [torch.as_tensor(batch[k], device=device)
-                    for k in ("x", "pos", "ori", "sensor_type", "sensor_mask")]
-            logits = classifier(*args).double()
+        for batch in iter_batches(windows, batch_size=batch_size):
+            b = batch.to(device)
+            logits = classifier(b.x, b.pos, b.ori, b.sensor_type, b.sensor_mask).double()
             if logits.ndim != 2 or logits.shape[1] < 2:
                 raise ValueError(f"The classifier returned logits of shape "
                                  f"{tuple(logits.shape)}; expected (n_windows, n_classes) "

@@ -38,6 +38,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "read_checkpoint",
     "read_checkpoint_config",
+    "resolve_checkpoint",
     "write_checkpoint",
 ]
 
@@ -50,6 +51,8 @@ LEGACY_WEIGHTS_NAME = "weights.pt"
 #: Format tag and version written into every ``config.json``.
 CHECKPOINT_FORMAT = "megfm-checkpoint"
 FORMAT_VERSION = 2
+#: Folder of a ``megfm pretrain --out RUN`` run folder that holds its exported model.
+RUN_MODEL_DIR = "model"
 # files an export may hold: only these are replaced when an export is overwritten
 _EXPORT_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS_NAME})
 
@@ -115,6 +118,37 @@ def write_checkpoint(
     return given
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint folder that ``path`` names: itself, or the model of a run folder.
+
+    Every command and function that takes a model reads it through here, so each accepts
+    what ``megfm pretrain --out RUN`` wrote (``RUN``) as well as ``RUN/model`` or any folder
+    written by :meth:`MaskedSignalModel.save_pretrained`.
+
+    Parameters
+    ----------
+    path : path-like
+        A checkpoint folder or a pretraining run folder.
+
+    Returns
+    -------
+    directory : Path
+        The folder that holds ``config.json`` (checked when it is read).
+    """
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / RUN_MODEL_DIR / CONFIG_NAME).is_file():
+        return path / RUN_MODEL_DIR
+    if (path / "run.json").is_file():
+        raise ValueError(
+            f"{path} is a pretraining run without an exported model ({path / RUN_MODEL_DIR} "
+            f"does not exist: the run stopped early). Finish it with `megfm pretrain STORE "
+            f"--out {path} --resume`."
+        )
+    return path
+
+
 def _read_meta(directory: Path) -> dict:
     """The checked contents of ``config.json`` (format tag, format and megfm versions)."""
     cfg_path = directory / CONFIG_NAME
@@ -154,13 +188,13 @@ def read_checkpoint_config(directory: str | Path) -> ModelConfig:
     Parameters
     ----------
     directory : str | Path
-        The checkpoint folder.
+        The checkpoint folder, or a pretraining run folder (see :func:`resolve_checkpoint`).
 
     Returns
     -------
     config : ModelConfig
     """
-    directory = Path(directory)
+    directory = resolve_checkpoint(directory)
     return _config_of(directory, _read_meta(directory))
 
 
@@ -234,7 +268,7 @@ def read_checkpoint(
     Parameters
     ----------
     directory : str | Path
-        The checkpoint folder.
+        The checkpoint folder, or a pretraining run folder (see :func:`resolve_checkpoint`).
     expected_config : ModelConfig | None
         When given, the checkpoint's config must equal it; differences are listed in the error.
     map_location : str | torch.device
@@ -245,7 +279,7 @@ def read_checkpoint(
     config : ModelConfig
     state_dict : dict[str, Tensor]
     """
-    directory = Path(directory)
+    directory = resolve_checkpoint(directory)
     meta = _read_meta(directory)
     config = _config_of(directory, meta)
     if expected_config is not None:

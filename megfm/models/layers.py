@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "CrossBlock", "Mlp", "SelfBlock", "sinusoidal_positions", "to_grid"]
+from .packing import to_grid
+
+__all__ = ["Attention", "CrossBlock", "Mlp", "SelfBlock", "sinusoidal_positions"]
 
 
 def sinusoidal_positions(n: int, dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -27,14 +29,6 @@ def sinusoidal_positions(n: int, dim: int, *, device=None, dtype=torch.float32) 
     out[:, 0 : 2 * half : 2] = angles.sin()
     out[:, 1 : 2 * half : 2] = angles.cos()
     return out.to(dtype)
-
-
-def to_grid(values: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, n_rows: int,
-            width: int) -> torch.Tensor:
-    """Packed ``values (N, ...)`` placed at ``(rows, slots)`` of a zero grid ``(n_rows, width, ...)``."""
-    grid = values.new_zeros(n_rows, width, *values.shape[1:])
-    grid[rows, slots] = values
-    return grid
 
 
 class Attention(nn.Module):
@@ -95,7 +89,6 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         *,
         key_mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
         value_context: torch.Tensor | None = None,
         need_weights: bool = False,
@@ -110,13 +103,11 @@ class Attention(nn.Module):
             Keys/values; ``x`` when None (self-attention).
         key_mask : Tensor of bool, shape (B, Nk) | None
             True = this key takes part. Every row must have at least one True.
-        bias : Tensor, shape broadcastable to (B, H, Nq, Nk) | None
-            Added to the attention logits (after the ``1 / sqrt(head_dim)`` scaling).
         key_bias : tuple of Tensor (coef (H,), values (B, Nk)) | None
             A rank-one logit bias ``coef[h] * values[b, k]`` (the same for every query),
-            added like ``bias``. In the token-space path it is an additive float mask of the
-            attention call, so the query/key width stays the context width (a multiple of 8
-            for the presets), which the memory-efficient SDPA kernels need.
+            added to the logits after the ``1 / sqrt(head_dim)`` scaling. It is an additive
+            float mask of the attention call, so the query/key width stays the context width
+            (a multiple of 8 for the presets), which the memory-efficient SDPA kernels need.
         value_context : Tensor, shape (B, Nk, kv_dim) | None
             Projected to the values when given (keys still come from ``context``); None =
             ``context``.
@@ -133,12 +124,12 @@ class Attention(nn.Module):
         nk = ctx.shape[1]
         q = self.q(x).reshape(b, nq, self.n_heads, self.head_dim).transpose(1, 2)
         vctx = ctx if value_context is None else value_context
-        if self.token_space and bias is None:
+        if self.token_space:
             return self._token_space(q, ctx, vctx, key_mask, key_bias, need_weights)
+        bias = None
         if key_bias is not None:
             coef, values = key_bias
-            dense = coef[None, :, None, None] * values[:, None, None, :]  # (B, H, 1, Nk)
-            bias = dense if bias is None else bias + dense
+            bias = coef[None, :, None, None] * values[:, None, None, :]  # (B, H, 1, Nk)
         if value_context is None:
             k, v = (
                 self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -295,13 +286,11 @@ class CrossBlock(nn.Module):
         context: torch.Tensor,
         *,
         key_mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, w = self.attn(
-            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, bias=bias,
-            key_bias=key_bias, value_context=None if self.value_norm else context,
+            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, key_bias=key_bias, value_context=None if self.value_norm else context,
             need_weights=need_weights,
         )
         x = x + a

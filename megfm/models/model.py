@@ -13,6 +13,8 @@ Token flow (shapes in comments below)::
 
 Masked sensor-patches are dropped before the encoder (MAE), not replaced by mask tokens;
 the variable number of visible sensors per time patch is handled with key padding masks.
+:mod:`.packing` packs the visible (encoder) and hidden (decoder) sensor-patches, and
+:mod:`.patch_embed` turns the visible ones into tokens.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..masking import make_mask
@@ -29,7 +30,6 @@ from ..tokenize import (
     GeometryEmbedding,
     NormStats,
     band_log_power,
-    log_amplitude_spectrum,
     patchify,
     pool_scale_by_type,
     relative_log_scale,
@@ -38,7 +38,9 @@ from ..tokenize import (
 )
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import ModelConfig
-from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions, to_grid
+from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
+from .packing import Packing, pack
+from .patch_embed import embed_patches, patch_log_amplitude, sensor_terms
 
 __all__ = ["MaskedSignalModel", "load_pretrained", "save_pretrained"]
 
@@ -48,29 +50,6 @@ def _pink_noise_band_log_power() -> torch.Tensor:
     edges = torch.tensor(list(BANDS.values()), dtype=torch.float64)  # (n_bands, 2)
     width = torch.log(edges[:, 1] / edges[:, 0])  # integral of 1/f over the band
     return torch.log(width / width.sum()).float()
-
-
-def _pack_rows(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, int]:
-    """Slots of packed elements in a grid of ``n_rows`` rows, in order of appearance.
-
-    Parameters
-    ----------
-    rows : Tensor of int64, shape (N,)
-        Row of each element, sorted (as ``nonzero`` returns them).
-    n_rows : int
-        Number of rows of the grid.
-
-    Returns
-    -------
-    slots : Tensor of int64, shape (N,)
-        Position of each element within its row (0, 1, ... in order).
-    width : int
-        The most elements of one row (at least 1): the width of the grid.
-    """
-    counts = torch.bincount(rows, minlength=n_rows)
-    slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
-    width = max(int(counts.max()), 1) if rows.numel() else 1
-    return slots, width
 
 
 class MaskedSignalModel(nn.Module):
@@ -88,6 +67,10 @@ class MaskedSignalModel(nn.Module):
     ``megfm.data.SENSOR_TYPES`` and ``sensor_mask (B, S)`` (True = valid sensor). ``T`` must
     be a multiple of ``config.patch_samples``. No part of the model is tied to a sensor
     index: permuting sensors permutes outputs, and any sensor count works.
+
+    ``x`` may be float16 (a float16 store): it is upcast to float32 at the input
+    (:func:`megfm.tokenize.robust_normalize`), so keep it in half precision up to here. A
+    :class:`megfm.data.Batch` feeds the model by name: ``model(**batch.inputs())``.
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -406,75 +389,23 @@ class MaskedSignalModel(nn.Module):
             ``"spatial"`` (B, P, K, S) and ``"temporal"`` list of (B, H, N, N) when
             ``need_weights``; ``"blocks"`` list of (B, P, K, D) when ``return_blocks``.
         """
-        b, s, p, length = patches.shape
-        dim, k = self.config.dim, self.config.n_latents
-        # pack the visible sensor-patches: hidden ones are dropped, not replaced, and the
-        # per-token work (embedding, gain, MLP) runs on the visible ones only; the spatial
-        # attention then reads them from a grid (B * P, Sv, .) padded to the most visible
-        # sensors of any time patch
-        bi, pi, si = visible.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
-        rows = bi * p + pi  # the time patch of each visible sensor-patch
-        slots, sv = _pack_rows(rows, b * p)
-        key_mask = to_grid(torch.ones_like(rows, dtype=torch.bool), rows, slots, b * p, sv)
-        empty = ~key_mask[:, 0].reshape(b, p)  # time patch with no visible sensor
-        tok = patches[bi, si, pi]  # (Nv, L)
-        tw = geometry.shape[-1]
-        if (self.config.scale_feature or self.scale_bias is not None) and rel_scale is None:
+        b, s, p, _ = patches.shape
+        k, dim = self.config.n_latents, self.config.dim
+        # MAE: hidden sensor-patches are dropped, not replaced; the visible ones are packed
+        packed = pack(visible)
+        x = patches[packed.window, packed.sensor, packed.patch]  # (Nv, L)
+        if rel_scale is None and (self.config.scale_feature or self.scale_bias is not None):
             rel_scale = patches.new_zeros(b, s)
-        # token = (W x_patch + c_sensor) * gain_sensor + geometry_sensor: every part but the
-        # patch projection depends on the sensor only, so it is computed once per sensor
-        # (not once per sensor-patch) and gathered with the visible patches
-        weight, per_sensor = self.patch_embed.weight, self.patch_embed.bias.expand(b, s, tw)
-        if self.config.scale_feature:  # the log relative scale is the last input column
-            per_sensor = per_sensor + rel_scale[..., None].to(weight.dtype) * weight[:, length]
-        parts = [per_sensor + geometry]
-        if self.token_gain is not None:  # geometry-dependent gain: signed spatial filters
-            gain = 1.0 + self.token_gain(geometry)
-            parts = [per_sensor * gain + geometry, gain]
-        if self.scale_bias is not None:
-            parts.append(rel_scale[..., None].to(geometry.dtype))
-        sensor_parts = torch.cat(parts, dim=-1)[bi, si]  # (Nv, 2tw + 1)
-        tokens = F.linear(tok, weight[:, :length])  # (Nv, tw)
-        if self.spectrum_embed is not None:  # phase-free band power of each patch
-            spectrum = log_amplitude_spectrum(tok).to(tokens.dtype)
-            tokens = tokens + self.spectrum_embed(spectrum)
-        if self.token_gain is not None:
-            tokens = tokens * sensor_parts[..., tw : 2 * tw]
-        tokens = tokens + sensor_parts[..., :tw]
-        if self.token_mlp is not None:
-            tokens = tokens + self.token_mlp(self.token_norm(tokens))
-        grid = to_grid(tokens, rows, slots, b * p, sv)  # padding slots carry nothing
+        tokens = self.embed_patches(x, geometry, packed, rel_scale)  # (Nv, tw)
         key_bias = None
-        if self.scale_bias is not None:
-            # log amplitude of each sensor-patch relative to the median sensor of its type:
-            # the sensor's log relative scale + the log rms of its normalised patch
-            amp = 0.5 * torch.log(tok.float().square().mean(-1) + 1e-3)  # (Nv,)
-            log_amp = to_grid(sensor_parts[..., -1] + amp.to(sensor_parts.dtype), rows, slots,
-                              b * p, sv)
-            key_bias = (self.scale_bias, log_amp)  # logit bias beta_h * a
-        time = sinusoidal_positions(p, dim, device=patches.device, dtype=tokens.dtype)  # (P, D)
-        queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
-        # rows without any visible key attend to zeros; their output is replaced below
-        key_mask_safe = key_mask | empty.reshape(b * p, 1)
-        lat, w_spatial = self.spatial(
-            queries[None].expand(b, p, k, dim).reshape(b * p, k, dim),
-            grid,
-            key_mask=key_mask_safe,
-            key_bias=key_bias,
-            need_weights=need_weights,
-        )
-        lat = lat.reshape(b, p, k, dim)
-        fill = (self.empty_latents[None] + time[:, None]).to(lat.dtype)  # (P, K, D)
-        lat = torch.where(empty[..., None, None], fill[None], lat)  # (B, P, K, D)
-        extras: dict = {}
-        if need_weights:
-            w = w_spatial.mean(1)[rows, :, slots]  # head-averaged, (Nv, K)
-            spatial = w.new_zeros(b, p, s, k)
-            spatial[bi, pi, si] = w
-            extras["spatial"] = spatial.transpose(2, 3)  # (B, P, K, S)
-            extras["temporal"] = []
-        z = lat.reshape(b, p * k, dim)  # (B, N = P * K, D)
+        if self.scale_bias is not None:  # logit bias beta_h * log amplitude of each key
+            amp = patch_log_amplitude(x, packed.per_sensor(rel_scale))
+            key_bias = (self.scale_bias, packed.grid(amp))
+        latents, spatial = self.pool_sensors(packed.grid(tokens), packed, key_bias=key_bias,
+                                             need_weights=need_weights)  # (B, P, K, D)
+        extras: dict = {"spatial": spatial, "temporal": []} if need_weights else {}
         blocks = []
+        z = latents.reshape(b, p * k, dim)  # (B, N = P * K, D)
         for blk in self.blocks:
             z, w = blk(z, need_weights=need_weights)
             if need_weights:
@@ -484,6 +415,78 @@ class MaskedSignalModel(nn.Module):
         if return_blocks:
             extras["blocks"] = blocks
         return self.norm(z).reshape(b, p, k, dim), extras
+
+    def embed_patches(self, patches: torch.Tensor, geometry: torch.Tensor, packed: Packing,
+                      rel_scale: torch.Tensor | None) -> torch.Tensor:
+        """Tokens ``(N, token_width)`` of packed sensor-patches (:mod:`.patch_embed`).
+
+        Parameters
+        ----------
+        patches : Tensor, shape (N, L)
+            The packed normalised sensor-patches.
+        geometry : Tensor, shape (B, S, token_width)
+            Sensor embeddings.
+        packed : Packing
+            Where the patches come from (:func:`megfm.models.packing.pack`).
+        rel_scale : Tensor, shape (B, S) | None
+            Log relative scale of each sensor (used with ``config.scale_feature``).
+        """
+        offset, gain = sensor_terms(  # once per sensor, not once per sensor-patch
+            geometry, self.patch_embed,
+            log_scale=rel_scale if self.config.scale_feature else None,
+            token_gain=self.token_gain)
+        return embed_patches(
+            patches, packed.per_sensor(offset), None if gain is None else packed.per_sensor(gain),
+            self.patch_embed, spectrum_embed=self.spectrum_embed, token_norm=self.token_norm,
+            token_mlp=self.token_mlp)
+
+    def pool_sensors(
+        self,
+        tokens: torch.Tensor,
+        packed: Packing,
+        *,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """K latent queries per time patch attend to that patch's visible sensor tokens.
+
+        Parameters
+        ----------
+        tokens : Tensor, shape (B * P, width, token_width)
+            Sensor tokens grouped by time patch (``packed.grid``); padding slots are ignored.
+        packed : Packing
+            The visible sensor-patches (:func:`megfm.models.packing.pack`).
+        key_bias : tuple of Tensor (coef (H,), values (B * P, width)) | None
+            Rank-one logit bias of the spatial attention.
+        need_weights : bool
+            Also return the head-averaged attention map.
+
+        Returns
+        -------
+        latents : Tensor, shape (B, P, K, D)
+            ``empty_latents`` (+ time position) where no sensor of the time patch is visible.
+        spatial : Tensor, shape (B, P, K, S) | None
+            Attention weights over sensors, when ``need_weights``.
+        """
+        b, s, p = packed.shape
+        k, dim = self.config.n_latents, self.config.dim
+        key_mask = packed.key_mask()  # (B * P, width)
+        empty = ~key_mask[:, 0]  # a time patch with no visible sensor (time-block masking)
+        time = sinusoidal_positions(p, dim, device=tokens.device, dtype=tokens.dtype)  # (P, D)
+        queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
+        # rows without any visible key attend to zeros; their output is replaced below
+        lat, weights = self.spatial(
+            queries[None].expand(b, p, k, dim).reshape(b * p, k, dim), tokens,
+            key_mask=key_mask | empty[:, None], key_bias=key_bias, need_weights=need_weights)
+        lat = lat.reshape(b, p, k, dim)
+        fill = (self.empty_latents[None] + time[:, None]).to(lat.dtype)  # (P, K, D)
+        lat = torch.where(empty.reshape(b, p)[..., None, None], fill[None], lat)
+        if not need_weights:
+            return lat, None
+        w = weights.mean(1)[packed.rows, :, packed.slots]  # head-averaged, (Nv, K)
+        spatial = w.new_zeros(b, p, s, k)
+        spatial[packed.window, packed.patch, packed.sensor] = w
+        return lat, spatial.transpose(2, 3)  # (B, P, K, S)
 
     def forward_decoder(
         self,
@@ -524,30 +527,29 @@ class MaskedSignalModel(nn.Module):
         # pack the hidden sensor-patches: the per-query work (norms, MLP, read-outs) runs on
         # them alone, not on a grid padded to the most hidden sensors of any time patch
         # (a whole hidden time patch under "time" masking would pad every row to S)
-        bi, pi, si = hidden.transpose(1, 2).nonzero(as_tuple=True)  # sorted by (b, p, s)
-        rows = bi * p + pi  # the time patch whose latents each query reads
-        slots, n_slots = _pack_rows(rows, b * p)
+        packed = pack(hidden)
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
-        q = self.decoder_geometry(geometry)[bi, si] + self.mask_token + time[pi]  # (N, Dd)
+        q = (packed.per_sensor(self.decoder_geometry(geometry)) + self.mask_token
+             + time[packed.patch])  # (N, Dd)
         memory = self.decoder_embed(latents).reshape(b * p, k, ddim)  # (B * P, K, Dd)
         for blk in self.decoder_blocks:
-            q = blk.forward_packed(q, memory, rows, slots, n_slots)
+            q = blk.forward_packed(q, memory, packed.rows, packed.slots, packed.width)
         q = self.decoder_norm(q)
         if self.decoder_gain is not None:  # per-sensor readout of the latent features
-            q = q * (1.0 + self.decoder_gain(geometry)[bi, si])
+            q = q * (1.0 + packed.per_sensor(self.decoder_gain(geometry)))
         out = self.decoder_pred(q)  # (N, L)
         if self.leadfield is not None:
-            gains = self.leadfield(geometry)  # (B, S, K * r)
-            grid = to_grid(gains[bi, si], rows, slots, b * p, n_slots)
+            gains = packed.grid(packed.per_sensor(self.leadfield(geometry)))  # (B * P, n, K * r)
             sources = self.source_readout(latents).reshape(b * p, -1, length)  # (B * P, K * r, L)
-            out = out + torch.bmm(grid, sources.to(grid.dtype))[rows, slots]
+            out = out + torch.bmm(gains, sources.to(gains.dtype))[packed.rows, packed.slots]
+        where = (packed.window, packed.sensor, packed.patch)
         pred = out.new_zeros(b, s, p, length)
-        pred[bi, si, pi] = out
+        pred[where] = out
         if not return_bands:
             return pred
         bands = self.decoder_bands(q)
         full = bands.new_zeros(b, s, p, bands.shape[-1])
-        full[bi, si, pi] = bands
+        full[where] = bands
         return pred, full
 
     def forward_loss(
@@ -740,6 +742,23 @@ class MaskedSignalModel(nn.Module):
         latents, extras = self._encode_whole(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq,
                                              return_blocks=True)
         return latents, [extras["blocks"][i] for i in sorted(set(chosen))]
+
+    def layer_id(self, name: str) -> int | None:
+        """Depth of parameter ``name`` for layer-wise learning-rate decay (BEiT / MAE).
+
+        0: everything before the temporal blocks (tokeniser, geometry and patch embeddings,
+        spatial cross-attention, latent queries); ``1 + i``: ``blocks.i``; ``depth + 1``: the
+        final norm and the head; ``None``: the decoder (with its lead-field read-out), which
+        fine-tuning does not use.
+        """
+        root = name.split(".", 1)[0]
+        if root.startswith("decoder") or root in ("mask_token", "leadfield", "source_readout"):
+            return None
+        if root == "blocks":
+            return 1 + int(name.split(".")[1])
+        if root in ("norm", "head"):
+            return len(self.blocks) + 1
+        return 0
 
 
 def save_pretrained(model: MaskedSignalModel, directory: str | Path) -> Path:

@@ -1,14 +1,18 @@
 """Training layer: the Lightning data module, the pretraining module and :func:`pretrain`.
 
-Only this layer (and :mod:`megfm.evaluate.finetune`) imports Lightning.
+Only this layer (and :mod:`megfm.evaluate.finetune`) imports Lightning. Names load lazily,
+so :class:`PretrainConfig` (which the command line reads to build its options) imports
+neither torch nor Lightning.
 """
 
-from __future__ import annotations
+import lazy_loader as _lazy
 
-from .datamodule import MEGDataModule
-from .module import PretrainModule
-
-# Imported last so that the name ``pretrain`` is the function, not the submodule.
-from .pretrain import load_metrics, pretrain
-
-__all__ = ["MEGDataModule", "PretrainModule", "load_metrics", "pretrain"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "config": ["PretrainConfig"],
+        "datamodule": ["MEGDataModule"],
+        "module": ["PretrainModule"],
+        "pretrain": ["load_metrics", "pretrain", "read_run"],
+    },
+)

@@ -1,4 +1,5 @@
-"""Defaults that follow the hardware: precision, matmul precision, fused optimiser, pinning.
+"""Defaults that follow the hardware: precision, matmul precision, fused optimiser, pinning,
+and ``torch.compile`` of the model's transformer blocks.
 
 Small functions of the accelerator name so that the CPU tests cover the GPU choices too.
 """
@@ -9,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["adamw_kwargs", "device_type", "resolve_precision"]
+__all__ = ["adamw_kwargs", "compile_model", "device_type", "resolve_precision"]
 
 
 def device_type(accelerator: str) -> str:
@@ -61,13 +62,71 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
-def adamw_kwargs(params: Iterable[torch.Tensor]) -> dict:
+def adamw_kwargs(params: Iterable[torch.Tensor], *, precision: str = "32-true",
+                 gradient_clip_val: float | None = None) -> dict:
     """Extra :class:`torch.optim.AdamW` arguments for these parameters.
 
-    ``{"fused": True}`` when every parameter is a floating-point CUDA tensor (one kernel for
-    the whole update instead of several per parameter), else ``{}``.
+    Parameters
+    ----------
+    params : iterable of Tensor
+        The parameters the optimiser updates.
+    precision : str
+        The run's Lightning precision (``trainer.precision``).
+    gradient_clip_val : float | None
+        The run's gradient clipping (``trainer.gradient_clip_val``).
+
+    Returns
+    -------
+    kwargs : dict
+        ``{"fused": True}`` when every parameter is a floating-point tensor on the CPU or on
+        CUDA: the whole update of a parameter in one kernel (on the CPU about 10x faster
+        than the default loop of element-wise ops: 2 ms against 22 ms per step for
+        ``small``). ``{}`` otherwise, and under a mixed precision with gradient clipping,
+        where Lightning refuses fused optimisers (it takes them for ones that unscale fp16
+        gradients themselves); CUDA then uses its multi-tensor (foreach) default.
     """
     params = list(params)
-    if params and all(p.is_cuda and p.is_floating_point() for p in params):
-        return {"fused": True}
-    return {}
+    devices = {p.device.type for p in params}
+    if not params or len(devices) > 1 or not devices <= {"cpu", "cuda"} \
+            or not all(p.is_floating_point() for p in params):
+        return {}
+    if str(precision).endswith("-mixed") and gradient_clip_val:
+        return {}
+    return {"fused": True}
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Compile the transformer blocks of a :class:`megfm.MaskedSignalModel` in place.
+
+    Regional compilation: each temporal block (shapes ``(B, P * K, D)``, the same at every
+    step) and the spatial cross-attention block (its key count, the most visible sensors of
+    a time patch, changes with the mask: compiled with dynamic shapes) get
+    :meth:`torch.nn.Module.compile`. The packing of the visible and hidden sensor-patches
+    around them stays eager: its shapes depend on the mask, so compiling the whole model
+    breaks it into some 27 graphs and recompiles as the shapes change (about 3x the
+    compile time of the blocks alone).
+
+    The modules, parameters and ``state_dict`` keys are unchanged, so checkpoints and
+    exports are the same as without compilation. The first forward of each block compiles
+    it (Inductor; on a CPU it needs a C++ compiler).
+
+    Parameters
+    ----------
+    model : MaskedSignalModel
+        The model; changed in place.
+
+    Returns
+    -------
+    model : MaskedSignalModel
+        The same object.
+    """
+    from ..models import MaskedSignalModel
+
+    if not isinstance(model, MaskedSignalModel):
+        raise TypeError(
+            f"compile_model expects a megfm.MaskedSignalModel; got {type(model).__name__}."
+        )
+    for block in model.blocks:
+        block.compile()
+    model.spatial.compile(dynamic=True)
+    return model

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.dataset import WindowDataset, collate_windows
+from ..data.batch import collate_windows
+from ..data.dataset import WindowDataset
 from ..data.sampler import ShardRunSampler
 from ..data.store import MAX_OPEN_SHARDS, StoreReader
 
@@ -210,8 +211,11 @@ class MEGDataModule(pl.LightningDataModule):
         Drop the last incomplete training batch.
     pin_memory : bool
         Pin batches in page-locked memory (faster host-to-GPU copies).
-    dtype : torch.dtype
-        Dtype of ``x`` in batches.
+    prefetch_factor : int
+        Batches each worker loads in advance (unused without workers).
+    dtype : torch.dtype | None
+        Dtype of ``x`` in batches; None keeps the store's (a float16 store stays float16 up
+        to the model, which upcasts).
     run_length : int
         Training batches are made of runs of this many consecutive windows of one recording
         (shard), drawn at random (see :class:`~megfm.data.sampler.ShardRunSampler`): a run
@@ -247,7 +251,8 @@ class MEGDataModule(pl.LightningDataModule):
         balance_states: bool = False,
         drop_last: bool = False,
         pin_memory: bool = False,
-        dtype: torch.dtype = torch.float32,
+        prefetch_factor: int = 2,
+        dtype: torch.dtype | None = None,
         run_length: int = 8,
         buffer_shards: int | None = MAX_OPEN_SHARDS,
     ) -> None:
@@ -275,6 +280,8 @@ class MEGDataModule(pl.LightningDataModule):
         self.balance_states = bool(balance_states)
         self.drop_last = bool(drop_last)
         self.pin_memory = bool(pin_memory)
+        # torch refuses a prefetch_factor without workers
+        self.prefetch_factor = int(prefetch_factor) if self.num_workers else None
         self.dtype = dtype
         self.run_length = int(run_length)
         self.buffer_shards = None if buffer_shards is None else int(buffer_shards)
@@ -327,6 +334,7 @@ class MEGDataModule(pl.LightningDataModule):
             collate_fn=collate_windows,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor,
             **kwargs,
         )
 
@@ -363,7 +371,8 @@ class MEGDataModule(pl.LightningDataModule):
                                   batch_size=self.batch_size, num_workers=self.num_workers,
                                   collate_fn=collate_windows,
                                   persistent_workers=self.num_workers > 0,
-                                  pin_memory=self.pin_memory, drop_last=self.drop_last)
+                                  pin_memory=self.pin_memory, drop_last=self.drop_last,
+                                  prefetch_factor=self.prefetch_factor)
         if self._train_state is not None:
             loader.load_state_dict(self._train_state)
             self._train_state = None

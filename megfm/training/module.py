@@ -8,7 +8,6 @@ tensor, so ``last.ckpt`` loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ..data.batch import Batch
 from ..data.dataset import BadWindowsError, batch_indices, check_batch
 
 __all__ = ["BadWindowsError", "PretrainModule", "config_from_dict", "config_to_dict",
@@ -23,17 +23,17 @@ __all__ = ["BadWindowsError", "PretrainModule", "config_from_dict", "config_to_d
 
 logger = logging.getLogger(__name__)
 
-_STAGES = ("train", "val", "test")
+_STAGES = ("train", "val")
 
 
 def config_to_dict(config: Any) -> dict:
-    """Return a model config as a plain JSON-able dict (``to_dict()`` or dataclass fields)."""
+    """Return a model config (a :class:`megfm.ModelConfig` or its dict) as a plain dict."""
+    from ..models import ModelConfig
+
     if isinstance(config, dict):
         return dict(config)
-    if hasattr(config, "to_dict"):
-        return dict(config.to_dict())
-    if dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
+    if isinstance(config, ModelConfig):
+        return config.to_dict()
     raise TypeError(
         f"Invalid model config: expected a megfm.ModelConfig or a dict; got {type(config).__name__}."
     )
@@ -100,6 +100,11 @@ class PretrainModule(pl.LightningModule):
         Seed of the masks and of the random number generators at each step: the masks of
         step ``k`` depend only on ``(seed, k, rank)``, so a resumed run draws the same masks
         as an uninterrupted one.
+    compile : bool
+        Compile the model's transformer blocks with ``torch.compile``
+        (:func:`megfm.training._hardware.compile_model`); the weights and checkpoints are
+        the same as without it. Not saved in the hyper-parameters: a run choice, not part
+        of the model.
 
     Notes
     -----
@@ -120,6 +125,7 @@ class PretrainModule(pl.LightningModule):
         mask_mode: str | None = None,
         mask_ratio: float | None = None,
         seed: int = 0,
+        compile: bool = False,  # noqa: A002  (torch's name for it)
     ) -> None:
         super().__init__()
         from ..models import MaskedSignalModel, ModelConfig
@@ -146,24 +152,25 @@ class PretrainModule(pl.LightningModule):
             "seed": int(seed),
         })
         self.model = MaskedSignalModel(config_from_dict(config_dict))
+        if compile:
+            from ._hardware import compile_model
+
+            compile_model(self.model)
 
     # ------------------------------------------------------------------ steps
     def _step_seed(self, stage: str, batch_idx: int) -> int:
-        """Seed of the masks of one step (train: global step; val/test: batch index)."""
+        """Seed of the masks of one step (train: global step; val: batch index)."""
         step = self.global_step if stage == "train" else batch_idx
         offset = _STAGES.index(stage)
         return (self.hparams.seed * 1_000_003 + step * 7919 + offset * 104_729
                 + self.global_rank * 15_485_863) % (2**63 - 1)
 
-    def forward(self, batch: dict, *, generator: torch.Generator | None = None) -> dict:
-        """Run the model on a batch dict (see ``docs/design.md``, "Batch")."""
-        return self.model(
-            batch["x"], batch["pos"], batch["ori"], batch["sensor_type"], batch["sensor_mask"],
-            mask_mode=self.hparams.mask_mode, mask_ratio=self.hparams.mask_ratio,
-            generator=generator,
-        )
+    def forward(self, batch: Batch, *, generator: torch.Generator | None = None) -> dict:
+        """Run the model on a :class:`~megfm.data.batch.Batch`."""
+        return self.model(**batch.inputs(), mask_mode=self.hparams.mask_mode,
+                          mask_ratio=self.hparams.mask_ratio, generator=generator)
 
-    def _stop_if_non_finite(self, loss: torch.Tensor, batch: dict, batch_idx: int,
+    def _stop_if_non_finite(self, loss: torch.Tensor, batch: Batch, batch_idx: int,
                             stage: str) -> None:
         """Raise on every rank together when any rank's loss is not finite.
 
@@ -182,7 +189,7 @@ class PretrainModule(pl.LightningModule):
             f"{batch_idx}). Check these windows of the store for NaN/Inf or extreme values, "
             "or lower the learning rate / enable gradient clipping.")
 
-    def _stop_if_bad_windows(self, batch: dict, stage: str) -> None:
+    def _stop_if_bad_windows(self, batch: Batch, stage: str) -> None:
         """Refuse unusable windows (no valid sensor, NaN/Inf) before the model runs, on every
         rank together, naming them by store index."""
         from ._distributed import any_rank
@@ -192,7 +199,7 @@ class PretrainModule(pl.LightningModule):
             check_batch(batch, f"{stage}, global step {self.global_step}")
         except BadWindowsError as exc:
             local = (str(exc), exc.indices)
-        if any_rank(local is not None, device=batch["x"].device):
+        if any_rank(local is not None, device=batch.x.device):
             self._raise_on_every_rank(local, "")
 
     def _raise_on_every_rank(self, local: tuple[str, list[int]] | None, headline: str) -> None:
@@ -212,42 +219,44 @@ class PretrainModule(pl.LightningModule):
                 f"{what} (every rank stops here)."
         raise BadWindowsError(message, indices)
 
-    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
+    def _shared_step(self, batch: Batch, stage: str, batch_idx: int = 0) -> torch.Tensor:
         """Masked reconstruction loss of one batch, logged as ``f"{stage}/loss"``."""
+        if not isinstance(batch, Batch):
+            raise TypeError(
+                f"PretrainModule takes megfm.data.Batch batches; got {type(batch).__name__}. "
+                "Build the DataLoader with collate_fn=megfm.data.collate_windows.")
         seed = self._step_seed(stage, batch_idx)
         if stage == "train":
             # Dropout and any other randomness of the step depend on (seed, step, rank) only.
             torch.manual_seed(seed)
         # both checks are agreed on by every rank: one raising alone would hang the others
         self._stop_if_bad_windows(batch, stage)
-        generator = torch.Generator(device=batch["x"].device)
+        generator = torch.Generator(device=batch.x.device)
         generator.manual_seed(seed)
         out = self(batch, generator=generator)
         loss = out["loss"]
         self._stop_if_non_finite(loss, batch, batch_idx, stage)
-        batch_size = int(batch["x"].shape[0])
+        batch_size = len(batch)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size,
                  on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:  # noqa: D102
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:  # noqa: D102
         loss = self._shared_step(batch, "train", batch_idx)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"],
-                 on_step=True, on_epoch=False, batch_size=int(batch["x"].shape[0]))
+                 on_step=True, on_epoch=False, batch_size=len(batch))
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:  # noqa: D102
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:  # noqa: D102
         return self._shared_step(batch, "val", batch_idx)
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:  # noqa: D102
-        return self._shared_step(batch, "test", batch_idx)
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on 1-d parameters) with linear warm-up + cosine decay per step.
 
-        The fused AdamW kernel is used when the parameters are on CUDA (Lightning moves the
-        model to its device before this is called).
+        The fused AdamW kernel is used when the parameters are on the CPU or CUDA (Lightning
+        moves the model to its device before this is called), except under a mixed precision
+        with gradient clipping (see :func:`megfm.training._hardware.adamw_kwargs`).
         """
         decay, no_decay = [], []
         for _, param in self.model.named_parameters():
@@ -257,10 +266,14 @@ class PretrainModule(pl.LightningModule):
         from ._hardware import adamw_kwargs
 
         hp = self.hparams
+        trainer = self._trainer  # None outside a Trainer
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, betas=tuple(hp.betas), **adamw_kwargs(decay + no_decay),
+            lr=hp.lr, betas=tuple(hp.betas),
+            **adamw_kwargs(decay + no_decay,
+                           precision=trainer.precision if trainer else "32-true",
+                           gradient_clip_val=trainer.gradient_clip_val if trainer else None),
         )
         warmup, max_steps, floor = hp.warmup_steps, hp.max_steps, hp.min_lr_ratio
 

@@ -31,8 +31,9 @@ from .._quiet import quiet_lightning
 from .._version import __version__
 from ..data.dataset import naming_windows
 from . import _checkpoints
+from .config import PretrainConfig
 
-__all__ = ["load_metrics", "pretrain"]
+__all__ = ["load_metrics", "pretrain", "read_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,11 @@ def _read_manifest(store: Path) -> dict:
 
 
 def _resolve_config(model: Any):
+    """The ModelConfig that ``model`` (a preset name, a ModelConfig or its dict) names."""
     from ..models import PRESETS, ModelConfig
 
+    if isinstance(model, ModelConfig):
+        return model
     if isinstance(model, str):
         if model not in PRESETS:
             raise ValueError(
@@ -91,11 +95,7 @@ def _resolve_config(model: Any):
             )
         return ModelConfig.preset(model)
     if isinstance(model, dict):
-        from .module import config_from_dict
-
-        return config_from_dict(model)
-    if dataclasses.is_dataclass(model) and not isinstance(model, type):
-        return model
+        return ModelConfig.from_dict(model)
     raise TypeError(
         f"Invalid value for 'model': expected a preset name {tuple(PRESETS)} or a ModelConfig; "
         f"got {type(model).__name__}."
@@ -103,20 +103,12 @@ def _resolve_config(model: Any):
 
 
 def _adapt_config(config, manifest: dict):
-    """Copy the store's sampling rate (and window length) into the config when it has them."""
-    if not dataclasses.is_dataclass(config):
-        return config
-    names = {f.name for f in dataclasses.fields(config)}
-    changes = {}
-    for key in ("sfreq", "n_times"):
-        if key in names and key in manifest and manifest[key] is not None:
-            value = type(getattr(config, key))(manifest[key]) if getattr(config, key) is not None \
-                else manifest[key]
-            if getattr(config, key) != value:
-                changes[key] = value
-    if changes:
-        logger.info("Model config adapted to the store: %s", changes)
-        config = dataclasses.replace(config, **changes)
+    """Copy the store's sampling rate into the model config."""
+    sfreq = manifest.get("sfreq")
+    if sfreq is not None and float(sfreq) != config.sfreq:
+        logger.info("Model config adapted to the store: sfreq %g -> %g Hz", config.sfreq,
+                    float(sfreq))
+        config = dataclasses.replace(config, sfreq=float(sfreq))
     return config
 
 
@@ -168,102 +160,34 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
 
 
 def pretrain(
-    store: str | os.PathLike,
+    store: str | os.PathLike | None,
     out: str | os.PathLike,
+    config: PretrainConfig | None = None,
     *,
     model: Any = "tiny",
-    max_steps: int = 1000,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    warmup_steps: int | None = None,
-    mask_mode: str | None = None,
-    mask_ratio: float | None = None,
-    devices: int | str = 1,
-    num_nodes: int = 1,
-    accelerator: str = "auto",
-    strategy: str = "auto",
-    precision: str = "auto",
-    accumulate: int = 1,
-    gradient_clip_val: float | None = 1.0,
-    num_workers: int = 0,
-    states: list[str] | tuple[str, ...] | None = None,
-    subjects: list[str] | tuple[str, ...] | None = None,
-    balance_states: bool = False,
-    val_fraction: float = 0.2,
-    checkpoint_every: int | None = None,
-    checkpoint_minutes: float | None = None,
-    keep_checkpoints: int = 3,
-    log_every_n_steps: int = 10,
     resume: bool = False,
     overwrite: bool = False,
-    seed: int = 0,
     datamodule=None,
     callbacks: list | None = None,
     progress: bool = True,
     verbose: bool | str | int | None = None,
+    **settings: Any,
 ) -> Path:
     """Pretrain a masked-signal model on a store and export it.
 
     Parameters
     ----------
     store : path-like | None
-        Store folder written by ``megfm prepare`` / :func:`megfm.write_store`.
+        Store folder written by ``megfm prepare`` / :func:`megfm.write_store` (``None`` with
+        ``datamodule``).
     out : path-like
         Run folder (created). Holds ``run.json``, ``checkpoints/``, ``logs/`` and ``model/``.
+    config : PretrainConfig | None
+        Settings of the run: optimiser, masking, data, hardware, checkpoints, seed (``None``:
+        the defaults of :class:`megfm.PretrainConfig`).
     model : ``"tiny"`` | ``"small"`` | ``"base"`` | ModelConfig
         Model preset or configuration. The store's sampling rate is copied into it. When
         resuming, the configuration recorded in ``run.json`` is used.
-    max_steps : int
-        Total optimiser steps (including those done before a resume).
-    batch_size : int
-        Windows per device and step.
-    lr, weight_decay : float
-        AdamW peak learning rate and weight decay (linear warm-up, cosine decay).
-    warmup_steps : int | None
-        Warm-up steps (default 5 % of ``max_steps``).
-    mask_mode, mask_ratio : str | None, float | None
-        Masking of the pretraining task; ``None`` keeps the model config's default.
-    devices, accelerator, strategy, precision : see :class:`lightning.pytorch.Trainer`
-        For example ``devices=4`` on GPUs; ``strategy="ddp"`` for several processes.
-        ``precision="auto"`` is ``"bf16-mixed"`` on CUDA and ``"32-true"`` elsewhere; on
-        CUDA the run also sets ``torch.set_float32_matmul_precision("high")`` (TF32
-        matmuls for whatever stays in fp32), pins the batches in page-locked memory and
-        uses the fused AdamW.
-    num_nodes : int
-        Number of machines of a multi-node run (``devices`` processes on each), as
-        :class:`lightning.pytorch.Trainer`'s ``num_nodes``; the cluster environment (e.g.
-        SLURM or ``torchrun``) provides the addresses.
-    accumulate : int
-        Gradient accumulation (batches per optimiser step).
-    gradient_clip_val : float | None
-        Clip the gradient norm at this value (``None``: no clipping).
-    num_workers : int
-        Data-loading worker processes per device.
-    states : list of str | None
-        Keep only windows of these states (``None``: all).
-    subjects : list of str | None
-        Pretrain on these subjects only (``None``: all), e.g. to hold others out for
-        :func:`megfm.evaluate.reconstruction.evaluate_reconstruction`.
-    balance_states : bool
-        Sample the states equally often.
-    val_fraction : float
-        Fraction of subjects held out for validation (split by subject). Validation runs
-        after every epoch and after the last step, so even a run shorter than one epoch
-        has a ``val/loss`` and a ``best-*`` checkpoint.
-    checkpoint_every : int | None
-        Save ``last.ckpt`` every this many steps (default ``max(1, max_steps // 10)``).
-    checkpoint_minutes : float | None
-        Also save ``last.ckpt`` (through the same atomic path) at the first optimiser step
-        at least this many minutes after the previous save (or the start), so a long run on
-        slow steps loses at most about this much work; rank 0's clock decides for every
-        rank. ``None``: by step only.
-    keep_checkpoints : int
-        Training checkpoints kept: ``last.ckpt`` and the ``keep_checkpoints - 1`` before it
-        (``previous-step=N.ckpt``), so a resume falls back to an older one when the newest
-        is damaged.
-    log_every_n_steps : int
-        Logging interval of the training loss.
     resume : bool
         Continue the run in ``out`` from its newest checkpoint that loads (``last.ckpt``, else
         the newest ``previous-step=N.ckpt``; damaged ones are renamed ``*.corrupt``):
@@ -271,24 +195,35 @@ def pretrain(
     overwrite : bool
         Delete an existing run in ``out`` first. Without ``resume`` or ``overwrite`` an
         existing run is never touched.
-    seed : int
-        Seed of the data split, initialisation, masks and sampling.
     datamodule : lightning.pytorch.LightningDataModule | None
-        Use this data module instead of building :class:`megfm.MEGDataModule` from ``store``.
+        Use this data module instead of building :class:`megfm.MEGDataModule` from ``store``
+        (then the data settings of ``config`` are not used).
     callbacks : list of lightning.pytorch.Callback | None
         Extra callbacks for the trainer.
     progress : bool
         Show a progress bar.
     verbose : bool | str | int | None
         Logging level of megfm during the call.
+    **settings
+        Fields of :class:`megfm.PretrainConfig` that replace those of ``config``, e.g.
+        ``pretrain(store, out, max_steps=200, batch_size=16)``.
 
     Returns
     -------
     model_dir : Path
         ``out / "model"``, loadable with :func:`megfm.load_pretrained`.
+
+    Notes
+    -----
+    On CUDA the run also sets ``torch.set_float32_matmul_precision("high")`` (TF32 matmuls
+    for whatever stays in fp32) and uses the fused AdamW; ``precision="auto"`` is
+    ``"bf16-mixed"`` there. ``run.json`` records ``config.resolved()``: the settings with
+    every automatic choice made.
     """
+    config = PretrainConfig.from_settings(config, **settings)
     with _verbose_level(verbose):
-        return _pretrain(**{k: v for k, v in locals().items() if k != "verbose"})
+        return _pretrain(store, out, config, model=model, resume=resume, overwrite=overwrite,
+                         datamodule=datamodule, callbacks=callbacks, progress=progress)
 
 
 def _last_checkpoint(path: Path, every: int, keep: int = 1, minutes: float | None = None,
@@ -394,45 +329,31 @@ def _validate_at_end():
     return _ValidateAtEnd()
 
 
-def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, warmup_steps,
-              mask_mode, mask_ratio, devices, num_nodes, accelerator, strategy, precision, accumulate,
-              gradient_clip_val, num_workers, states, subjects, balance_states, val_fraction,
-              checkpoint_every, checkpoint_minutes, keep_checkpoints, log_every_n_steps, resume,
-              overwrite, seed, datamodule,
+def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, datamodule,
               callbacks, progress) -> Path:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from ._hardware import device_type, resolve_precision
+    from ._hardware import device_type
     from .module import PretrainModule, config_from_dict, config_to_dict
 
-    for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
-                        ("accumulate", accumulate), ("log_every_n_steps", log_every_n_steps),
-                        ("keep_checkpoints", keep_checkpoints)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"Invalid value for '{name}': expected an integer >= 1; got {value!r}.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"Invalid value for 'val_fraction': expected a number in [0, 1); got {val_fraction!r}.")
     store = None if store is None else Path(store)
     out = Path(out)
     if store is None and datamodule is None:
         raise ValueError("Give a store folder (or a datamodule) to pretrain on.")
     manifest = _read_manifest(store) if datamodule is None else {}
+    cfg = config.resolved()
     ckpt_dir = out / "checkpoints"
-    if checkpoint_every is None:
-        checkpoint_every = max(1, max_steps // 10)
     callbacks = list(callbacks or [])
-    save_last = _last_checkpoint(ckpt_dir / _checkpoints.LAST, checkpoint_every,
-                                 keep_checkpoints, checkpoint_minutes)
+    save_last = _last_checkpoint(ckpt_dir / _checkpoints.LAST, cfg.checkpoint_every,
+                                 cfg.keep_checkpoints, cfg.checkpoint_minutes)
     callbacks.append(save_last)
-    if val_fraction > 0:
+    if cfg.val_fraction > 0:
         callbacks.append(_validate_at_end())
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}",
                                          monitor="val/loss", mode="min", save_top_k=1))
-    precision = resolve_precision(precision, accelerator)
-    cuda = device_type(accelerator) == "cuda"
-    if cuda:
+    if device_type(cfg.accelerator) == "cuda":
         import torch
 
         torch.set_float32_matmul_precision("high")
@@ -443,13 +364,14 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         loggers.append(TensorBoardLogger(save_dir=out, name="tensorboard"))
 
     trainer = pl.Trainer(
-        max_steps=max_steps, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-        strategy=strategy,
-        precision=precision, accumulate_grad_batches=accumulate,
-        gradient_clip_val=gradient_clip_val, callbacks=callbacks, logger=loggers,
-        log_every_n_steps=log_every_n_steps, enable_progress_bar=progress,
+        max_steps=cfg.max_steps,
+        devices=list(cfg.devices) if isinstance(cfg.devices, tuple) else cfg.devices,
+        num_nodes=cfg.num_nodes, accelerator=cfg.accelerator, strategy=cfg.strategy,
+        precision=cfg.precision, accumulate_grad_batches=cfg.accumulate,
+        gradient_clip_val=cfg.gradient_clip_val, callbacks=callbacks, logger=loggers,
+        log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=progress,
         enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=out,
-        limit_val_batches=1.0 if val_fraction > 0 else 0,
+        limit_val_batches=1.0 if cfg.val_fraction > 0 else 0,
     )
     # Only global rank 0 checks (and, with overwrite, clears) the output folder: the other
     # ranks of a DDP run start later (or simultaneously) and must not refuse its files.
@@ -460,43 +382,35 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
                      if resume else None)
 
     if ckpt_path is not None and (out / _RUN_FILE).is_file():
-        with open(out / _RUN_FILE, encoding="utf-8") as fid:
-            config = config_from_dict(json.load(fid)["model_config"])
+        # only the model is taken from run.json: the settings are the caller's
+        model_config = config_from_dict(_read_run_json(out)["model_config"])
         logger.info("Resuming %s with the model configuration recorded in run.json.", out)
     else:
-        config = _adapt_config(_resolve_config(model), manifest)
+        model_config = _adapt_config(_resolve_config(model), manifest)
 
-    pl.seed_everything(seed, workers=True, verbose=False)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if datamodule is None:
         from .datamodule import MEGDataModule
 
-        dm_kwargs = dict(batch_size=batch_size, num_workers=num_workers, states=states,
-                         subjects=subjects, balance_states=balance_states, val_fraction=val_fraction, seed=seed,
-                         pin_memory=cuda)
-        datamodule = MEGDataModule(store, **dm_kwargs)
+        datamodule = MEGDataModule(
+            store, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+            pin_memory=cfg.pin_memory, prefetch_factor=cfg.prefetch_factor,
+            states=cfg.states, subjects=cfg.subjects, balance_states=cfg.balance_states,
+            val_fraction=cfg.val_fraction, seed=cfg.seed)
 
-    module = PretrainModule(config, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                            max_steps=max_steps, mask_mode=mask_mode, mask_ratio=mask_ratio,
-                            seed=seed)
-    if trainer.is_global_zero:
+    module = PretrainModule(model_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
+                            mask_mode=cfg.mask_mode, mask_ratio=cfg.mask_ratio, seed=cfg.seed,
+                            compile=cfg.compile)
+    if trainer.is_global_zero and ckpt_path is None:
         out.mkdir(parents=True, exist_ok=True)
-        run = {
+        _write_json(out / _RUN_FILE, {
             "megfm_version": __version__, "store": None if store is None else str(store.resolve()),
-            "model_config": config_to_dict(config),
-            "settings": {"max_steps": max_steps, "batch_size": batch_size, "lr": lr,
-                         "weight_decay": weight_decay, "warmup_steps": module.hparams.warmup_steps,
-                         "mask_mode": mask_mode, "mask_ratio": mask_ratio, "devices": devices,
-                         "num_nodes": num_nodes, "world_size": trainer.world_size, "precision": precision,
-                         "accumulate": accumulate, "gradient_clip_val": gradient_clip_val,
-                         "num_workers": num_workers,
-                         "states": None if states is None else list(states),
-                         "subjects": None if subjects is None else list(subjects),
-                         "balance_states": balance_states, "val_fraction": val_fraction,
-                         "seed": seed},
-        }
-        if ckpt_path is None:
-            _write_json(out / _RUN_FILE, run)
-    logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__, max_steps, out)
+            "model_config": config_to_dict(model_config), "settings": cfg.to_dict(),
+            "world_size": trainer.world_size,
+        })
+    logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__,
+                cfg.max_steps, out)
     # a resumed run continues in its own checkpoint folder, which Lightning calls "not empty"
     resuming = () if ckpt_path is None else (".*Checkpoint directory .* exists and is not empty.*",)
     with quiet_lightning(*resuming), naming_windows(store):
@@ -510,6 +424,53 @@ def _pretrain(*, store, out, model, max_steps, batch_size, lr, weight_decay, war
         logger.info("Pretrained model saved to %s", model_dir)
     trainer.strategy.barrier("megfm-pretrain-export")
     return model_dir
+
+
+def _read_run_json(out: Path) -> dict:
+    """The raw contents of ``out/run.json``, checked for its two sections."""
+    path = out / _RUN_FILE
+    try:
+        with open(path, encoding="utf-8") as fid:
+            run = json.load(fid)
+        if not isinstance(run.get("settings"), dict) or not isinstance(run["model_config"], dict):
+            raise TypeError("'settings' and 'model_config' must be objects")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out} holds no pretraining run ({path} does not "
+                                "exist).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError,
+            TypeError) as exc:
+        raise ValueError(f"{path} is not the run.json of a megfm pretraining run "
+                         f"({type(exc).__name__}: {exc}).") from exc
+    return run
+
+
+def read_run(out: str | os.PathLike) -> dict:
+    """Read the ``run.json`` of a run folder, with its settings as a :class:`PretrainConfig`.
+
+    Parameters
+    ----------
+    out : path-like
+        Run folder of :func:`pretrain` (also one written by an older megfm: settings it did
+        not have take their defaults, ``world_size`` moved out of its settings).
+
+    Returns
+    -------
+    run : dict
+        ``megfm_version``, ``store``, ``model_config`` (dict), ``settings``
+        (:class:`PretrainConfig`, with the automatic choices made) and ``world_size``
+        (``None`` when not recorded).
+    """
+    out = Path(out)
+    run = _read_run_json(out)
+    settings = dict(run["settings"])
+    try:
+        config = PretrainConfig.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The settings in {out / _RUN_FILE} are not settings of this megfm "
+                         f"({__version__}): {exc}") from exc
+    return {"megfm_version": run.get("megfm_version"), "store": run.get("store"),
+            "model_config": run["model_config"], "settings": config,
+            "world_size": run.get("world_size", settings.get("world_size"))}
 
 
 def load_metrics(out: str | os.PathLike) -> dict[str, np.ndarray]:
