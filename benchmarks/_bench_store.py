@@ -205,7 +205,12 @@ def _train_step(path: Path, threads: int) -> float:
     """Windows/s of one ``small`` pretraining step on a batch of the store (CPU)."""
     import torch
 
-    from megfm.data.dataset import WindowDataset, collate_windows
+    from megfm.data.dataset import WindowDataset
+
+    try:
+        from megfm.data.batch import collate_windows
+    except ImportError:  # megfm before the Batch type
+        from megfm.data.dataset import collate_windows
     from megfm.masking import make_mask
     from megfm.models import MaskedSignalModel, ModelConfig
 
