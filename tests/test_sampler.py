@@ -92,6 +92,9 @@ def test_weights_draw_items_in_proportion():
         total += len(order)
     share = 3.0 * np.sum(SHARDS < 6) / (3.0 * np.sum(SHARDS < 6) + np.sum(SHARDS >= 6))
     assert abs(heavy / total - share) < 0.05
+    # with a small shuffle buffer too, every group of shards is drawn from in an epoch
+    grouped = list(_sampler(0, weights=np.ones(N), buffer_shards=2))
+    assert len(grouped) == N and len(set(SHARDS[grouped].tolist())) >= 10
     zero = np.where(SHARDS == 0, 0.0, 1.0)
     assert 0 not in set(SHARDS[list(_sampler(0, weights=zero))].tolist())
 

@@ -146,6 +146,9 @@ class ShardRunSampler(DistributedSampler):
                 need = n - int(lengths[chosen].sum())
                 draws = max(16, int(2 * need / float(p @ lengths)) + 1)
                 chosen = np.concatenate([chosen, rng.choice(starts.size, size=draws, p=p)])
+            # the first draws that make n items (before grouping, which would otherwise
+            # keep the draws of the first groups only)
+            chosen = chosen[:int(np.searchsorted(np.cumsum(lengths[chosen]), n)) + 1]
         n_shards = int(self._shard_of[-1]) + 1
         if self.buffer_shards is not None and self.buffer_shards < n_shards:
             group = rng.permutation(n_shards)[self._shard_of[starts[chosen]]] // self.buffer_shards
