@@ -13,11 +13,21 @@ background, 50 Hz line noise, a few artefacts) and timed, in the same run, throu
 Target: megfm's time <= 1.3x the baseline. Each case runs on its own copy of the recording
 (the copy is not timed); the median of ``--repeats`` runs is reported.
 
-(b) When ``benchmarks/_bench_store.py`` exists, its ``run(quick)`` rows (WindowDataset
-throughput with 0 and 2 workers, peak RSS while streaming a 10x larger store) are printed
-too.
+(b) The training loader against its limits (``benchmarks/_bench_store.py``, its ``run``):
+the sequential read bandwidth of the store's bytes, windows/s and GB/s of the training
+loader with 0, 1 and 2 workers (runs of windows of one shard, and independent draws), the
+consumption of a ``small`` training step, and peak RSS while streaming a store with 10x the
+recordings. Targets: loader >= 25 % of the sequential bandwidth and >= 5x the step; RSS
+growth < 100 MB.
 
-Run: ``python benchmarks/bench_data.py [--quick] [--out benchmarks/results/data.json]``.
+(c) Whether drawing runs of windows changes learning: a tiny model trained on a store of 40
+recordings of continuous signal (neighbouring windows alike) with the default sampler (runs
+of 8 windows), with runs of 8 in a shuffle buffer of only 4 recordings, and with independent
+draws; the validation loss (fixed masks) along training, mean of 3 seeds. Target: final
+losses within 5 % of independent draws.
+
+Run: ``python benchmarks/bench_data.py [--quick] [--part store] [--out
+benchmarks/results/data.json]``.
 """
 
 from __future__ import annotations
@@ -139,6 +149,126 @@ def run_preprocess(quick: bool, data_dir: Path, repeats: int) -> list[dict]:
     return rows
 
 
+# (c) ------------------------------------------------------------ sampling vs the loss
+SAMPLERS = {"runs of 8 (default; the buffer holds every recording)": {},
+            "runs of 8 in a buffer of 4 recordings": {"run_length": 8, "buffer_shards": 4},
+            "independent draws": {"run_length": 1, "buffer_shards": None}}
+LOSS_TOLERANCE = 0.05  # relative difference of the final validation loss
+
+
+def _sampling_store(path: Path, n_recordings: int, per_recording: int):
+    """Recordings of continuous signal cut into consecutive windows (neighbours correlate).
+
+    Each recording has its own alpha frequency, sensor gains and noise level, so the windows
+    of a run are much more alike than windows drawn anywhere: the case where drawing runs
+    could slow learning down.
+    """
+    from megfm.data.geometry import SensorGeometry
+    from megfm.data.store import write_store
+    from megfm.data.windows import Windows
+
+    rng = np.random.default_rng(0)
+    n_sensors, n_times, sfreq = 8, 160, 200.0
+    theta = np.linspace(0, 2 * np.pi, n_sensors, endpoint=False)
+    pos = np.c_[0.1 * np.cos(theta), 0.1 * np.sin(theta), np.full(n_sensors, 0.05)]
+    geom = SensorGeometry(names=[f"MEG{i:03d}" for i in range(n_sensors)], positions=pos,
+                          orientations=pos / np.linalg.norm(pos, axis=1, keepdims=True),
+                          types=np.arange(n_sensors) % 2)
+    parts = []
+    for k in range(n_recordings):
+        t = np.arange(per_recording * n_times) / sfreq
+        freq = rng.uniform(7.0, 13.0)
+        gain = rng.uniform(0.5, 2.0, n_sensors)[:, None]
+        envelope = 1.0 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t)
+        signal = 100 * gain * envelope * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6.3))
+        noise = rng.uniform(5.0, 30.0) * rng.standard_normal((n_sensors, t.size))
+        data = (signal + noise).reshape(n_sensors, per_recording, n_times).transpose(1, 0, 2)
+        parts.append(Windows(data=data.astype(np.float32), sfreq=sfreq, geometries=[geom],
+                             metadata={"subject": [f"sub-{k:03d}"] * per_recording,
+                                       "state": ["rest"] * per_recording}))
+    return write_store(Windows.concatenate(parts), path)
+
+
+def _train_loss_curve(store: Path, sampler: dict, *, seed: int, steps: int,
+                      batch_size: int) -> list[float]:
+    """Validation loss (fixed masks) every ``steps // 5`` steps of a tiny model."""
+    import torch
+
+    from megfm.models import MaskedSignalModel, ModelConfig
+    from megfm.training import MEGDataModule
+
+    torch.manual_seed(seed)
+    dm = MEGDataModule(store, batch_size=batch_size, val_fraction=0.2, seed=seed, **sampler)
+    model = MaskedSignalModel(ModelConfig.preset("tiny"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader = dm.train_dataloader()
+    val = list(dm.val_dataloader())
+
+    def run(batch, generator):
+        return model(batch["x"], batch["pos"], batch["ori"], batch["sensor_type"],
+                     batch["sensor_mask"], generator=generator)["loss"]
+
+    def validate() -> float:
+        model.eval()
+        gen = torch.Generator().manual_seed(12345)
+        with torch.no_grad():
+            losses = [float(run(b, gen)) * len(b["index"]) for b in val]
+        model.train()
+        return sum(losses) / sum(len(b["index"]) for b in val)
+
+    curve, step, epoch = [], 0, 0
+    gen = torch.Generator().manual_seed(seed)
+    while step < steps:
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            loss = run(batch, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % (steps // 5) == 0:
+                curve.append(validate())
+            if step == steps:
+                break
+        epoch += 1
+    return curve
+
+
+def run_sampling(quick: bool) -> list[dict]:
+    """Part (c): the loss curve with runs of windows vs independent draws, a few seeds."""
+    import tempfile
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    steps, seeds = (100, (0, 1)) if quick else (300, (0, 1, 2))
+    tmp = Path(tempfile.mkdtemp(prefix="megfm-bench-sampling-"))
+    try:
+        store = _sampling_store(tmp / "store", n_recordings=40, per_recording=24)
+        curves = {name: [_train_loss_curve(store, kw, seed=s, steps=steps, batch_size=16)
+                         for s in seeds] for name, kw in SAMPLERS.items()}
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        torch.set_num_threads(threads)
+    ref = np.mean([c[-1] for c in curves["independent draws"]])
+    rows = []
+    for name, runs in curves.items():
+        mean = np.mean(runs, axis=0)
+        final = float(mean[-1])
+        rel = final / ref - 1.0
+        rows.append({"benchmark": "sampling", "case": name, "steps": steps,
+                     "seeds": len(seeds), "val_loss_curve": [round(float(v), 4) for v in mean],
+                     "final_val_loss": round(final, 4),
+                     "final_seed_sd": round(float(np.std([c[-1] for c in runs])), 4),
+                     "vs_independent": round(rel, 4),
+                     "target": f"within {LOSS_TOLERANCE:.0%}",
+                     "passed": bool(abs(rel) <= LOSS_TOLERANCE)})
+    return rows
+
+
 def _print_table(rows: list[dict], columns: list[str]) -> None:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
@@ -165,32 +295,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=os.environ.get("MEGFM_TEST_DATA",
                                                          str(ROOT.parent / "shared" / "meg-data")),
                         help="folder of the MNE test recordings (default: $MEGFM_TEST_DATA)")
+    parser.add_argument("--part", choices=("all", "preprocess", "store", "sampling"),
+                        default="all", help="run one part only: (a) preprocess, (b) store, "
+                        "(c) sampling (default: all)")
     args = parse_args(parser, argv, "data")
     repeats = args.repeats or (2 if args.quick else 1)
 
     t0 = time.perf_counter()
-    rows_a = run_preprocess(args.quick, Path(args.data), repeats)
-    print(f"(a) preprocess + epoch, {rows_a[0]['recording_s']:.0f} s x "
-          f"{rows_a[0]['n_channels']} sensors @ {rows_a[0]['sfreq_in']:g} Hz -> "
-          f"{SFREQ_OUT:g} Hz, median of {repeats}")
-    _print_table(rows_a, ["case", "seconds", "ratio_to_baseline", "target", "passed"])
+    rows_a: list[dict] = []
+    if args.part in ("all", "preprocess"):
+        rows_a = run_preprocess(args.quick, Path(args.data), repeats)
+        print(f"(a) preprocess + epoch, {rows_a[0]['recording_s']:.0f} s x "
+              f"{rows_a[0]['n_channels']} sensors @ {rows_a[0]['sfreq_in']:g} Hz -> "
+              f"{SFREQ_OUT:g} Hz, median of {repeats}")
+        _print_table(rows_a, ["case", "seconds", "ratio_to_baseline", "target", "passed"])
 
     rows_b: list[dict] = []
-    store_bench = ROOT / "benchmarks" / "_bench_store.py"
-    if store_bench.exists():
-        spec = importlib.util.spec_from_file_location("_bench_store", store_bench)
+    if args.part in ("all", "store"):
+        spec = importlib.util.spec_from_file_location(
+            "_bench_store", ROOT / "benchmarks" / "_bench_store.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         rows_b = module.run(quick=args.quick)
-        print("\n(b) HDF5 store streaming")
-        cols = [c for c in ("case", "windows_per_s", "mb_per_s", "store_mb", "peak_rss_mb",
-                            "rss_growth_mb", "target", "passed") if any(c in r for r in rows_b)]
+        print("\n(b) the training loader against its limits (HDF5 store)")
+        cols = [c for c in ("case", "workers", "windows_per_s", "gb_per_s", "of_sequential",
+                            "over_step", "store_mb", "peak_rss_mb", "rss_growth_mb", "target",
+                            "passed") if any(r.get(c) is not None for r in rows_b)]
         _print_table(rows_b, cols)
-    else:
-        print("\n(b) skipped: benchmarks/_bench_store.py (the store benchmark) is not present")
 
+    rows_c: list[dict] = []
+    if args.part in ("all", "sampling"):
+        rows_c = run_sampling(args.quick)
+        print(f"\n(c) validation loss of a tiny model, {rows_c[0]['steps']} steps, batch 16, "
+              f"mean of {rows_c[0]['seeds']} seeds: runs of windows vs independent draws")
+        _print_table(rows_c, ["case", "val_loss_curve", "final_val_loss", "final_seed_sd",
+                              "vs_independent", "target", "passed"])
+
+    # the timings depend on what else runs: record the load (1, 5, 15 min) and the cores
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"\nload average {load}, {os.cpu_count()} cores")
     result = {"quick": args.quick, "repeats": repeats, "seconds_total":
-              round(time.perf_counter() - t0, 1), "preprocess": rows_a, "store": rows_b}
+              round(time.perf_counter() - t0, 1), "load_average": load,
+              "cpu_count": os.cpu_count(), "preprocess": rows_a, "store": rows_b,
+              "sampling": rows_c}
     out = write_json(args.out, result, indent=1)
     print(f"\nwrote {out}")
     return 0

@@ -88,8 +88,10 @@ def test_balance_states(cohort):
     states = dm.train_dataset_.metadata["state"]
     np.testing.assert_allclose(w[states == "rest"].sum(), w[states == "auditory"].sum())
     drawn = []
-    for _ in range(10):
-        for bt in dm.train_dataloader():
+    loader = dm.train_dataloader()
+    for epoch in range(10):  # runs of windows are drawn: average over epochs
+        loader.sampler.set_epoch(epoch)
+        for bt in loader:
             drawn.extend(dm.metadata_["state"][np.searchsorted(dm.full_dataset_.indices,
                                                                 bt["index"].numpy())])
     frac = np.mean(np.asarray(drawn) == "auditory")
@@ -248,25 +250,36 @@ def test_loader_resume_on_another_store_of_the_same_size_restarts(cohort, tmp_pa
     assert sum(len(bt["index"]) for bt in resumed) == len(loader.dataset)
 
 
-@pytest.mark.parametrize("balance_states", [False, True])
-def test_ranks_share_an_epoch_and_resume_their_share(balance_states):
-    from megfm.training.datamodule import _EpochSampler
+def test_setup_reads_the_store_metadata_once(cohort, monkeypatch):
+    from megfm.data.store import StoreReader
 
-    weights = torch.linspace(1, 2, 11) if balance_states else None
-    shards = [_EpochSampler(11, seed=5, weights=weights, num_replicas=2, rank=r)
-              for r in (0, 1)]
-    for s in shards:
-        s.set_epoch(3)
-    orders = [list(s) for s in shards]
-    assert [len(o) for o in orders] == [len(s) for s in shards] == [6, 6]
-    single = _EpochSampler(11, seed=5, weights=weights)
-    single.set_epoch(3)
-    whole = list(single)
-    # rank r takes positions r, r + 2, ... of the one global order (padded with its start)
-    padded = whole + whole[:1]
-    assert orders[0] == padded[0::2] and orders[1] == padded[1::2]
-    if not balance_states:  # disjoint apart from the one padding window
-        assert sorted(orders[0] + orders[1][:-1]) == list(range(11))
-    shards[1].skip = 4
-    assert list(shards[1]) == orders[1][4:]
-    assert list(shards[1]) == orders[1]  # skip applies to one iteration only
+    reads = []
+    read = StoreReader._read
+
+    def counting(self, shard, what, fn):
+        reads.append((shard, what))
+        return read(self, shard, what, fn)
+
+    monkeypatch.setattr(StoreReader, "_read", counting)
+    dm = MEGDataModule(cohort, batch_size=8, val_fraction=0.2, test_fraction=0.1, seed=0)
+    dm.setup()
+    n_shards = 20
+    assert sorted(k for k, what in reads if what == "the metadata") == list(range(n_shards))
+    assert sorted(k for k, what in reads if what == "the sensor geometry") == list(
+        range(n_shards))
+
+
+def test_train_batches_are_runs_of_one_recording(cohort):
+    dm = MEGDataModule(cohort, batch_size=8, val_fraction=0.2, seed=0, run_length=4)
+    loader = dm.train_dataloader()
+    shards = [np.unique(dm.train_dataset_.reader.locate(bt["index"].numpy())[0]).size
+              for bt in loader]
+    # 8 windows from at most 4 recordings (runs of up to 4; the cohort's auditory
+    # recordings hold 2 windows), against about 7 for independent draws
+    assert np.mean(shards) <= 4
+    plain = MEGDataModule(cohort, batch_size=8, val_fraction=0.2, seed=0, run_length=1,
+                          buffer_shards=None).train_dataloader()
+    assert np.mean([np.unique(dm.train_dataset_.reader.locate(bt["index"].numpy())[0]).size
+                    for bt in plain]) > 5
+    with pytest.raises(ValueError, match="Invalid value for 'run_length'"):
+        MEGDataModule(cohort, run_length=0)

@@ -458,3 +458,54 @@ def test_a_reader_keeps_its_snapshot_while_the_store_is_appended(tmp_path):
     np.testing.assert_array_equal(reader.read().data, first.data)
     reader.close()
     assert len(open_store(path)) == 12  # a new reader sees the append
+
+
+def test_read_rows_reads_runs_as_slices_in_any_order(tmp_path, monkeypatch):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    win = _windows(20, n_sensors=4, n_times=16)
+    path = write_store(win, tmp_path / "s")
+    half = write_store(win, tmp_path / "h", dtype="float16")
+    calls = []
+    read_direct = h5py.Dataset.read_direct
+
+    def counting(self, dest, source_sel=None, dest_sel=None):
+        calls.append(source_sel)
+        return read_direct(self, dest, source_sel, dest_sel)
+
+    monkeypatch.setattr(h5py.Dataset, "read_direct", counting)
+    reader, reader16 = StoreReader(path), StoreReader(half)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.integers(0, 19), min_size=0, max_size=25))
+    def check(rows):
+        calls.clear()
+        got = reader.read_rows(0, np.asarray(rows, dtype=np.int64))
+        assert got.dtype == np.float32 and got.shape == (len(rows), 4, 16)
+        np.testing.assert_array_equal(got, win.data[rows])
+        # one slice read per run of consecutive distinct rows
+        uniq = np.unique(rows)
+        assert len(calls) == (0 if uniq.size == 0 else 1 + np.count_nonzero(np.diff(uniq) > 1))
+        native = reader16.read_rows(0, np.asarray(rows, dtype=np.int64), dtype=None)
+        assert native.dtype == np.float16
+        np.testing.assert_array_equal(native, win.data[rows].astype(np.float16))
+
+    check()
+    with pytest.raises(IndexError, match="out of range for shard 0 of 20"):
+        reader.read_rows(0, [3, 20])
+    reader.close()
+    reader16.close()
+
+
+def test_open_file_cache_is_lru_and_sized_from_the_shards(tmp_path):
+    path = write_store(Windows.concatenate([_windows(2, seed=k, subject=f"s{k}")
+                                            for k in range(3)]), tmp_path / "s")
+    with StoreReader(path) as reader:
+        assert reader.max_open == 3  # every shard when few
+    with StoreReader(path, max_open=2) as reader:
+        for k in (0, 1, 0, 2):
+            reader.read_rows(k, [0, 1])
+        assert list(reader._handles) == [0, 2]  # shard 1 was the least recently used
+    with pytest.raises(ValueError, match="Invalid value for 'max_open'"):
+        StoreReader(path, max_open=0)

@@ -44,8 +44,9 @@ class WindowDataset(Dataset):
 
     Parameters
     ----------
-    path : str | Path
-        Store folder written by :func:`megfm.write_store`.
+    path : str | Path | StoreReader
+        Store folder written by :func:`megfm.write_store`, or an open reader of one (its
+        metadata, already read, is shared instead of read again).
     states, subjects, labels : str | list of str | None
         Keep only windows whose ``state`` / ``subject`` / ``label`` is one of these.
         Every value must occur in the store.
@@ -79,8 +80,9 @@ class WindowDataset(Dataset):
         if dtype is not None and (not isinstance(dtype, torch.dtype)
                                   or not dtype.is_floating_point):
             raise TypeError(f"'dtype' must be a floating torch.dtype or None; got {dtype!r}.")
-        self.path = path
-        self.reader = StoreReader(path)
+        # a reader shared by several datasets of one store reads its metadata once
+        self.reader = path if isinstance(path, StoreReader) else StoreReader(path)
+        self.path = self.reader.path if isinstance(path, StoreReader) else path
         self.dtype = getattr(torch, self.reader.dtype) if dtype is None else dtype
         meta = self.reader.metadata
         self.geometries = self.reader.geometries
@@ -157,7 +159,8 @@ class WindowDataset(Dataset):
         out: list[dict[str, torch.Tensor] | None] = [None] * pos.size
         for k in np.unique(shard):
             where = np.flatnonzero(shard == k)
-            block = self.reader.read_rows(int(k), row[where])
+            # in the store's type: _item converts once, if at all (float16 stays float16)
+            block = self.reader.read_rows(int(k), row[where], dtype=None)
             for j, w in enumerate(where):
                 out[w] = self._item(block[j], int(k), int(index[w]))
         return out  # type: ignore[return-value]

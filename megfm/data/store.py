@@ -358,18 +358,53 @@ def _append(windows: Windows, path: Path, *, dtype: str, compression: str | None
 
 
 # ---------------------------------------------------------------------------- reading
+#: Default bound of the open-shard cache, per process. An open shard holds about 0.5 MB of
+#: HDF5 state, and in a process streaming batches its small allocations keep freed batch
+#: memory from going back to the system: on a store of 80 shards, streaming peaked at
+#: +8 MB (32 open) against +106 MB (64 open) over 8 open (bench_data.py, part b). Training
+#: reads shards this many at a time (``ShardRunSampler``'s buffer), so each process opens
+#: every shard once per epoch.
+MAX_OPEN_SHARDS = 32
+
+
+def _default_max_open(n_shards: int) -> int:
+    """Open-file cache size: every shard up to ``MAX_OPEN_SHARDS`` and half the open-file limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # no resource module (Windows)
+        soft = 512
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        soft = 1 << 16
+    return max(1, min(int(n_shards), MAX_OPEN_SHARDS, int(soft) // 2))
+
+
+def _runs(sorted_unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end positions of the runs of consecutive values of a sorted unique array."""
+    breaks = np.flatnonzero(np.diff(sorted_unique) != 1) + 1
+    return (np.concatenate([[0], breaks]).astype(np.int64),
+            np.concatenate([breaks, [sorted_unique.size]]).astype(np.int64))
+
+
 class StoreReader:
     """Random access to a store: metadata, geometries and windows by global index.
 
-    Shard files are opened lazily and kept open (at most ``max_open`` at once). Handles are
-    never pickled, and a reader used in a forked process (a DataLoader worker) opens its own.
+    Shard files are opened lazily and kept open, the least recently used closed first when
+    more than ``max_open`` are open. Handles are never pickled, and a reader used in a forked
+    process (a DataLoader worker) opens its own.
 
     Parameters
     ----------
     path : str | Path
         Store folder.
-    max_open : int
-        Largest number of shard files kept open at once.
+    max_open : int | None
+        Largest number of shard files kept open at once, per process. None: every shard up
+        to ``MAX_OPEN_SHARDS`` (32), and at most half of the open-file limit (``ulimit -n``).
+        An open shard costs a file descriptor and about 0.5 MB of HDF5 state (its metadata
+        cache's hash table; no chunk cache), and opening one costs about as much as reading
+        ten windows, so training reads shards a buffer at a time (see
+        :class:`~megfm.data.sampler.ShardRunSampler`).
 
     Attributes
     ----------
@@ -386,15 +421,19 @@ class StoreReader:
         Global index of the first window of each shard (and the total at the end).
     """
 
-    def __init__(self, path: str | os.PathLike, *, max_open: int = 64) -> None:
+    def __init__(self, path: str | os.PathLike, *, max_open: int | None = None) -> None:
         self.path = Path(path)
         self.manifest = _load_manifest(self.path)
         self.sfreq = float(self.manifest["sfreq"])
         self.n_times = int(self.manifest["n_times"])
         self.dtype = str(self.manifest["dtype"])
         self.info = dict(self.manifest.get("info") or {})
-        self.max_open = int(max_open)
         shards = self.manifest["shards"]
+        if max_open is None:
+            max_open = _default_max_open(len(shards))
+        elif int(max_open) < 1:
+            raise ValueError(f"Invalid value for 'max_open': expected >= 1; got {max_open}.")
+        self.max_open = int(max_open)
         for entry in shards:
             if not (self.path / entry["file"]).exists():
                 raise FileNotFoundError(
@@ -529,22 +568,7 @@ class StoreReader:
     def geometries(self) -> list[SensorGeometry]:
         """The sensor geometry of each shard (``metadata["recording"]`` indexes it)."""
         if self._geometries is None:
-            geoms = []
-            for k in range(self.n_shards):
-
-                def _geom(f):
-                    g = f["geometry"]
-                    return SensorGeometry(
-                        names=list(g["names"].asstr()[()]),
-                        positions=g["positions"][()],
-                        orientations=g["orientations"][()],
-                        types=g["types"][()],
-                        bads=g["bads"][()],
-                        frame=str(g.attrs.get("frame", "device")),
-                    )
-
-                geoms.append(self._read(k, "the sensor geometry", _geom))
-            self._geometries = geoms
+            self._load_shard_tables()
         return self._geometries
 
     @property
@@ -554,33 +578,60 @@ class StoreReader:
         ``recording`` is the shard index (it indexes :attr:`geometries`).
         """
         if self._metadata is None:
-            columns: dict[str, list[np.ndarray]] = {}
-            for k in range(self.n_shards):
-
-                def _meta(f):
-                    out = {}
-                    for name, dset in f["meta"].items():
-                        if h5py.check_string_dtype(dset.dtype) is not None:
-                            out[name] = np.asarray(dset.asstr()[()], dtype=str)
-                        else:
-                            out[name] = dset[()]
-                    return out
-
-                meta = self._read(k, "the metadata", _meta)
-                n = int(self.manifest["shards"][k]["n_windows"])
-                meta["recording"] = np.full(n, k, dtype=np.int64)
-                for name, col in meta.items():
-                    columns.setdefault(name, []).append(col)
-            meta_all = {}
-            for name, cols in columns.items():
-                if len(cols) != self.n_shards:  # a column only some shards have
-                    continue
-                meta_all[name] = np.concatenate(cols) if cols else np.array([])
-            for name, kind in METADATA_COLUMNS.items():
-                if name not in meta_all:
-                    meta_all[name] = np.zeros(0, dtype=str if kind is str else kind)
-            self._metadata = meta_all
+            self._load_shard_tables()
         return self._metadata
+
+    def _load_shard_tables(self) -> None:
+        """Read every shard's geometry and metadata in one pass.
+
+        Each shard is closed again right after (unless it was already open): a pass over
+        thousands of shards must not fill the open-shard cache, whose HDF5 state (about
+        0.5 MB per file) would stay in memory.
+        """
+
+        def _geom(f):
+            g = f["geometry"]
+            return SensorGeometry(
+                names=list(g["names"].asstr()[()]),
+                positions=g["positions"][()],
+                orientations=g["orientations"][()],
+                types=g["types"][()],
+                bads=g["bads"][()],
+                frame=str(g.attrs.get("frame", "device")),
+            )
+
+        def _meta(f):
+            out = {}
+            for name, dset in f["meta"].items():
+                if h5py.check_string_dtype(dset.dtype) is not None:
+                    out[name] = np.asarray(dset.asstr()[()], dtype=str)
+                else:
+                    out[name] = dset[()]
+            return out
+
+        geoms = []
+        columns: dict[str, list[np.ndarray]] = {}
+        for k in range(self.n_shards):
+            was_open = k in self._handles and self._pid == os.getpid()
+            try:
+                geoms.append(self._read(k, "the sensor geometry", _geom))
+                meta = self._read(k, "the metadata", _meta)
+            finally:
+                if not was_open and k in self._handles:
+                    self._handles.pop(k).close()
+            n = int(self.manifest["shards"][k]["n_windows"])
+            meta["recording"] = np.full(n, k, dtype=np.int64)
+            for name, col in meta.items():
+                columns.setdefault(name, []).append(col)
+        meta_all = {}
+        for name, cols in columns.items():
+            if len(cols) != self.n_shards:  # a column only some shards have
+                continue
+            meta_all[name] = np.concatenate(cols) if cols else np.array([])
+        for name, kind in METADATA_COLUMNS.items():
+            if name not in meta_all:
+                meta_all[name] = np.zeros(0, dtype=str if kind is str else kind)
+        self._geometries, self._metadata = geoms, meta_all
 
     def locate(self, indices: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """Map global window indices to ``(shard, row)`` arrays."""
@@ -628,27 +679,59 @@ class StoreReader:
         data = self._read(shard, what, lambda f: f["data"][row])
         return np.asarray(data, dtype=np.float32), shard
 
-    def read_rows(self, shard: int, rows: np.ndarray) -> np.ndarray:
-        """Read rows of one shard (any order, repeats allowed) as float32 (n, S_shard, T)."""
-        rows = np.asarray(rows, dtype=np.int64)
+    def read_rows(self, shard: int, rows: np.ndarray, *,
+                  dtype: np.dtype | type | str | None = np.float32) -> np.ndarray:
+        """Read rows of one shard (any order, repeats allowed) as an array (n, S_shard, T).
+
+        The rows are sorted and each run of consecutive rows is read with one slice read
+        (``read_direct`` into one buffer), then put back in the order asked: HDF5 point
+        selections (a list of rows) cost about 50x more per window.
+
+        Parameters
+        ----------
+        shard : int
+            Shard index.
+        rows : array of int
+            Rows of the shard, in the order wanted.
+        dtype : numpy dtype | None
+            Type of the result (default float32); None keeps the store's own type
+            (float16 stores then send half the bytes).
+
+        Returns
+        -------
+        data : array, shape (len(rows), S_shard, T)
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out_dtype = np.dtype(self.dtype if dtype is None else dtype)
+        n_sensors = int(self.manifest["shards"][shard]["n_sensors"])
         uniq, inverse = np.unique(rows, return_inverse=True)
         if uniq.size == 0:
-            return np.zeros((0, int(self.n_sensors[shard]), self.n_times), np.float32)
-        if uniq[-1] - uniq[0] + 1 == uniq.size:  # contiguous: one slice read
-            sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1)
-        else:
-            sel = uniq
+            return np.zeros((0, n_sensors, self.n_times), out_dtype)
+        n_rows = int(self.manifest["shards"][shard]["n_windows"])
+        if uniq[0] < 0 or uniq[-1] >= n_rows:
+            raise IndexError(f"Rows out of range for shard {shard} of {n_rows} windows.")
+        starts, ends = _runs(uniq)
+        dset = self._file(shard)["data"]
+        # read in the store's type (no HDF5 conversion), straight into the result when no
+        # conversion or reordering is needed
+        block = np.empty((uniq.size, *dset.shape[1:]), dtype=dset.dtype)
         try:
-            block = np.asarray(self._file(shard)["data"][sel], dtype=np.float32)
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                dset.read_direct(block, source_sel=np.s_[int(uniq[a]):int(uniq[b - 1]) + 1],
+                                 dest_sel=np.s_[a:b])
         except OSError as exc:  # find the damaged window, to name it
+            error = exc
             for r in uniq:
                 self._read(shard, f"window {int(self.offsets[shard] + r)} (row {int(r)})",
                            lambda f, r=r: f["data"][int(r)])
-            self._read(shard, "windows", lambda f: f["data"][sel])  # names the shard
-            raise exc
-        if uniq.size == rows.size and np.array_equal(uniq, rows):
-            return block  # already in order: no extra copy
-        return block[inverse.reshape(-1)]
+
+            def _again(f):  # every window reads alone: name the shard with the first error
+                raise error
+
+            self._read(shard, f"windows (rows {int(uniq[0])}..{int(uniq[-1])})", _again)
+        if uniq.size != rows.size or not np.array_equal(uniq, rows):
+            block = block[inverse.reshape(-1)]
+        return block.astype(out_dtype, copy=False)
 
     def read(self, indices: np.ndarray | list[int] | slice | None = None) -> Windows:
         """Read windows by global index into a :class:`Windows` (in the order given).

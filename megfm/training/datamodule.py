@@ -10,10 +10,12 @@ from collections.abc import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from ..data.batch import collate_windows
 from ..data.dataset import WindowDataset
+from ..data.sampler import ShardRunSampler
+from ..data.store import MAX_OPEN_SHARDS, StoreReader
 
 __all__ = ["MEGDataModule", "split_subjects"]
 
@@ -98,52 +100,6 @@ def split_subjects(
     return train, val, test
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit torch seed that depends only on (seed, epoch), decorrelated across both."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
-
-
-class _EpochSampler(DistributedSampler):
-    """Seeded training order that depends only on (seed, epoch), sharded over ranks.
-
-    Each epoch draws a fresh order from a generator seeded with ``(seed, epoch)``: a
-    permutation of the windows, or (with ``weights``) as many draws with replacement in
-    proportion to the weights. The order is padded to a multiple of ``num_replicas`` (by
-    repeating its start, as :class:`~torch.utils.data.DistributedSampler` does) and rank
-    ``r`` takes positions ``r, r + num_replicas, ...``: ranks see disjoint positions of one
-    global order. Being a ``DistributedSampler``, Lightning neither replaces nor wraps it
-    and calls :meth:`set_epoch` at the start of every epoch.
-
-    ``skip`` drops that many of this rank's first indices from the next iteration only
-    (the windows an interrupted epoch already consumed).
-    """
-
-    def __init__(self, n: int, *, seed: int, weights: torch.Tensor | None = None,
-                 num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(range(int(n)), num_replicas=int(num_replicas), rank=int(rank),
-                         shuffle=True, seed=int(seed), drop_last=False)
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
-        self.skip = 0
-
-    def rank_order(self) -> torch.Tensor:
-        """This rank's indices for the current epoch (ignoring ``skip``)."""
-        n = len(self.dataset)
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
-        if self.weights is None:
-            order = torch.randperm(n, generator=generator)
-        else:
-            order = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        pad = self.total_size - n
-        if pad > 0:
-            order = torch.cat([order, order.repeat(-(-pad // n))[:pad]])
-        return order[self.rank:self.total_size:self.num_replicas]
-
-    def __iter__(self):
-        order = self.rank_order()[self.skip:]
-        self.skip = 0
-        return iter(order.tolist())
-
-
 def _fingerprint(dataset) -> str:
     """A short hash of which windows (store index, subject, recording, onset) a dataset holds.
 
@@ -160,7 +116,7 @@ def _fingerprint(dataset) -> str:
 
 
 class _ResumableLoader(DataLoader):
-    """Training DataLoader over an :class:`_EpochSampler` that can resume mid-epoch.
+    """Training DataLoader over a :class:`ShardRunSampler` that can resume mid-epoch.
 
     It counts the batches it hands out in the current epoch; :meth:`state_dict` returns that
     count with the epoch, and :meth:`load_state_dict` makes the next iteration continue that
@@ -170,7 +126,7 @@ class _ResumableLoader(DataLoader):
     read-ahead), so the count equals the batches that reached the training step.
     """
 
-    def __init__(self, dataset, *, sampler: _EpochSampler, **kwargs) -> None:
+    def __init__(self, dataset, *, sampler: ShardRunSampler, **kwargs) -> None:
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._windows = _fingerprint(dataset)
         self._resume: tuple[int, int] | None = None  # (epoch, batches) set by load_state_dict
@@ -201,7 +157,8 @@ class _ResumableLoader(DataLoader):
         return {"n_windows": len(self.sampler.dataset), "num_replicas": self.sampler.num_replicas,
                 "batch_size": self.batch_size, "drop_last": self.drop_last,
                 "seed": self.sampler.seed, "balanced": self.sampler.weights is not None,
-                "windows": self._windows}
+                "run_length": self.sampler.run_length,
+                "buffer_shards": self.sampler.buffer_shards, "windows": self._windows}
 
     def state_dict(self) -> dict:
         """The epoch and the batches of it already handed out (plus what they depend on)."""
@@ -259,6 +216,15 @@ class MEGDataModule(pl.LightningDataModule):
     dtype : torch.dtype | None
         Dtype of ``x`` in batches; None keeps the store's (a float16 store stays float16 up
         to the model, which upcasts).
+    run_length : int
+        Training batches are made of runs of this many consecutive windows of one recording
+        (shard), drawn at random (see :class:`~megfm.data.sampler.ShardRunSampler`): a run
+        costs one read.
+    buffer_shards : int | None
+        The runs of this many shards at a time are shuffled together (a shuffle buffer of
+        recordings), so that a worker keeps them open instead of reopening files (see
+        ``max_open`` of :class:`~megfm.data.store.StoreReader`). None: all shards. With
+        ``run_length=1, buffer_shards=None`` every window is drawn independently.
 
     Attributes
     ----------
@@ -287,12 +253,19 @@ class MEGDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         prefetch_factor: int = 2,
         dtype: torch.dtype | None = None,
+        run_length: int = 8,
+        buffer_shards: int | None = MAX_OPEN_SHARDS,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
             raise ValueError(f"Invalid value for 'batch_size': expected >= 1; got {batch_size}.")
         if int(num_workers) < 0:
             raise ValueError(f"Invalid value for 'num_workers': expected >= 0; got {num_workers}.")
+        if int(run_length) < 1:
+            raise ValueError(f"Invalid value for 'run_length': expected >= 1; got {run_length}.")
+        if buffer_shards is not None and int(buffer_shards) < 1:
+            raise ValueError(f"Invalid value for 'buffer_shards': expected >= 1 or None; got "
+                             f"{buffer_shards}.")
         _check_fraction("val_fraction", val_fraction)
         _check_fraction("test_fraction", test_fraction)
         self.store = store
@@ -310,6 +283,8 @@ class MEGDataModule(pl.LightningDataModule):
         # torch refuses a prefetch_factor without workers
         self.prefetch_factor = int(prefetch_factor) if self.num_workers else None
         self.dtype = dtype
+        self.run_length = int(run_length)
+        self.buffer_shards = None if buffer_shards is None else int(buffer_shards)
         self._is_setup = False
         self._train_loader: _ResumableLoader | None = None
         self._train_state: dict | None = None  # loader state to resume from
@@ -319,7 +294,9 @@ class MEGDataModule(pl.LightningDataModule):
         """Read the store's metadata and split its subjects (idempotent)."""
         if self._is_setup:
             return
-        full = WindowDataset(self.store, states=self.states, labels=self.labels,
+        # one reader: the store's metadata is read once and shared by the four datasets
+        reader = StoreReader(self.store)
+        full = WindowDataset(reader, states=self.states, labels=self.labels,
                              subjects=self.subjects, dtype=self.dtype)
         if len(full) == 0:
             raise ValueError(f"The store {self.store} holds no windows for this selection.")
@@ -332,7 +309,7 @@ class MEGDataModule(pl.LightningDataModule):
 
         def _subset(names: list[str]) -> WindowDataset:
             keep = full.indices[np.isin(meta["subject"], names)]
-            return WindowDataset(self.store, indices=keep, dtype=self.dtype)
+            return WindowDataset(reader, indices=keep, dtype=self.dtype)
 
         self.full_dataset_ = full
         self.train_dataset_ = _subset(train)
@@ -383,10 +360,13 @@ class MEGDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         num_replicas, rank = (1, 0) if trainer is None else (trainer.world_size,
                                                              trainer.global_rank)
-        weights = (torch.as_tensor(self.state_weights(), dtype=torch.double)
-                   if self.balance_states else None)
-        sampler = _EpochSampler(len(self.train_dataset_), seed=self.seed, weights=weights,
-                                num_replicas=num_replicas, rank=rank)
+        weights = self.state_weights() if self.balance_states else None
+        dataset = self.train_dataset_
+        shards, rows = dataset.reader.locate(dataset.indices)
+        sampler = ShardRunSampler(shards, rows, seed=self.seed, batch_size=self.batch_size,
+                                  run_length=self.run_length,
+                                  buffer_shards=self.buffer_shards, weights=weights,
+                                  num_replicas=num_replicas, rank=rank)
         loader = _ResumableLoader(self.train_dataset_, sampler=sampler,
                                   batch_size=self.batch_size, num_workers=self.num_workers,
                                   collate_fn=collate_windows,
