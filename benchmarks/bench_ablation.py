@@ -10,14 +10,14 @@ scores what the features carry: the subject-level migraine-vs-HC AUROC (logistic
 5 subject-level folds, :func:`megfm.run_study`) and a window-level probe, the cross-validated
 R^2 (ridge, folds grouped by subject) of each rest window's relative theta power per
 sensor type and region (:func:`megfm.spectral_features`), the simulator's main planted effect.
-The reconstruction score is the NMSE of the hidden samples in *per-sensor* robust units whatever the
-model's own normalisation (``norm_scope``), so variants are comparable.
+The reconstruction score is the NMSE of the hidden samples in per-sensor robust units, so
+variants are comparable.
 
 Run::
 
     python benchmarks/bench_targets.py --work WORK --skip recon,oracle,attention,study,null,cross
     python benchmarks/bench_ablation.py --work WORK --steps 300 \\
-        --variant 'sensor={}' --variant 'type={"norm_scope": "type"}' \\
+        --variant 'small={}' --variant 'latents8={"n_latents": 8}' \\
         --variant 'lr3e-3={"lr": 3e-3}' --variant 'no-bias={"scale_attention_bias": null}'
     python benchmarks/bench_ablation.py --work WORK --probe RUN1/model --probe RUN2/model
 
@@ -229,8 +229,8 @@ def main(argv=None) -> int:
     for spec in args.variant:
         name, _, text = spec.partition("=")
         if not name or not text:
-            sys.exit(f"Invalid --variant {spec!r}: expected NAME=JSON, e.g. 'type={{\"norm_scope\": "
-                     "\"type\"}}'.")
+            sys.exit(f"Invalid --variant {spec!r}: expected NAME=JSON, e.g. 'latents8={{\"n_latents\": "
+                     "8}}'.")
         r = run_variant(args.preset, json.loads(text), train, eval_batches, steps=args.steps,
                         batch_size=args.batch_size, seed=args.seed, test=test, truth=truth,
                         with_downstream=args.downstream, theta=theta)

@@ -28,9 +28,7 @@ __all__ = [
     "denormalize",
     "BANDS",
     "band_log_power",
-    "log_amplitude_spectrum",
     "patchify",
-    "pool_scale_by_type",
     "relative_log_scale",
     "robust_normalize",
     "unpatchify",
@@ -166,35 +164,6 @@ def robust_normalize(
     return x_norm, NormStats(center, scale)
 
 
-def pool_scale_by_type(
-    stats: NormStats, sensor_type: torch.Tensor, sensor_mask: torch.Tensor | None = None
-) -> NormStats:
-    """Replace each sensor's scale by the median scale of its sensor type in the window.
-
-    Centres stay per sensor; every sensor of one type then shares one scale, so the spatial
-    pattern of the field (which sensors are larger than which) survives normalisation while
-    units (fT, fT/cm) and recording-to-recording gain still cancel.
-
-    Parameters
-    ----------
-    stats : NormStats
-        Per-sensor statistics from :func:`robust_normalize`, scale of shape (B, S, 1).
-    sensor_type : Tensor of int, shape (B, S)
-        Sensor type codes.
-    sensor_mask : Tensor of bool, shape (B, S) | None
-        True for valid sensors; invalid ones keep scale 1 and are left out of the medians.
-
-    Returns
-    -------
-    stats : NormStats
-        Same centres; scales pooled per type.
-    """
-    center, scale = stats
-    log_s, ref, valid = _log_scale_and_type_median(scale, sensor_type, sensor_mask)
-    pooled = torch.where(valid, ref.exp(), torch.ones_like(log_s))
-    return NormStats(center, pooled.reshape(scale.shape).to(scale.dtype))
-
-
 def _log_scale_and_type_median(
     scale: torch.Tensor, sensor_type: torch.Tensor, sensor_mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -315,23 +284,6 @@ def band_log_power(x: torch.Tensor, sfreq: float,
     per_band = power @ masks.T.to(power.dtype)  # (..., nb)
     total = per_band.sum(-1, keepdim=True).clamp_min(1e-12)
     return torch.log(per_band / total + 1e-6)
-
-
-def log_amplitude_spectrum(patches: torch.Tensor) -> torch.Tensor:
-    """Log amplitude spectrum of each patch, the target of the spectrum head.
-
-    Parameters
-    ----------
-    patches : Tensor, shape (..., L)
-        Normalised sensor-patches (e.g. ``target`` of :class:`megfm.MaskedSignalModel`).
-
-    Returns
-    -------
-    spectrum : Tensor, shape (..., L // 2 + 1), float32
-        ``log(1 + |rFFT(patch)|)`` with the orthonormal FFT, so a patch's spectrum has the
-        same energy as its samples (Parseval) and the log compresses the 1/f range.
-    """
-    return torch.log1p(torch.fft.rfft(patches.float(), norm="ortho").abs())
 
 
 def fourier_features(values: torch.Tensor, n_frequencies: int) -> torch.Tensor:

@@ -49,7 +49,7 @@ def test_parse_task():
 
 
 @pytest.mark.parametrize("options", [{}, {"band_power_weight": 0.3, "geometry_gain": True,
-                                          "spectral_tokens": True, "scale_feature": True}])
+                                          "scale_feature": True}])
 def test_layer_ids_are_declared_by_the_model_and_cover_the_encoder(options):
     from megfm.models import MaskedSignalModel, ModelConfig
 

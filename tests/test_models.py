@@ -276,27 +276,6 @@ def test_token_space_attention_matches_under_attention_dropout():
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
 
 
-def test_value_context_feeds_the_values_only():
-    torch.manual_seed(0)
-    attn = Attention(16, 4, kv_dim=6).eval()
-    x, ctx, raw = torch.randn(2, 5, 16), torch.randn(2, 9, 6), 3.0 * torch.randn(2, 9, 6)
-    km = torch.rand(2, 9) > 0.3
-    km[:, 0] = True
-    outs = []
-    for token_space in (False, True):
-        attn.token_space = token_space
-        out, w = attn(x, ctx, key_mask=km, value_context=raw, need_weights=True)
-        same_w = attn(x, ctx, key_mask=km, need_weights=True)[1]
-        torch.testing.assert_close(w, same_w)  # keys (so weights) unchanged
-        outs.append(out)
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
-    # the values are the raw context: the output is linear in it when keys are fixed
-    attn.token_space = True
-    doubled, _ = attn(x, ctx, key_mask=km, value_context=2 * raw)
-    zero, _ = attn(x, ctx, key_mask=km, value_context=torch.zeros_like(raw))
-    torch.testing.assert_close(doubled - zero, 2 * (outs[1] - zero), rtol=1e-4, atol=1e-5)
-
-
 def test_leadfield_sources_raise_the_readout_rank():
     torch.manual_seed(0)
     m = MaskedSignalModel(ModelConfig.preset("tiny", leadfield_readout=True, leadfield_sources=3))
@@ -310,19 +289,6 @@ def test_leadfield_sources_raise_the_readout_rank():
     assert m.source_readout.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="leadfield_sources must be >= 1"):
         ModelConfig(leadfield_sources=0)
-
-
-def test_spatial_value_norm_is_wired_to_the_config():
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", spatial_value_norm=False)
-    assert ModelConfig.from_json(cfg.to_json()) == cfg
-    m = MaskedSignalModel(cfg).eval()
-    assert not m.spatial.value_norm
-    batch = make_batch()
-    mask = m.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(0))
-    raw = m(*_args(batch), mask=mask)["pred"]
-    m.spatial.value_norm = True  # same weights, normalised values: another prediction
-    assert not torch.allclose(m(*_args(batch), mask=mask)["pred"], raw)
 
 
 def test_key_bias_is_the_rank_one_dense_bias():
@@ -738,26 +704,6 @@ def test_old_weights_pt_export_still_loads_with_a_warning(model, tmp_path, caplo
         load_pretrained(legacy)
 
 
-def test_norm_scope_type_round_trip_and_errors():
-    batch = make_batch(b=2, s=10, n_times=200, types=torch.tensor([[0] * 4 + [1] * 6] * 2))
-    m = MaskedSignalModel(TINY.replace(norm_scope="type")).eval()
-    with torch.no_grad():
-        out = m(*_args(batch), generator=torch.Generator().manual_seed(0))
-    valid = batch["sensor_mask"]
-    # visible patches come back exactly in physical units
-    phys = denormalize(out["pred"], out["stats"])
-    b, s, p, length = phys.shape
-    x = batch["x"][..., : p * length].reshape(b, s, p, length)
-    keep = (~out["mask"] & valid[..., None])[..., None].expand_as(x)
-    torch.testing.assert_close(phys[keep], x[keep], rtol=1e-4, atol=1e-3)
-    scale = out["stats"].scale[..., 0]
-    assert torch.all(scale[0, :4] == scale[0, 0]) and torch.all(scale[0, 4:] == scale[0, 4])
-    with pytest.raises(ValueError, match="sensor_type"):
-        m.tokenize(batch["x"], valid)
-    with pytest.raises(ValueError, match="norm_scope"):
-        ModelConfig.preset("tiny", norm_scope="channel")
-
-
 def test_leadfield_readout_keeps_the_model_contract():
     """The lead-field read-out sees hidden sensors' geometry only, never their signals."""
     torch.manual_seed(0)
@@ -777,21 +723,6 @@ def test_leadfield_readout_keeps_the_model_contract():
         without = lf(*_args(batch), mask=mask)["pred"]
     assert (full - without)[mask].abs().max() > 0
     torch.testing.assert_close(full[~mask], without[~mask])
-
-
-def test_log_amplitude_spectrum_peaks_at_the_sinusoid_and_keeps_energy():
-    from megfm.tokenize import log_amplitude_spectrum
-
-    length = 40
-    t = torch.arange(length, dtype=torch.float64)
-    patches = torch.stack([torch.cos(2 * torch.pi * k * t / length) for k in (1, 3, 7)])
-    spec = log_amplitude_spectrum(patches)
-    assert spec.shape == (3, length // 2 + 1) and spec.dtype == torch.float32
-    assert spec.argmax(-1).tolist() == [1, 3, 7]
-    # orthonormal FFT (Parseval): energy of the samples = energy of the full spectrum
-    amp = torch.expm1(spec.double())
-    energy = amp[:, 0] ** 2 + 2 * (amp[:, 1:-1] ** 2).sum(-1) + amp[:, -1] ** 2
-    torch.testing.assert_close(energy, (patches**2).sum(-1), rtol=1e-5, atol=1e-5)
 
 
 def _encode_masked(model, batch, *, seed):
@@ -862,51 +793,6 @@ def test_band_power_head_is_refused_without_its_weight(model, tmp_path):
     torch.testing.assert_close(loaded.decoder_bands.weight, with_head.decoder_bands.weight)
 
 
-def test_spectral_tokens_see_band_power_not_phase(tmp_path):
-    """With spectral_tokens the token of a patch adds W log(1 + |rFFT|): a phase shift of a
-    rhythm changes only the waveform part, and hidden patches still never reach it."""
-    from megfm.tokenize import log_amplitude_spectrum
-
-    torch.manual_seed(0)
-    model = MaskedSignalModel(ModelConfig.preset("tiny", spectral_tokens=True)).eval()
-    plain = MaskedSignalModel(TINY)
-    n_extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
-    assert n_extra == TINY.token_width * (TINY.patch_samples // 2 + 1)
-    batch = make_batch(n_pad=(0, 2))
-    valid = batch["sensor_mask"]
-    patches, _ = model.tokenize(batch["x"], valid)
-    geo = model.geometry(batch["pos"], batch["ori"], batch["sensor_type"], valid)
-    visible = valid[..., None].expand_as(patches[..., 0])
-    with torch.no_grad():
-        lat, _ = model.forward_encoder(patches, geo, visible)
-        # zeroing the spectrum weights gives the waveform-only model: the spectra did count
-        saved = model.spectrum_embed.weight.clone()
-        model.spectrum_embed.weight.zero_()
-        lat_wave, _ = model.forward_encoder(patches, geo, visible)
-        model.spectrum_embed.weight.copy_(saved)
-    assert (lat - lat_wave).abs().max() > 1e-3
-    # gradients reach the spectrum embedding, and only from visible patches
-    mask = model.random_masking(valid, patches.shape[2], generator=torch.Generator().manual_seed(3))
-    x = patches.clone().requires_grad_(True)
-    out, _ = model.forward_encoder(x, geo, valid[..., None] & ~mask)
-    out.sum().backward()
-    assert model.spectrum_embed.weight.grad.abs().sum() > 0
-    assert torch.all(x.grad[mask] == 0)
-    # the spectrum the tokens see is phase-free: a circular shift of a patch keeps it
-    shifted = torch.roll(patches, 7, dims=-1)
-    torch.testing.assert_close(log_amplitude_spectrum(shifted), log_amplitude_spectrum(patches))
-    # permuting sensors permutes the outputs, as without the spectra
-    perm = torch.randperm(10, generator=torch.Generator().manual_seed(7))
-    pb = {k: v[:, perm] for k, v in batch.items()}
-    torch.testing.assert_close(model.forward_features(*_args(pb)),
-                               model.forward_features(*_args(batch)), rtol=1e-4, atol=1e-5)
-    model.save_pretrained(tmp_path / "ckpt")
-    loaded = load_pretrained(tmp_path / "ckpt")
-    assert loaded.config.spectral_tokens
-    torch.testing.assert_close(loaded.forward_features(*_args(batch)),
-                               model.forward_features(*_args(batch)))
-
-
 @pytest.mark.parametrize("extra", [{}, {"leadfield_readout": True, "band_power_weight": 0.5}])
 def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
     """The decoder packs the hidden sensor-patches: a prediction depends on its sensor and on
@@ -960,6 +846,12 @@ def test_config_with_removed_option_names_the_version_that_reads_it():
     assert ModelConfig.from_dict({**old, "spectral_weight": 0.0}) == ModelConfig.preset("tiny")
     with pytest.raises(ValueError, match=r"spectral_weight=0\.5.*megfm 0\.1\.0"):
         ModelConfig.from_dict({**old, "spectral_weight": 0.5})
+    # the options that lost their A/B: their old default is the model users get
+    for name, value in (("norm_scope", "sensor"), ("spectral_tokens", False),
+                        ("spatial_value_norm", True)):
+        assert ModelConfig.from_dict({**old, name: value}) == ModelConfig.preset("tiny")
+    with pytest.raises(ValueError, match=r"spectral_tokens=True.*megfm 0\.1\.0"):
+        ModelConfig.from_dict({**old, "spectral_tokens": True})
 
 
 def test_checkpoint_io_knows_nothing_of_the_model_class():

@@ -9,7 +9,6 @@ from megfm.tokenize import (
     GeometryEmbedding,
     denormalize,
     patchify,
-    pool_scale_by_type,
     relative_log_scale,
     robust_normalize,
     unpatchify,
@@ -145,27 +144,3 @@ def test_relative_log_scale_known_values():
     torch.testing.assert_close(r2[0, :5], r[0, :5])
 
 
-def test_pool_scale_by_type_keeps_the_field_pattern():
-    g = torch.Generator().manual_seed(0)
-    base = torch.randn(2, 1, 400, generator=g)
-    gains = torch.tensor([1.0, 3.0, 0.5, 100.0, 200.0, 5.0])  # 3 mags, 3 planar grads
-    x = base * gains[None, :, None] + 7.0
-    types = torch.tensor([[0, 0, 0, 1, 1, 1]] * 2)
-    mask = torch.ones(2, 6, dtype=torch.bool)
-    mask[1, 5] = False
-    x_norm, stats = robust_normalize(x, mask)
-    pooled = pool_scale_by_type(stats, types, mask)
-    torch.testing.assert_close(pooled.center, stats.center)
-    # one scale per type and window: the median of that type's per-sensor scales
-    s = stats.scale[..., 0]
-    torch.testing.assert_close(pooled.scale[0, :3, 0], s[0, :3].median().expand(3))
-    torch.testing.assert_close(pooled.scale[1, 3:5, 0], s[1, 3:5].log().median().exp().expand(2),
-                               rtol=1e-5, atol=0)
-    assert pooled.scale[1, 5, 0] == 1.0  # invalid sensor: scale 1, left out of the median
-    # amplitude ratios between sensors of one type survive; per-sensor scaling removes them
-    y = (x - pooled.center) / pooled.scale
-    ratio = y[0, 1].abs().max() / y[0, 0].abs().max()
-    torch.testing.assert_close(ratio, torch.tensor(3.0), rtol=1e-4, atol=0)
-    torch.testing.assert_close(x_norm[0, 1].abs().max() / x_norm[0, 0].abs().max(),
-                               torch.tensor(1.0), rtol=1e-4, atol=0)
-    torch.testing.assert_close(denormalize(y, pooled), x, rtol=1e-5, atol=1e-4)

@@ -14,7 +14,7 @@ from typing import Any
 from ..masking import MASK_MODES
 from ..tokenize import NORM_METHODS
 
-__all__ = ["NORM_SCOPES", "PRESETS", "QK_INITS", "REMOVED_FIELDS", "ModelConfig"]
+__all__ = ["PRESETS", "QK_INITS", "REMOVED_FIELDS", "ModelConfig"]
 
 #: Options that older megfm versions had: name -> (the value that left the model unchanged,
 #: the last version that reads other values). A config holding the neutral value loads (the
@@ -22,10 +22,12 @@ __all__ = ["NORM_SCOPES", "PRESETS", "QK_INITS", "REMOVED_FIELDS", "ModelConfig"
 REMOVED_FIELDS: dict[str, tuple[Any, str]] = {
     "spectral_weight": (0.0, "0.1.0"),
     "spectrum_weight": (0.0, "0.1.0"),
+    # lost their A/B (docs/benchmarks.md, "Design choices of the presets")
+    "norm_scope": ("sensor", "0.1.0"),
+    "spectral_tokens": (False, "0.1.0"),
+    "spatial_value_norm": (True, "0.1.0"),
 }
 
-#: Scopes of the robust scale accepted by ``ModelConfig.norm_scope``.
-NORM_SCOPES: tuple[str, ...] = ("sensor", "type")
 
 #: Initialisations of the attention projections accepted by ``ModelConfig.qk_init``.
 QK_INITS: tuple[str, ...] = ("trunc_normal", "xavier")
@@ -43,8 +45,6 @@ class ModelConfig:
     patch_samples: int = 40  # samples per sensor-patch token (0.2 s at 200 Hz)
     n_sensor_types: int = 4  # len(megfm.data.SENSOR_TYPES): mag, planar_grad, axial_grad, opm
     norm_method: str = "iqr"  # per-sensor robust normalisation: "iqr" or "mad"
-    norm_scope: str = "sensor"  # "sensor": each sensor its own scale; "type": every sensor of
-    #   a type shares the median scale of that type in the window (keeps the field pattern)
     # --- geometry embedding --------------------------------------------------------------
     n_frequencies: int = 6  # octaves of Fourier features per position coordinate
     position_scale: float = 0.1  # metres mapped to 1 before the Fourier features (~helmet radius)
@@ -53,9 +53,6 @@ class ModelConfig:
     token_dim: int = 0  # width of the per-sensor-patch tokens; 0 = dim. Keys/values of the
     #   spatial cross-attention are projected from token_dim up to dim, so the per-token cost
     #   (the part that grows with sensors) scales with token_dim, not dim
-    spectral_tokens: bool = False  # add a linear embedding of each sensor-patch's log
-    #   amplitude spectrum log(1 + |rFFT|) to its token (as CBraMod's patch embedding does), so
-    #   band power reaches the encoder in a phase-free form the waveform projection lacks
     token_mlp_ratio: float = 4.0  # hidden width of the per-token MLP / token_dim; 0 = no MLP
     scale_feature: bool = False  # feed each sensor's log robust scale (relative to the median
     #   of valid sensors of its type in the window) to the token embedding, so the model sees
@@ -75,9 +72,6 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # hidden width of the MLPs, as a multiple of the block width
     qkv_bias: bool = True  # bias in the query/key/value projections
     dropout: float = 0.0  # dropout on attention weights and block outputs
-    spatial_value_norm: bool = True  # LayerNorm the sensor tokens before the spatial values;
-    #   False: values keep each sensor-patch's amplitude (keys stay normalised), so a latent
-    #   is a weighted sum of sensor-patch amplitudes, as a field is of its sources
     # --- decoder -------------------------------------------------------------------------
     decoder_dim: int = 64  # width of the light decoder
     decoder_depth: int = 1  # cross-attention blocks of the decoder (masked queries -> latents)
@@ -112,7 +106,6 @@ class ModelConfig:
             (self.depth >= 0 and self.decoder_depth >= 1,
              "depth must be >= 0 and decoder_depth >= 1"),
             (self.norm_method in NORM_METHODS, f"norm_method must be one of {NORM_METHODS}"),
-            (self.norm_scope in NORM_SCOPES, f"norm_scope must be one of {NORM_SCOPES}"),
             (self.mask_mode in MASK_MODES, f"mask_mode must be one of {MASK_MODES}"),
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
             (self.time_block >= 1, "time_block must be >= 1"),

@@ -90,7 +90,6 @@ class Attention(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
-        value_context: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``x`` to ``context`` (or to ``x`` itself).
@@ -108,9 +107,6 @@ class Attention(nn.Module):
             added to the logits after the ``1 / sqrt(head_dim)`` scaling. It is an additive
             float mask of the attention call, so the query/key width stays the context width
             (a multiple of 8 for the presets), which the memory-efficient SDPA kernels need.
-        value_context : Tensor, shape (B, Nk, kv_dim) | None
-            Projected to the values when given (keys still come from ``context``); None =
-            ``context``.
         need_weights : bool
             Return the attention weights ``(B, H, Nq, Nk)`` (manual path).
 
@@ -123,25 +119,15 @@ class Attention(nn.Module):
         ctx = x if context is None else context
         nk = ctx.shape[1]
         q = self.q(x).reshape(b, nq, self.n_heads, self.head_dim).transpose(1, 2)
-        vctx = ctx if value_context is None else value_context
         if self.token_space:
-            return self._token_space(q, ctx, vctx, key_mask, key_bias, need_weights)
+            return self._token_space(q, ctx, key_mask, key_bias, need_weights)
         bias = None
         if key_bias is not None:
             coef, values = key_bias
             bias = coef[None, :, None, None] * values[:, None, None, :]  # (B, H, 1, Nk)
-        if value_context is None:
-            k, v = (
-                self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            )  # each (B, H, Nk, hd)
-        else:
-            dim = self.n_heads * self.head_dim
-            w, wb = self.kv.weight, self.kv.bias
-            k, v = (
-                F.linear(c, w[sl], None if wb is None else wb[sl])
-                .reshape(b, nk, self.n_heads, self.head_dim).transpose(1, 2)
-                for c, sl in ((ctx, slice(0, dim)), (vctx, slice(dim, 2 * dim)))
-            )
+        k, v = (
+            self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )  # each (B, H, Nk, hd)
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
         p_drop = self.attn_drop if self.training else 0.0
         weights = None
@@ -167,7 +153,6 @@ class Attention(nn.Module):
         self,
         q: torch.Tensor,
         ctx: torch.Tensor,
-        vctx: torch.Tensor,
         key_mask: torch.Tensor | None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None,
         need_weights: bool,
@@ -193,7 +178,7 @@ class Attention(nn.Module):
             if mask is not None:
                 logit_bias = logit_bias.masked_fill(~mask, float("-inf"))
         p_drop = self.attn_drop if self.training else 0.0
-        values = vctx[:, None]  # (B, 1, Nk, W)
+        values = keys  # (B, 1, Nk, W): values come from the same context as the keys
         # after dropout the weights no longer sum to 1: a column of ones carries their sum,
         # which scales the value bias as the weighted sum of projected values would
         with_mass = p_drop > 0 and self.kv.bias is not None
@@ -267,12 +252,8 @@ class CrossBlock(nn.Module):
     def __init__(
         self, dim: int, n_heads: int, *, kv_dim: int | None = None, mlp_ratio: float = 4.0,
         qkv_bias: bool = True, dropout: float = 0.0, token_space: bool = False,
-        value_norm: bool = True,
     ) -> None:
         super().__init__()
-        #: False: values from the raw context (keys still normalised), so the output is a
-        #: mixture that keeps each context token's amplitude
-        self.value_norm = bool(value_norm)
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(kv_dim or dim)
         self.attn = Attention(dim, n_heads, kv_dim=kv_dim, qkv_bias=qkv_bias, dropout=dropout,
@@ -290,7 +271,7 @@ class CrossBlock(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, w = self.attn(
-            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, key_bias=key_bias, value_context=None if self.value_norm else context,
+            self.norm_q(x), self.norm_kv(context), key_mask=key_mask, key_bias=key_bias,
             need_weights=need_weights,
         )
         x = x + a
@@ -324,7 +305,6 @@ class CrossBlock(nn.Module):
         """
         # empty slots attend too; their output is dropped
         grid = to_grid(self.norm_q(x), rows, slots, context.shape[0], n_slots)
-        a, _ = self.attn(grid, self.norm_kv(context),
-                         value_context=None if self.value_norm else context)
+        a, _ = self.attn(grid, self.norm_kv(context))
         x = x + a[rows, slots]
         return x + self.mlp(self.norm2(x))

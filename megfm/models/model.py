@@ -31,7 +31,6 @@ from ..tokenize import (
     NormStats,
     band_log_power,
     patchify,
-    pool_scale_by_type,
     relative_log_scale,
     robust_normalize,
     unpatchify,
@@ -91,9 +90,6 @@ class MaskedSignalModel(nn.Module):
             position_scale=c.position_scale,
         )
         self.patch_embed = nn.Linear(c.patch_samples + int(c.scale_feature), tw)
-        self.spectrum_embed = (
-            nn.Linear(c.patch_samples // 2 + 1, tw, bias=False) if c.spectral_tokens else None
-        )
         hidden = int(tw * c.token_mlp_ratio)
         self.token_gain = nn.Linear(tw, tw) if c.geometry_gain else None
         self.token_norm = nn.LayerNorm(tw) if hidden else nn.Identity()
@@ -104,7 +100,7 @@ class MaskedSignalModel(nn.Module):
         # keys/values projected from tw up to dim inside the cross-attention
         self.spatial = CrossBlock(
             dim, c.n_heads, kv_dim=tw, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
-            dropout=c.dropout, token_space=True, value_norm=c.spatial_value_norm,
+            dropout=c.dropout, token_space=True,
         )
         self.scale_bias = (
             nn.Parameter(torch.zeros(c.n_heads)) if c.scale_attention_bias is not None else None
@@ -306,21 +302,13 @@ class MaskedSignalModel(nn.Module):
         return valid
 
     def tokenize(
-        self, x: torch.Tensor, sensor_mask: torch.Tensor, sensor_type: torch.Tensor | None = None
+        self, x: torch.Tensor, sensor_mask: torch.Tensor
     ) -> tuple[torch.Tensor, NormStats]:
         """Robust normalisation then patching: ``(B, S, T) -> (B, S, P, L)``.
 
-        Centres are per sensor; scales per sensor, or (``config.norm_scope == "type"``,
-        which needs ``sensor_type``) the median scale of the sensor's type in the window.
+        Each sensor is centred and scaled by its own robust statistics over the window.
         """
         x_norm, stats = robust_normalize(x, sensor_mask, method=self.config.norm_method)
-        if self.config.norm_scope == "type":
-            if sensor_type is None:
-                raise ValueError("norm_scope='type' needs the sensor types: pass sensor_type.")
-            stats = pool_scale_by_type(stats, sensor_type, sensor_mask)
-            valid = sensor_mask.to(torch.bool)[..., None]
-            x_norm = torch.where(valid, (x.float() - stats.center) / stats.scale,
-                                 torch.zeros_like(x_norm))
         return patchify(x_norm, self.config.patch_samples), stats
 
     def relative_scale(
@@ -437,7 +425,7 @@ class MaskedSignalModel(nn.Module):
             token_gain=self.token_gain)
         return embed_patches(
             patches, packed.per_sensor(offset), None if gain is None else packed.per_sensor(gain),
-            self.patch_embed, spectrum_embed=self.spectrum_embed, token_norm=self.token_norm,
+            self.patch_embed, token_norm=self.token_norm,
             token_mlp=self.token_mlp)
 
     def pool_sensors(
@@ -621,7 +609,7 @@ class MaskedSignalModel(nn.Module):
             ``"spatial"`` (B, P, K, S) and ``"temporal"`` (list of (B, H, P*K, P*K)).
         """
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        target, stats = self.tokenize(x, valid, sensor_type)  # (B, S, P, L)
+        target, stats = self.tokenize(x, valid)  # (B, S, P, L)
         b, s, p, _ = target.shape
         if mask is None:
             mask = self.random_masking(
@@ -687,7 +675,7 @@ class MaskedSignalModel(nn.Module):
     def _encode_whole(self, x, pos, ori, sensor_type, sensor_mask, *, sfreq, **encoder_kwargs):
         """Encode windows with every valid sensor-patch visible (no masking)."""
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
-        patches, stats = self.tokenize(x, valid, sensor_type)
+        patches, stats = self.tokenize(x, valid)
         visible = valid[..., None].expand_as(patches[..., 0])
         geometry = self.geometry(pos, ori, sensor_type, valid)
         return self.forward_encoder(

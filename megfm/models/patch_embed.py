@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tokenize import log_amplitude_spectrum
-
 __all__ = ["embed_patches", "patch_log_amplitude", "sensor_terms"]
 
 
@@ -67,7 +65,6 @@ def embed_patches(
     gain: torch.Tensor | None,
     patch_embed: nn.Linear,
     *,
-    spectrum_embed: nn.Module | None = None,
     token_norm: nn.Module | None = None,
     token_mlp: nn.Module | None = None,
 ) -> torch.Tensor:
@@ -81,9 +78,6 @@ def embed_patches(
         :func:`sensor_terms` of each patch's sensor (``gain`` None: no gain).
     patch_embed : nn.Linear
         The patch projection ``W`` (its first ``L`` input columns are used).
-    spectrum_embed : nn.Module | None
-        Adds a linear embedding of each patch's log amplitude spectrum (phase-free band
-        power) to ``W x``.
     token_norm, token_mlp : nn.Module | None
         The residual token MLP ``t + mlp(norm(t))``; none when ``token_mlp`` is None.
 
@@ -92,8 +86,6 @@ def embed_patches(
     tokens : Tensor, shape (N, tw)
     """
     tokens = F.linear(patches, patch_embed.weight[:, :patches.shape[-1]])
-    if spectrum_embed is not None:
-        tokens = tokens + spectrum_embed(log_amplitude_spectrum(patches).to(tokens.dtype))
     if gain is not None:
         tokens = tokens * gain
     tokens = tokens + offset
