@@ -130,7 +130,7 @@ def _worker(spec: dict) -> dict:
 
     from megfm.masking import make_mask
     from megfm.models import MaskedSignalModel, ModelConfig
-    from megfm.training._hardware import adamw_kwargs
+    from megfm.training import adamw_kwargs
 
     torch.manual_seed(0)
     if spec["device"] == "cpu":
@@ -232,7 +232,7 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
     """
     import copy
 
-    from megfm.training._hardware import adamw_kwargs, compile_model
+    from megfm.training import adamw_kwargs, compile_model
 
     def loss_and_grads(m, mask):
         with autocast:

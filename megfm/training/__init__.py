@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "config": ["PretrainConfig"],
+        "_hardware": ["adamw_kwargs", "compile_model"],
         "datamodule": ["MEGDataModule"],
         "module": ["PretrainModule"],
         "pretrain": ["load_metrics", "pretrain", "read_run"],
