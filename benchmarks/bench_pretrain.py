@@ -57,6 +57,26 @@ TARGET_SCALING = 4.4  # megfm step time at 612 sensors over 153 sensors
 
 
 # --------------------------------------------------------------------------- worker side
+
+def _time_steps(step, masks, spec: dict, sync, device) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``spec["steps"]`` calls of ``step`` after ``spec["warmup"]``
+    (the peak-memory counter of a GPU restarts after the warm-up)."""
+    import torch
+
+    for i in range(spec["warmup"]):
+        step(masks[i])
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, cpu_times = [], []
+    for i in range(spec["steps"]):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step(masks[spec["warmup"] + i])
+        sync()
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+    return times, cpu_times
+
 def _synthetic_batch(torch, n_sensors: int, n_times: int, batch_size: int, seed: int = 0):
     """Vectorview-like array on a hemisphere: triplets of mag + two orthogonal planar grads."""
     g = torch.Generator().manual_seed(seed)
@@ -169,18 +189,7 @@ def _worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for i in range(spec["warmup"]):
-        step(masks[i])
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times, cpu_times = [], []
-    for i in range(spec["steps"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step(masks[spec["warmup"] + i])
-        sync()
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
+    times, cpu_times = _time_steps(step, masks, spec, sync, device)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -258,16 +267,7 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
             loss.backward()
             opt.step()
 
-        for i in range(spec["warmup"]):
-            compiled_step(masks[i])
-        sync()
-        times, cpu_times = [], []
-        for i in range(spec["steps"]):
-            t0, c0 = time.perf_counter(), time.process_time()
-            compiled_step(masks[spec["warmup"] + i])
-            sync()
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)
+        times, cpu_times = _time_steps(compiled_step, masks, spec, sync, args[0].device)
     except Exception as err:  # noqa: BLE001  (any compile failure is a result to report)
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         return {"compile_error": f"{type(err).__name__}: {' | '.join(lines[:3])[:500]}"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from megfm.training import _hardware as hw
+import megfm.training as training  # where bench_pretrain looks compile_model up
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -54,7 +54,7 @@ def test_compile_failure_is_reported_not_raised(monkeypatch, _one_thread):
     def broken(model):
         raise RuntimeError("no C++ compiler\nsecond line")
 
-    monkeypatch.setattr(hw, "compile_model", broken)
+    monkeypatch.setattr(training, "compile_model", broken)
     row = bench._worker(dict(SPEC))
     assert row["compile_error"] == "RuntimeError: no C++ compiler | second line"
     assert row["step_s"] > 0  # the eager figures are still there
@@ -63,7 +63,7 @@ def test_compile_failure_is_reported_not_raised(monkeypatch, _one_thread):
 def test_compile_comparison_checks_loss_and_gradients(monkeypatch, _one_thread):
     # the plumbing only (the real compiled == eager check is in test_hardware.py): an
     # uncompiled copy matches exactly; a copy whose weights moved does not
-    monkeypatch.setattr(hw, "compile_model", lambda model: model)
+    monkeypatch.setattr(training, "compile_model", lambda model: model)
     row = bench._worker(dict(SPEC))
     assert "compile_error" not in row
     assert row["compile_loss"] == row["compile_eager_loss"] and row["compile_matches"]
@@ -78,6 +78,6 @@ def test_compile_comparison_checks_loss_and_gradients(monkeypatch, _one_thread):
                 p.mul_(1.1)
         return model
 
-    monkeypatch.setattr(hw, "compile_model", perturbed)
+    monkeypatch.setattr(training, "compile_model", perturbed)
     row = bench._worker(dict(SPEC))
     assert not row["compile_matches"] and row["compile_grad_rel_diff"] > 1e-3

@@ -29,6 +29,17 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
 
 
+
+def check_run_settings(batch_size: int, run_length: int, buffer_shards: int | None) -> None:
+    """Refuse a batch size, run length or buffer that :class:`ShardRunSampler` cannot use."""
+    if int(batch_size) < 1:
+        raise ValueError(f"Invalid value for 'batch_size': expected >= 1; got {batch_size}.")
+    if int(run_length) < 1:
+        raise ValueError(f"Invalid value for 'run_length': expected >= 1; got {run_length}.")
+    if buffer_shards is not None and int(buffer_shards) < 1:
+        raise ValueError(f"Invalid value for 'buffer_shards': expected >= 1 or None; got "
+                         f"{buffer_shards}.")
+
 class ShardRunSampler(DistributedSampler):
     """Seeded training order of runs of windows from one shard, sharded over ranks.
 
@@ -90,13 +101,7 @@ class ShardRunSampler(DistributedSampler):
                              f"{shards.size} and {rows.size}.")
         if shards.size == 0:
             raise ValueError("Cannot sample from an empty dataset (no items).")
-        if int(batch_size) < 1:
-            raise ValueError(f"Invalid value for 'batch_size': expected >= 1; got {batch_size}.")
-        if int(run_length) < 1:
-            raise ValueError(f"Invalid value for 'run_length': expected >= 1; got {run_length}.")
-        if buffer_shards is not None and int(buffer_shards) < 1:
-            raise ValueError(f"Invalid value for 'buffer_shards': expected >= 1 or None; got "
-                             f"{buffer_shards}.")
+        check_run_settings(batch_size, run_length, buffer_shards)
         super().__init__(range(shards.size), num_replicas=int(num_replicas), rank=int(rank),
                          shuffle=True, seed=int(seed), drop_last=False)
         self.batch_size = int(batch_size)

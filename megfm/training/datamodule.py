@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..data.batch import collate_windows
 from ..data.dataset import WindowDataset
-from ..data.sampler import ShardRunSampler
+from ..data.sampler import ShardRunSampler, check_run_settings
 from ..data.store import MAX_OPEN_SHARDS, StoreReader
 
 __all__ = ["MEGDataModule", "split_subjects"]
@@ -257,15 +257,9 @@ class MEGDataModule(pl.LightningDataModule):
         buffer_shards: int | None = MAX_OPEN_SHARDS,
     ) -> None:
         super().__init__()
-        if int(batch_size) < 1:
-            raise ValueError(f"Invalid value for 'batch_size': expected >= 1; got {batch_size}.")
+        check_run_settings(batch_size, run_length, buffer_shards)
         if int(num_workers) < 0:
             raise ValueError(f"Invalid value for 'num_workers': expected >= 0; got {num_workers}.")
-        if int(run_length) < 1:
-            raise ValueError(f"Invalid value for 'run_length': expected >= 1; got {run_length}.")
-        if buffer_shards is not None and int(buffer_shards) < 1:
-            raise ValueError(f"Invalid value for 'buffer_shards': expected >= 1 or None; got "
-                             f"{buffer_shards}.")
         _check_fraction("val_fraction", val_fraction)
         _check_fraction("test_fraction", test_fraction)
         self.store = store
