@@ -341,7 +341,7 @@ def _hold_lock(path):
 
 
 def test_second_writer_fails_at_once_naming_the_first(tmp_path):
-    from megfm.data._lock import StoreLockedError
+    from megfm.data import StoreLockedError
 
     path = write_store(_windows(seed=1), tmp_path / "s")
     holder = _hold_lock(path)
@@ -365,7 +365,7 @@ def test_prepare_refuses_a_store_being_written(tmp_path, capsys):
     from synthetic_sensors import place_on_circle
 
     from megfm.cli.main import main
-    from megfm.data._lock import StoreLockedError
+    from megfm.data import StoreLockedError
     from megfm.data.prepare import prepare
 
     info = mne.create_info([f"MAG{i}" for i in range(4)], 200.0, "mag")

@@ -3,17 +3,21 @@
 No ``torch.nn`` here; :mod:`megfm.data.dataset` only uses ``torch.utils.data``.
 """
 
+import lazy_loader as _lazy
+
 from .geometry import SENSOR_TYPES, SensorGeometry
 from .windows import METADATA_COLUMNS, Windows
 
-__all__ = ["METADATA_COLUMNS", "SENSOR_TYPES", "Batch", "SensorGeometry", "Windows",
-           "collate_windows", "iter_batches", "windows_batch"]
+# the batch layer needs torch: imported on first use, so `megfm prepare` stays light
+__getattr__, _, _lazy_names = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "batch": ["Batch", "collate_windows", "iter_batches", "windows_batch"],
+        "_lock": ["StoreLockedError"],
+    },
+)
+__all__ = ["METADATA_COLUMNS", "SENSOR_TYPES", "SensorGeometry", "Windows", *_lazy_names]
 
 
-def __getattr__(name: str):
-    # the batch layer needs torch: imported on first use, so `megfm prepare` stays light
-    if name in ("Batch", "collate_windows", "iter_batches", "windows_batch"):
-        from . import batch
-
-        return getattr(batch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return list(__all__)
