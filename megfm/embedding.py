@@ -60,9 +60,7 @@ def load_model(model: Any) -> torch.nn.Module:
         path = Path(model)
         if not path.exists():
             raise FileNotFoundError(f"Checkpoint folder {path} does not exist.")
-        if (path / "model" / "config.json").is_file() and not (path / "config.json").is_file():
-            path = path / "model"  # the run folder of `megfm pretrain`
-        return load_pretrained(path).eval()
+        return load_pretrained(path).eval()  # a run folder resolves to RUN/model
     raise TypeError(
         "Invalid value for 'model': expected a MaskedSignalModel, a checkpoint folder or a "
         f"preset name; got {type(model).__name__}."

@@ -781,7 +781,8 @@ def load_pretrained(
     Parameters
     ----------
     directory : str | Path
-        The checkpoint folder.
+        The checkpoint folder, or the run folder ``RUN`` of ``megfm pretrain --out RUN``
+        (its ``RUN/model``).
     expected_config : ModelConfig | None
         When given, the checkpoint's config must equal it; differences are listed in the error.
     map_location : str | torch.device
