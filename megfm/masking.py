@@ -192,10 +192,20 @@ def make_mask(
     return out
 
 
+#: The builder of each single mode: ``(valid, n_patches, ratio, generator, time_block)`` ->
+#: ``(B, S, P)`` bool mask, True = hidden, hiding valid sensors only.
+_BUILDERS = {
+    "random": lambda valid, n, ratio, gen, tb: _random_mask(valid, n, ratio, gen),
+    "sensor": lambda valid, n, ratio, gen, tb: _sensor_mask(valid, n, ratio, gen),
+    "time": _time_mask,
+}
+
+
 def _build(mode, valid, n_patches, ratio, generator, time_block) -> torch.Tensor:
     """The mask of one single mode for windows ``valid`` (B, S)."""
-    if mode == "random":
-        return _random_mask(valid, n_patches, ratio, generator)
-    if mode == "sensor":
-        return _sensor_mask(valid, n_patches, ratio, generator)
-    return _time_mask(valid, n_patches, ratio, generator, time_block)
+    try:
+        builder = _BUILDERS[mode]
+    except KeyError:  # a name added to MASK_MODES without its builder
+        raise ValueError(f"Masking mode {mode!r} has no builder in megfm.masking._BUILDERS; "
+                         "register one there.") from None
+    return builder(valid, n_patches, ratio, generator, time_block)

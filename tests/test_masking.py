@@ -139,3 +139,12 @@ def test_mixed_builds_each_window_with_its_own_mode_only(monkeypatch):
     as_time = ((per_time == 0) | (per_time == n_valid[:, None])).all(1)
     assert torch.all(as_random | as_sensor | as_time)
     assert not m[~valid].any()
+
+
+def test_every_single_mode_has_a_builder_and_an_unknown_one_is_refused():
+    from megfm import masking
+
+    assert set(masking.SINGLE_MASK_MODES) == set(masking._BUILDERS)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    with pytest.raises(ValueError, match="'hemisphere' has no builder"):
+        masking._build("hemisphere", valid, 4, 0.5, torch.Generator().manual_seed(0), 2)
