@@ -512,3 +512,21 @@ def test_read_run_names_settings_this_version_does_not_know(tmp_path):
     with pytest.raises(ValueError, match=r"run.json are not settings of this megfm .*"
                                          r"'spectral_weight'"):
         read_run(tmp_path)
+
+
+def test_resume_names_changed_settings_and_records_them(tmp_path, caplog):
+    import logging
+
+    store = helpers.tiny_store(tmp_path / "store", n_windows=24)
+    kw = dict(batch_size=4, accelerator="cpu", val_fraction=0, progress=False, num_workers=0)
+    pretrain(store, tmp_path / "run", max_steps=2, **kw)
+    with caplog.at_level(logging.WARNING, logger="megfm.training.pretrain"):
+        pretrain(store, tmp_path / "run", max_steps=3, balance_states=True, resume=True, **kw)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "max_steps=3; the run recorded 2" in warned
+    assert "balance_states=True; the run recorded False" in warned
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["settings"]["max_steps"] == 3 and run["settings"]["balance_states"] is True
+    (resume,) = run["resumes"]
+    assert resume["changed"]["max_steps"] == {"before": 2, "now": 3}
+    assert resume["from_checkpoint"] == "last.ckpt"

@@ -226,6 +226,12 @@ def pretrain(
                          datamodule=datamodule, callbacks=callbacks, progress=progress)
 
 
+def _changed_settings(before: dict, now: dict) -> dict[str, tuple]:
+    """Settings whose value differs between a recorded run.json and this call (JSON values)."""
+    now = json.loads(json.dumps(now))  # tuples -> lists, as run.json holds them
+    return {k: (before[k], v) for k, v in now.items() if k in before and before[k] != v}
+
+
 def _last_checkpoint(path: Path, every: int, keep: int = 1, minutes: float | None = None,
                      clock=None):
     """A callback that owns ``last.ckpt``: written every ``every`` steps and after the final one.
@@ -381,10 +387,17 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
         ckpt_path = (_checkpoints.select_checkpoint(ckpt_dir, rename_corrupt=False)
                      if resume else None)
 
+    recorded = None
     if ckpt_path is not None and (out / _RUN_FILE).is_file():
-        # only the model is taken from run.json: the settings are the caller's
-        model_config = config_from_dict(_read_run_json(out)["model_config"])
+        # only the model is taken from run.json: the settings are the caller's, and any that
+        # differ from the recorded ones are named (a resume may extend max_steps on purpose,
+        # but a forgotten option, e.g. --balance-states, changes the run silently otherwise)
+        recorded = _read_run_json(out)
+        model_config = config_from_dict(recorded["model_config"])
         logger.info("Resuming %s with the model configuration recorded in run.json.", out)
+        changed = _changed_settings(recorded.get("settings", {}), cfg.to_dict())
+        for name, (before, now) in changed.items():
+            logger.warning("Resuming %s with %s=%r; the run recorded %r.", out, name, now, before)
     else:
         model_config = _adapt_config(_resolve_config(model), manifest)
 
@@ -402,13 +415,20 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
                             warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                             mask_mode=cfg.mask_mode, mask_ratio=cfg.mask_ratio, seed=cfg.seed,
                             compile=cfg.compile)
-    if trainer.is_global_zero and ckpt_path is None:
+    if trainer.is_global_zero and (ckpt_path is None or recorded is not None):
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / _RUN_FILE, {
+        run = {
             "megfm_version": __version__, "store": None if store is None else str(store.resolve()),
             "model_config": config_to_dict(model_config), "settings": cfg.to_dict(),
             "world_size": trainer.world_size,
-        })
+        }
+        if recorded is not None:  # run.json holds the settings the run continues with
+            changes = _changed_settings(recorded.get("settings", {}), cfg.to_dict())
+            run["resumes"] = [*recorded.get("resumes", []), {
+                "from_checkpoint": Path(ckpt_path).name,
+                "changed": {k: {"before": a, "now": b} for k, (a, b) in changes.items()},
+            }]
+        _write_json(out / _RUN_FILE, run)
     logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__,
                 cfg.max_steps, out)
     # a resumed run continues in its own checkpoint folder, which Lightning calls "not empty"
