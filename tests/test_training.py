@@ -448,8 +448,8 @@ def test_pretrain_config_resolves_automatic_choices_for_the_machine(monkeypatch)
     from megfm.training import config as config_module
 
     auto = config_module.PretrainConfig(max_steps=200, accelerator="cpu")
-    for cpus, devices, workers in [(16, 1, 4), (16, 4, 3), (8, 2, 3), (2, 1, 1), (1, 1, 0),
-                                   (4, (0, 1), 1)]:
+    for cpus, devices, workers in [(16, 1, 4), (16, 4, 2), (8, 2, 2), (2, 1, 0), (1, 1, 0),
+                                   (6, (0, 1), 1)]:
         monkeypatch.setattr(config_module, "_cpus", lambda cpus=cpus: cpus)
         resolved = config_module.PretrainConfig(accelerator="cpu", devices=devices).resolved()
         assert resolved.num_workers == workers, (cpus, devices)

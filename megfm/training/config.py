@@ -69,10 +69,11 @@ class PretrainConfig:
         Validation runs after every epoch and after the last step.
     num_workers : int | None
         DataLoader worker processes per device; None (auto): min(4, CPUs per device
-        process - 1). Workers read and collate the next batches while the step runs, so with
-        0 the device waits for every read; one CPU per process stays with the training
-        loop, and each worker keeps its own shard handles and memory, so more than 4 buy
-        little on a page-cached store.
+        process - 2), at least 0. Workers read and collate the next batches while the step
+        runs, but each batch then crosses shared memory: they pay only with cores to spare
+        beside the training loop's own (on 2 cores, 0 workers loaded 1,464 windows/s, 1
+        worker 718; benchmarks/results/store.json), and each keeps its own shard handles and
+        memory, so more than 4 buy little on a page-cached store.
     pin_memory : bool | None
         Copy batches into page-locked memory, which makes host-to-GPU copies faster and
         asynchronous; None (auto): on with CUDA, off elsewhere (no use without a GPU).
@@ -250,7 +251,7 @@ class PretrainConfig:
         kind = device_type(self.accelerator)
         workers = self.num_workers
         if workers is None:
-            workers = max(0, min(4, _cpus() // _processes_per_node(self.devices, kind) - 1))
+            workers = max(0, min(4, _cpus() // _processes_per_node(self.devices, kind) - 2))
         return replace(
             self,
             warmup_steps=(max(1, int(0.05 * self.max_steps)) if self.warmup_steps is None
