@@ -50,7 +50,7 @@ def test_help_shows_each_setting(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for f in dataclasses.fields(PretrainConfig):
         assert "--" + f.name.replace("_", "-") in text
-    assert "min(4, CPUs per device process - 1)" in text
+    assert "min(4, CPUs per device process - 2)" in text
     assert "One of random, sensor, time, mixed" in text
 
 
