@@ -325,6 +325,10 @@ def test_cli_pretrain_set_overrides_model_config_fields(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "bad"), "--set", "band_power_wieght=1"]) == 1
     err = capsys.readouterr().err
     assert "unknown ModelConfig field(s) ['band_power_wieght']" in err and "band_power_weight" in err
+    # a removed option: at its old default the same model, otherwise the version that reads it
+    assert main(base + ["--out", str(tmp_path / "old"), "--set", "spectral_tokens=true"]) == 1
+    err = capsys.readouterr().err
+    assert "spectral_tokens=True" in err and "megfm 0.1.0" in err
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "bad"), "--set", "novalue"])
     assert "expected KEY=VALUE" in capsys.readouterr().err

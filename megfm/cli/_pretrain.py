@@ -55,16 +55,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``megfm pretrain``."""
     from ..models import ModelConfig
+    from ..models.config import REMOVED_FIELDS
     from ..training import pretrain
 
     config = read_options(args, PretrainConfig)
     settings = dict(args.settings)
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(settings) - known)
+    unknown = sorted(set(settings) - known - set(REMOVED_FIELDS))  # from_dict explains those
     if unknown:
         raise ValueError(f"--set: unknown ModelConfig field(s) {unknown}; the fields are "
                          f"{', '.join(sorted(known))}.")
-    model = ModelConfig.preset(args.preset, **settings) if settings else args.preset
+    # through from_dict, which keeps a removed option at its old default and names the
+    # version that reads any other value
+    model = (ModelConfig.from_dict({**ModelConfig.preset(args.preset).to_dict(), **settings})
+             if settings else args.preset)
     model_dir = pretrain(args.store, args.out, config, model=model, resume=args.resume,
                          overwrite=args.overwrite, progress=not args.no_progress)
     print(f"Pretrained model: {model_dir}")

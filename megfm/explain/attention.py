@@ -219,7 +219,7 @@ class AttentionMaps:
             The group, e.g. ``"auditory"``; its windows must be event-locked.
         tmin : float | None
             Start of the windows relative to the event (s), as given to
-            :func:`megfm.prepare` / :func:`megfm.data.make_windows`; default the ``tmin``
+            :func:`megfm.prepare` / :func:`megfm.make_windows`; default the ``tmin``
             recorded with the windows (``info["tmin"]``), else -0.2.
         patch : int | None
             The post-event patch (index from the window start); default the first patch that

@@ -216,8 +216,9 @@ def pretrain(
     Notes
     -----
     On CUDA the run also sets ``torch.set_float32_matmul_precision("high")`` (TF32 matmuls
-    for whatever stays in fp32) and uses the fused AdamW; ``precision="auto"`` is
-    ``"bf16-mixed"`` there. ``run.json`` records ``config.resolved()``: the settings with
+    for whatever stays in fp32); ``precision="auto"`` is ``"bf16-mixed"`` there. AdamW is
+    fused except under a mixed precision with gradient clipping (the default clip of 1.0),
+    which Lightning refuses with fused optimisers; there CUDA's multi-tensor AdamW runs. ``run.json`` records ``config.resolved()``: the settings with
     every automatic choice made.
     """
     config = PretrainConfig.from_settings(config, **settings)
