@@ -183,26 +183,25 @@ class BadWindowsError(ValueError, FloatingPointError):
         self.indices = list(indices)
 
 
-def batch_indices(batch: Batch | dict) -> list[int]:
+def batch_indices(batch: Batch) -> list[int]:
     """Store indices of a batch's windows (their positions when the batch has none)."""
-    index = batch.index if isinstance(batch, Batch) else batch.get("index")
-    if index is None:
-        return list(range(int(batch["x"].shape[0])))
-    return index.tolist() if isinstance(index, torch.Tensor) else list(index)
+    if batch.index is None:
+        return list(range(int(batch.x.shape[0])))
+    return batch.index.tolist()
 
 
-def check_batch(batch: Batch | dict, where: str) -> None:
+def check_batch(batch: Batch, where: str) -> None:
     """Raise :class:`BadWindowsError`, naming windows by store index, before a model runs.
 
     Parameters
     ----------
     batch : Batch | dict
-        A :class:`~megfm.data.batch.Batch` (or a dict with ``x``, ``sensor_mask``, ``index``).
+        A :class:`~megfm.data.batch.Batch`.
     where : str
         What was running, for the message (e.g. ``"train, global step 12"``).
     """
-    valid = batch["sensor_mask"].to(torch.bool)
-    finite = torch.isfinite(batch["x"]).all(-1) | ~valid
+    valid = batch.sensor_mask.to(torch.bool)
+    finite = torch.isfinite(batch.x).all(-1) | ~valid
     empty, nonfinite = ~valid.any(1), ~finite.all(1)
     if not bool(empty.any() or nonfinite.any()):
         return
