@@ -151,10 +151,10 @@ def subject_variance_fraction(features: np.ndarray, subjects) -> float:
     x = (x[:, sd > 0] - x[:, sd > 0].mean(0)) / sd[sd > 0]
     if not x.size:
         return float("nan")
-    _, inverse, counts = np.unique(subjects, return_inverse=True, return_counts=True)
-    means = np.zeros((len(counts), x.shape[1]))
-    np.add.at(means, inverse, x)
-    means /= counts[:, None]
+    from .._grouping import group_means
+
+    _, codes = np.unique(subjects, return_inverse=True)
+    means, counts = group_means(x, codes, int(codes.max()) + 1, skipna=False)
     between = float((counts[:, None] * means ** 2).sum())
     return between / float((x ** 2).sum())
 
@@ -381,28 +381,26 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
         raise ValueError(f"No window of state {state!r}; states are "
                          f"{sorted(set(np.asarray(meta['state']).astype(str)))}.")
     net = load_model(model)
-    layers = layer_features(net, store, batch_size=batch_size, progress=progress)
+    layers = layer_features(net, windows, batch_size=batch_size, progress=progress)
     features: dict[str, np.ndarray] = {"megfm": layers["embedding"]}
     for s in random_seeds:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(s))
             random_net = MaskedSignalModel(net.config).eval()
-        features[f"random{s}"] = layer_features(random_net, store, batch_size=batch_size,
+        features[f"random{s}"] = layer_features(random_net, windows, batch_size=batch_size,
                                                 progress=progress)["embedding"]
-    spectral = None
+    preprocessors = {}
     if "raw" in baselines:
+        from .baselines import RawPCA
+
         features["raw"] = raw_features(windows)[0]
+        preprocessors["raw"] = RawPCA()
     if "spectral" in baselines or bands:
         spectral, spectral_names = spectral_features(windows)
     if "spectral" in baselines:
         features["spectral"] = spectral
         if combine:
             features["megfm+spectral"] = np.concatenate([features["megfm"], spectral], axis=1)
-    preprocessors = {}
-    if "raw" in baselines:
-        from .baselines import RawPCA
-
-        preprocessors["raw"] = RawPCA()
     if "riemann" in baselines:
         features["riemann"] = covariance_features(windows, n_components=riemann_components)[0]
         preprocessors["riemann"] = TangentSpaceBlocks(n_channels=riemann_components)
@@ -413,30 +411,26 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
                       n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed,
                       reference=reference, preprocessors=preprocessors, progress=progress)
     subjects = np.asarray(meta["subject"]).astype(str)
+    n_subjects = len(np.unique(subjects[in_state]))
     probes: dict[str, dict[str, float]] = {}
     if bands:
-        n_subjects = len(np.unique(subjects[in_state]))
         if n_subjects < 2:
             raise ValueError(f"Probes need windows of >= 2 subjects in state {state!r}.")
-        for band in bands:
-            cols = [i for i, name in enumerate(spectral_names)
-                    if name.startswith(f"relpow_{band}_")]
+        band_cols = {band: [i for i, name in enumerate(spectral_names)
+                            if name.startswith(f"relpow_{band}_")] for band in bands}
+        for band, cols in band_cols.items():
             if not cols:
                 raise ValueError(f"Band {band!r} lies above the Nyquist frequency of the store.")
         for layer, x in layers.items():
-            r2 = {}
-            for band in bands:
-                cols = [i for i, name in enumerate(spectral_names)
-                        if name.startswith(f"relpow_{band}_")]
-                r2[band] = float(np.mean(_probe_r2(x[in_state], spectral[in_state][:, cols],
-                                                   subjects[in_state], min(5, n_subjects),
-                                                   probe_level)))
-            probes[layer] = r2
+            probes[layer] = {
+                band: float(np.mean(_probe_r2(x[in_state], spectral[in_state][:, cols],
+                                              subjects[in_state], min(5, n_subjects),
+                                              probe_level)))
+                for band, cols in band_cols.items()}
     variance = {name: subject_variance_fraction(x[in_state], subjects[in_state])
                 for name, x in features.items() if name in ("megfm", "spectral")
                 or name.startswith("random")}
-    n_groups = len(np.unique(subjects[in_state]))
-    variance["chance"] = (n_groups - 1) / max(len(in_state) - 1, 1)
+    variance["chance"] = (n_subjects - 1) / max(len(in_state) - 1, 1)
     card = Scorecard(study=study, probes=probes, planted_bands=planted,
                      subject_variance=variance, state=state, probe_level=probe_level)
     if out is not None:
