@@ -27,12 +27,6 @@ import torch
 
 __all__ = ["MASK_MODES", "SINGLE_MASK_MODES", "make_mask"]
 
-#: Masking modes accepted by :func:`make_mask`.
-MASK_MODES: tuple[str, ...] = ("random", "sensor", "time", "mixed")
-#: The single modes, of which ``"mixed"`` draws one per window.
-SINGLE_MASK_MODES: tuple[str, ...] = tuple(m for m in MASK_MODES if m != "mixed")
-
-
 def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
@@ -88,6 +82,20 @@ def _time_mask(valid, n_patches, ratio, generator, time_block):
     take = torch.zeros_like(take_sorted).scatter(1, order, take_sorted)  # (B, n_blocks)
     hidden_time = take[:, patch_block]  # (B, P)
     return hidden_time[:, None, :] & valid[:, :, None]
+
+
+#: The builder of each single mode: ``(valid, n_patches, ratio, generator, time_block)`` ->
+#: ``(B, S, P)`` bool mask, True = hidden, hiding valid sensors only. The mode names derive
+#: from this table, so a mode cannot exist without its builder.
+_BUILDERS = {
+    "random": lambda valid, n, ratio, gen, tb: _random_mask(valid, n, ratio, gen),
+    "sensor": lambda valid, n, ratio, gen, tb: _sensor_mask(valid, n, ratio, gen),
+    "time": _time_mask,
+}
+#: The single modes, of which ``"mixed"`` draws one per window.
+SINGLE_MASK_MODES: tuple[str, ...] = tuple(_BUILDERS)
+#: Masking modes accepted by :func:`make_mask`.
+MASK_MODES: tuple[str, ...] = (*SINGLE_MASK_MODES, "mixed")
 
 
 def make_mask(
@@ -190,15 +198,6 @@ def make_mask(
             idx = torch.tensor(windows, device=valid.device)
             out[idx] = _build(m, valid[idx], n_patches, ratio, generator, time_block)
     return out
-
-
-#: The builder of each single mode: ``(valid, n_patches, ratio, generator, time_block)`` ->
-#: ``(B, S, P)`` bool mask, True = hidden, hiding valid sensors only.
-_BUILDERS = {
-    "random": lambda valid, n, ratio, gen, tb: _random_mask(valid, n, ratio, gen),
-    "sensor": lambda valid, n, ratio, gen, tb: _sensor_mask(valid, n, ratio, gen),
-    "time": _time_mask,
-}
 
 
 def _build(mode, valid, n_patches, ratio, generator, time_block) -> torch.Tensor:

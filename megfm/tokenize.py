@@ -274,14 +274,16 @@ def band_log_power(x: torch.Tensor, sfreq: float,
     n_times = x.shape[-1]
     taper = torch.hann_window(n_times, periodic=False, dtype=torch.float32, device=x.device)
     power = torch.fft.rfft(x.float() * taper, dim=-1).abs().square()
-    freqs = torch.fft.rfftfreq(n_times, 1.0 / float(sfreq)).to(x.device)
+    # the band masks depend on (n_times, sfreq) only: built and checked on the CPU, so the
+    # check reads nothing back from the device
+    freqs = torch.fft.rfftfreq(n_times, 1.0 / float(sfreq))
     masks = torch.stack([(freqs >= lo) & (freqs < hi) for lo, hi in bands.values()])  # (nb, F)
     if not bool(masks.any(1).all()):
         raise ValueError(
             f"A band of {dict(bands)} holds no frequency bin of {n_times}-sample windows at "
             f"{float(sfreq):g} Hz; use longer windows or wider bands."
         )
-    per_band = power @ masks.T.to(power.dtype)  # (..., nb)
+    per_band = power @ masks.T.to(device=power.device, dtype=power.dtype)  # (..., nb)
     total = per_band.sum(-1, keepdim=True).clamp_min(1e-12)
     return torch.log(per_band / total + 1e-6)
 

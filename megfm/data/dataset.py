@@ -203,7 +203,7 @@ def check_batch(batch: Batch, where: str) -> None:
     valid = batch.sensor_mask.to(torch.bool)
     finite = torch.isfinite(batch.x).all(-1) | ~valid
     empty, nonfinite = ~valid.any(1), ~finite.all(1)
-    if not bool(empty.any() or nonfinite.any()):
+    if not bool((empty | nonfinite).any()):  # one read back from the device
         return
     index = batch_indices(batch)
     what, rows = (("no valid sensor (every sensor bad)", empty) if bool(empty.any())

@@ -373,10 +373,10 @@ def _default_max_open(n_shards: int) -> int:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            soft = 1 << 16
     except (ImportError, OSError, ValueError):  # no resource module (Windows)
         soft = 512
-    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
-        soft = 1 << 16
     return max(1, min(int(n_shards), MAX_OPEN_SHARDS, int(soft) // 2))
 
 

@@ -388,7 +388,7 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
         ckpt_path = (_checkpoints.select_checkpoint(ckpt_dir, rename_corrupt=False)
                      if resume else None)
 
-    recorded = None
+    recorded, changed = None, {}
     if ckpt_path is not None and (out / _RUN_FILE).is_file():
         # only the model is taken from run.json: the settings are the caller's, and any that
         # differ from the recorded ones are named (a resume may extend max_steps on purpose,
@@ -424,10 +424,9 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
             "world_size": trainer.world_size,
         }
         if recorded is not None:  # run.json holds the settings the run continues with
-            changes = _changed_settings(recorded.get("settings", {}), cfg.to_dict())
             run["resumes"] = [*recorded.get("resumes", []), {
                 "from_checkpoint": Path(ckpt_path).name,
-                "changed": {k: {"before": a, "now": b} for k, (a, b) in changes.items()},
+                "changed": {k: {"before": a, "now": b} for k, (a, b) in changed.items()},
             }]
         _write_json(out / _RUN_FILE, run)
     logger.info("Pretraining %s for %d steps -> %s", type(module.model).__name__,
