@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..data.windows import Windows
+from ..explain.alignment import find_ground_truth
 from .baselines import BANDS, _as_windows
 
 __all__ = ["Scorecard", "find_ground_truth", "layer_features", "scorecard",
@@ -37,25 +38,6 @@ _EFFECT_BANDS = {"theta_power": "theta", "alpha_power": "alpha"}
 
 
 # ------------------------------------------------------------------------ ground truth
-def find_ground_truth(store: str | os.PathLike) -> Path | None:
-    """The ``ground_truth.json`` of the simulated cohort a store was prepared from.
-
-    Looked for beside each recording the store names as its source, and in the folders
-    above it (a cohort keeps it at its root). None when there is none.
-    """
-    from ..data.store import StoreReader
-
-    with StoreReader(store) as reader:
-        sources = {str(info.get("source", "")) for info in reader.shard_infos}
-    sources.discard("")
-    for source in sorted(sources):
-        for folder in Path(source).parents:
-            candidate = folder / "ground_truth.json"
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def _planted_bands(ground_truth: dict) -> list[str]:
     bands = {_EFFECT_BANDS[e["kind"]] for e in ground_truth.get("effects", [])
              if e.get("kind") in _EFFECT_BANDS}
@@ -65,16 +47,10 @@ def _planted_bands(ground_truth: dict) -> list[str]:
 def _load_ground_truth(ground_truth, store) -> dict | None:
     if isinstance(ground_truth, dict):
         return ground_truth
-    if ground_truth is None:
-        path = find_ground_truth(store) if isinstance(store, (str, os.PathLike)) else None
-        if path is None:
-            return None
-    else:
-        path = Path(ground_truth)
-        if not path.is_file():
-            raise FileNotFoundError(f"No ground truth at {path}; pass the cohort's "
-                                    "ground_truth.json (written by megfm.simulate_cohort).")
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    if ground_truth is None and not isinstance(store, (str, os.PathLike)):
+        return None  # in-memory windows: no source to search from
+    path = find_ground_truth(store, ground_truth)
+    return None if path is None else json.loads(path.read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------------ features
@@ -345,7 +321,7 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
     """
     import torch
 
-    from ..embedding import load_model
+    from ..embedding import embed, load_model
     from ..models import MaskedSignalModel
     from .baselines import raw_features, spectral_features
     from .classification import run_study
@@ -387,8 +363,9 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(s))
             random_net = MaskedSignalModel(net.config).eval()
-        features[f"random{s}"] = layer_features(random_net, windows, batch_size=batch_size,
-                                                progress=progress)["embedding"]
+        # only the read-out is used: megfm.embed, not every block's pooled latents
+        features[f"random{s}"] = embed(random_net, windows, batch_size=batch_size,
+                                       progress=progress)[0]
     preprocessors = {}
     if "raw" in baselines:
         from .baselines import RawPCA
@@ -421,11 +398,12 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
         for band, cols in band_cols.items():
             if not cols:
                 raise ValueError(f"Band {band!r} lies above the Nyquist frequency of the store.")
+        targets, groups = spectral[in_state], subjects[in_state]
         for layer, x in layers.items():
+            x_state = x[in_state]
             probes[layer] = {
-                band: float(np.mean(_probe_r2(x[in_state], spectral[in_state][:, cols],
-                                              subjects[in_state], min(5, n_subjects),
-                                              probe_level)))
+                band: float(np.mean(_probe_r2(x_state, targets[:, cols], groups,
+                                              min(5, n_subjects), probe_level)))
                 for band, cols in band_cols.items()}
     variance = {name: subject_variance_fraction(x[in_state], subjects[in_state])
                 for name, x in features.items() if name in ("megfm", "spectral")
