@@ -36,6 +36,7 @@ from ..data.batch import Batch, iter_batches
 from ..data.from_mne import as_windows
 from ..data.geometry import SensorGeometry
 from ..data.windows import Windows
+from ..tokenize import BANDS
 from ._common import _load_windows, _model_device, _split_attention, _union_geometry
 
 __all__ = [
@@ -52,13 +53,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Frequency bands (Hz) used by :meth:`Attribution.to_bands` when none are given.
-DEFAULT_BANDS: dict[str, tuple[float, float]] = {
-    "delta": (1.0, 4.0),
-    "theta": (4.0, 8.0),
-    "alpha": (8.0, 13.0),
-    "beta": (13.0, 30.0),
-    "gamma": (30.0, 45.0),
-}
+#: The bands of attribution maps: megfm's bands (:data:`megfm.tokenize.BANDS`), as a copy.
+DEFAULT_BANDS: dict[str, tuple[float, float]] = dict(BANDS)
 _METHODS = ("gradient_x_input", "integrated_gradients", "grad_cam")
 _PATH_BATCH = 64  # windows x path points per forward pass of integrated gradients
 
