@@ -254,7 +254,7 @@ class PretrainConfig:
             workers = max(0, min(4, _cpus() // _processes_per_node(self.devices, kind) - 2))
         return replace(
             self,
-            warmup_steps=(max(1, int(0.05 * self.max_steps)) if self.warmup_steps is None
+            warmup_steps=(default_warmup_steps(self.max_steps) if self.warmup_steps is None
                           else self.warmup_steps),
             checkpoint_every=(max(1, self.max_steps // 10) if self.checkpoint_every is None
                               else self.checkpoint_every),
@@ -262,6 +262,11 @@ class PretrainConfig:
             pin_memory=kind == "cuda" if self.pin_memory is None else self.pin_memory,
             precision=resolve_precision(self.precision, self.accelerator),
         )
+
+
+def default_warmup_steps(max_steps: int) -> int:
+    """Warm-up of the learning rate when none is given: 5 % of the steps, at least one."""
+    return max(1, int(0.05 * max_steps))
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> int:

@@ -17,6 +17,7 @@ import torch
 
 from ..data.batch import Batch
 from ..data.dataset import BadWindowsError, batch_indices, check_batch
+from .config import default_warmup_steps
 
 __all__ = ["BadWindowsError", "PretrainModule", "config_from_dict", "config_to_dict",
            "cosine_with_warmup"]
@@ -142,7 +143,7 @@ class PretrainModule(pl.LightningModule):
                 f"Invalid value for 'mask_ratio': expected a number in (0, 1); got {mask_ratio!r}."
             )
         if warmup_steps is None:
-            warmup_steps = max(1, int(0.05 * max_steps))
+            warmup_steps = default_warmup_steps(max_steps)
         # Plain types only: the checkpoint must load with weights_only=True.
         self.save_hyperparameters({
             "model_config": config_dict, "lr": float(lr), "weight_decay": float(weight_decay),
