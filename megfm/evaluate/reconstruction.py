@@ -328,7 +328,7 @@ def evaluate_reconstruction(
                         add(mode, "mne", state, norm[hid[:ns]], true)
                 bar.update(b)
             if evoked:
-                _evoked_batch(net, inputs, batch, index, meta, sfreq, evoked_sums, baselines)
+                _evoked_batch(net, inputs, index, meta, sfreq, evoked_sums, baselines)
     result: dict = {"ratio": float(ratio), "seed": int(seed), "n_windows": int(n),
                     "subjects": sorted(set(meta["subject"][indices].tolist())), "modes": {}}
     for mode in modes:
@@ -350,7 +350,7 @@ def evaluate_reconstruction(
 
 
 # ---------------------------------------------------------------------- evoked responses
-def _evoked_batch(net, inputs, batch, index, meta, sfreq, sums, baselines) -> None:
+def _evoked_batch(net, inputs, index, meta, sfreq, sums, baselines) -> None:
     """Leave-blocks-out reconstruction of event-locked windows, summed per state."""
     event = meta.get("event")
     if event is None:
