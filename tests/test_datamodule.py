@@ -183,12 +183,12 @@ def test_loader_resumes_mid_epoch(cohort, balance_states):
     it = iter(loader)
     head = [next(it)["index"].tolist() for _ in range(3)]
     state = loader.state_dict()
-    assert (state["epoch"], state["batches"]) == (1, 3)
+    assert (state["epoch"], state["consumed"]) == (1, 30)
     resumed = dm.train_dataloader()
     resumed.load_state_dict(state)
     tail = [bt["index"].tolist() for bt in resumed]
     assert head + tail == full
-    assert resumed.state_dict()["batches"] == 7
+    assert resumed.state_dict()["consumed"] == 64
     # a saved complete epoch continues with the next one
     resumed.load_state_dict(resumed.state_dict())
     assert [bt["index"].tolist() for bt in resumed] == _epoch_indices(loader, 2)
@@ -205,6 +205,42 @@ def test_loader_resumes_mid_epoch(cohort, balance_states):
     assert [bt["index"].tolist() for bt in again.train_dataloader()] == tail
 
 
+def _world_loader(cohort, world_size: int, rank: int):
+    from types import SimpleNamespace
+
+    dm = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2)
+    dm.trainer = SimpleNamespace(world_size=world_size, global_rank=rank)
+    return dm.train_dataloader()
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_loader_resumes_on_another_number_of_ranks(cohort, before, after):
+    # every rank steps together: each takes `steps` batches, rank 0's state is saved
+    steps = 2 if before == 2 else 3
+    heads = []
+    for rank in range(before):
+        loader = _world_loader(cohort, before, rank)
+        loader.sampler.set_epoch(1)
+        it = iter(loader)
+        heads += [i for _ in range(steps) for i in next(it)["index"].tolist()]
+        if rank == 0:
+            state = loader.state_dict()
+    assert state["consumed"] == steps * before * 10 == len(heads)
+    tails = []
+    for rank in range(after):
+        resumed = _world_loader(cohort, after, rank)
+        resumed.load_state_dict(state)
+        # Lightning ends the epoch when its restored count of batches reaches the length
+        rest = -(-(64 - state["consumed"]) // after)
+        assert len(resumed) == steps + -(-rest // 10)
+        tails += [i for bt in resumed for i in bt["index"].tolist()]
+    # every training window of the epoch exactly once across the interruption
+    train = sorted(resumed.dataset.indices.tolist())
+    assert sorted(heads + tails) == train and len(train) == 64
+    # and in the order one process would have drawn them
+    assert set(heads) == set(sum(_epoch_indices(_world_loader(cohort, 1, 0), 1), [])[:len(heads)])
+
+
 def test_loader_resume_with_workers_and_a_changed_store(cohort, caplog):
     dm = MEGDataModule(cohort, batch_size=10, val_fraction=0.2, seed=2, num_workers=2)
     loader = dm.train_dataloader()
@@ -212,7 +248,7 @@ def test_loader_resume_with_workers_and_a_changed_store(cohort, caplog):
     it = iter(loader)  # the workers read ahead; the count is of batches handed out
     head = [next(it)["index"].tolist() for _ in range(2)]
     state = loader.state_dict()
-    assert state["batches"] == 2
+    assert state["consumed"] == 20
     del it
     resumed = dm.train_dataloader()
     resumed.load_state_dict(state)

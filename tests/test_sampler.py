@@ -117,9 +117,13 @@ def test_ranks_take_batches_in_turn_and_resume_their_share(weighted):
         assert set(orders[0] + orders[1]) == set(range(N))
     single = _sampler(3, weights=weights)
     assert single.global_order().tolist()[:N] == whole[:N]  # one global order for any world
-    ranks[1].skip = 5
-    assert list(ranks[1]) == orders[1][5:]
-    assert list(ranks[1]) == orders[1]  # skip applies to one iteration only
+    # a start skips the first items of the global order, whoever consumed them, and deals
+    # the rest over this world's ranks; for one iteration only
+    ranks[1].start = 16
+    assert list(ranks[1]) == orders[1][8:]
+    assert list(ranks[1]) == orders[1]
+    single.start = 3
+    assert list(single) == whole[3:N]
 
 
 def test_bad_arguments_are_named():

@@ -86,9 +86,11 @@ class ShardRunSampler(DistributedSampler):
 
     Attributes
     ----------
-    skip : int
-        Drop that many of this rank's first items from the next iteration only (the items
-        an interrupted epoch already consumed).
+    start : int
+        For the next iteration only: the items of the epoch's global order that an
+        interrupted run already consumed (its first ``start`` items, over all of its ranks).
+        The rest of the order is dealt over this sampler's ranks as above, so a run can
+        resume on another number of ranks and still see every item of the epoch once.
     """
 
     def __init__(self, shards, rows, *, seed: int, batch_size: int, run_length: int = 8,
@@ -121,7 +123,7 @@ class ShardRunSampler(DistributedSampler):
         self._shard_of = np.cumsum(first) - 1  # dense shard number of each sorted item
         starts = np.flatnonzero(first)
         self._within = np.arange(shards.size) - starts[self._shard_of]
-        self.skip = 0
+        self.start = 0
 
     # ------------------------------------------------------------------ order
     def _runs(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -168,16 +170,19 @@ class ShardRunSampler(DistributedSampler):
             order = np.concatenate([order, np.resize(order, pad)])
         return order
 
-    def rank_order(self) -> torch.Tensor:
-        """This rank's items for the current epoch (ignoring ``skip``)."""
+    def rank_order(self, start: int = 0) -> torch.Tensor:
+        """This rank's items of the current epoch after the first ``start`` of its order."""
         order = self.global_order()
         r, b = self.num_replicas, self.batch_size
+        if start:  # the unconsumed rest, padded again for this world
+            rest = order[:self._within.size][int(start):]
+            order = np.concatenate([rest, np.resize(rest, (-rest.size) % r)]) if rest.size else rest
         full = (order.size // (r * b)) * r * b  # whole rounds: a batch per rank
         mine = order[:full].reshape(-1, r, b)[:, self.rank].reshape(-1)
         tail = order[full:][self.rank::r]
         return torch.from_numpy(np.concatenate([mine, tail]))
 
     def __iter__(self):
-        order = self.rank_order()[self.skip:]
-        self.skip = 0
+        order = self.rank_order(self.start)
+        self.start = 0
         return iter(order.tolist())

@@ -118,55 +118,82 @@ def _fingerprint(dataset) -> str:
 class _ResumableLoader(DataLoader):
     """Training DataLoader over a :class:`ShardRunSampler` that can resume mid-epoch.
 
-    It counts the batches it hands out in the current epoch; :meth:`state_dict` returns that
-    count with the epoch, and :meth:`load_state_dict` makes the next iteration continue that
-    epoch after the counted batches. Lightning saves the ``state_dict`` of a training loader
-    that has one in every checkpoint and loads it before the resumed run draws its first
-    batch. Lightning fetches batches one at a time from a loader with a length (no
-    read-ahead), so the count equals the batches that reached the training step.
+    It counts the windows that all ranks together consumed in the current epoch (this rank's
+    batches times the ranks and the batch size: ranks take whole batches of one global order
+    in turn); :meth:`state_dict` returns that count with the epoch, and
+    :meth:`load_state_dict` makes the next iteration deal the rest of that epoch's order
+    over this run's ranks, which may be more or fewer than the saved run's. Lightning saves
+    the ``state_dict`` of a training loader that has one in every checkpoint and loads it
+    before the resumed run draws its first batch. Lightning fetches batches one at a time
+    from a loader with a length (no read-ahead), so the count covers exactly the batches
+    that reached the training step. Lightning also restores its own count of the epoch's
+    batches and ends the epoch when that count reaches the loader's length, so while a
+    resumed epoch is pending the length is that count plus this rank's remaining batches.
     """
 
     def __init__(self, dataset, *, sampler: ShardRunSampler, **kwargs) -> None:
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._windows = _fingerprint(dataset)
-        self._resume: tuple[int, int] | None = None  # (epoch, batches) set by load_state_dict
+        self._resume: tuple[int, int] | None = None  # (epoch, consumed) set by load_state_dict
         self._warned: dict | None = None  # the last state warned about
-        self._epoch = sampler.epoch  # epoch of the count below
-        self._batches = 0  # batches handed out in epoch self._epoch
+        self._epoch = sampler.epoch  # epoch of the counts below
+        self._start = 0  # windows of the epoch consumed before this iteration
+        self._prior = 0  # batches of the epoch Lightning counted before this iteration
+        self._batches = 0  # batches this rank handed out in this iteration
 
     def __iter__(self):
         start = 0
         if self._resume is not None:
-            epoch, batches = self._resume
+            epoch, consumed = self._resume
             self._resume = None
             if epoch == self.sampler.epoch:
-                start = batches
-            elif batches:  # Lightning resumed another epoch than the saved position's
+                start = consumed
+            elif consumed:  # Lightning resumed another epoch than the saved position's
                 logger.warning(
                     "The checkpoint's loop is in epoch %d but its training loader stopped "
-                    "after %d batches of epoch %d: epoch %d starts from its first batch.",
-                    self.sampler.epoch, batches, epoch, self.sampler.epoch)
-        # the skip belongs to this iteration (this epoch) only
-        self.sampler.skip = start * self.batch_size
-        self._epoch, self._batches = self.sampler.epoch, start
+                    "after %d windows of epoch %d: epoch %d starts from its first batch.",
+                    self.sampler.epoch, consumed, epoch, self.sampler.epoch)
+        # the start belongs to this iteration (this epoch) only
+        self.sampler.start = start
+        if not start:
+            self._prior = 0
+        self._epoch, self._start, self._batches = self.sampler.epoch, start, 0
         for batch in super().__iter__():
             self._batches += 1
             yield batch
 
+    def __len__(self) -> int:
+        if self._resume is None or self._resume[0] != self.sampler.epoch or not self._resume[1]:
+            return super().__len__()
+        rest = len(self.sampler.rank_order(self._resume[1]))
+        return self._prior + (rest // self.batch_size if self.drop_last
+                              else -(-rest // self.batch_size))
+
+    def _consumed(self) -> int:
+        """Windows of the epoch's order consumed by all ranks together."""
+        per_round = self.sampler.num_replicas * self.batch_size
+        return min(self._start + self._batches * per_round, len(self.sampler.dataset))
+
     def _identity(self) -> dict:
-        return {"n_windows": len(self.sampler.dataset), "num_replicas": self.sampler.num_replicas,
-                "batch_size": self.batch_size, "drop_last": self.drop_last,
-                "seed": self.sampler.seed, "balanced": self.sampler.weights is not None,
+        return {"n_windows": len(self.sampler.dataset), "batch_size": self.batch_size,
+                "drop_last": self.drop_last, "seed": self.sampler.seed,
+                "balanced": self.sampler.weights is not None,
                 "run_length": self.sampler.run_length,
                 "buffer_shards": self.sampler.buffer_shards, "windows": self._windows}
 
     def state_dict(self) -> dict:
-        """The epoch and the batches of it already handed out (plus what they depend on)."""
-        return {"epoch": self._epoch, "batches": self._batches, **self._identity()}
+        """The epoch and its windows already consumed (plus what the order depends on)."""
+        return {"epoch": self._epoch, "consumed": self._consumed(),
+                "batches": self._prior + self._batches,
+                "num_replicas": self.sampler.num_replicas, **self._identity()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue the saved epoch after its saved batches, if the next iteration is in it."""
-        epoch, batches = int(state["epoch"]), int(state["batches"])
+        """Continue the saved epoch after its consumed windows, on any number of ranks."""
+        epoch = int(state["epoch"])
+        if "consumed" in state:
+            consumed = int(state["consumed"])
+        else:  # earlier checkpoints counted this rank's batches
+            consumed = int(state["batches"]) * int(state["num_replicas"]) * int(state["batch_size"])
         saved = {key: state.get(key) for key in self._identity()}
         if saved != self._identity():
             if state != self._warned:  # Lightning and the data module both hand it over
@@ -175,12 +202,14 @@ class _ResumableLoader(DataLoader):
                     "epoch %d restarts from its first batch instead of continuing where it "
                     "stopped.", saved, self._identity(), epoch)
                 self._warned = dict(state)
-            batches = 0
-        if batches >= len(self):  # the saved epoch was complete: start the next one
-            epoch, batches = epoch + 1, 0
+            consumed = 0
+        rest = len(self.sampler.dataset) - consumed
+        if rest <= 0 or (self.drop_last and rest < self.sampler.num_replicas * self.batch_size):
+            epoch, consumed = epoch + 1, 0  # the saved epoch was complete: start the next one
         self.sampler.set_epoch(epoch)
-        self._resume = (epoch, batches)
-        self._epoch, self._batches = epoch, batches
+        self._resume = (epoch, consumed)
+        self._prior = int(state.get("batches", 0)) if consumed else 0
+        self._epoch, self._start, self._batches = epoch, consumed, 0
 
 
 class MEGDataModule(pl.LightningDataModule):
