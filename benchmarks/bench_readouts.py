@@ -1,0 +1,135 @@
+"""Which read-out of a pretrained encoder carries the group effect? (issue 17's read-out lever)
+
+For one checkpoint and the same architecture with random weights, on labelled stores, each
+read-out of the encoder's latents is scored by the same study (logistic regression, 5
+subject folds, 1,000 permutations), with and without a PCA-20 fitted in the training folds
+(the reduction raw signals get):
+
+* ``final``: mean over time patches and latents of the final latents (``megfm.embed``);
+* ``block<i>``: the same of each block's layer-normalised latents; ``layers``: their mean;
+* ``logvar<i>``: log-variance of each block's latents over time patches and latents;
+* ``final_k``: the final latents averaged over time but kept per latent query (K x D).
+
+Raw signals and relative band power are scored on the same folds.
+
+Run::
+
+    python benchmarks/bench_readouts.py --quick        # tiny model, small cohort (~2 min)
+    python benchmarks/bench_readouts.py --checkpoint RUN/model --stores S202 S203 S303 \
+        --out benchmarks/results/readouts.json
+
+Without ``--out`` the JSON goes to the git-ignored ``benchmarks/scratch/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _results import parse_args, write_json
+
+from megfm.embedding import data_sfreq, iter_batches, load_model, store_metadata
+from megfm.evaluate import run_study
+from megfm.evaluate.baselines import RawPCA, raw_features, spectral_features
+from megfm.models import MaskedSignalModel
+
+
+def readouts(net, store, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every read-out of the module docstring, rows in the store's window order."""
+    sfreq = data_sfreq(store)
+    batches = iter_batches(store, batch_size=batch_size)
+    next(batches)
+    out: dict[str, list] = {}
+    order = []
+    net = net.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            order.append(batch.index.numpy())
+            final, blocks = net.forward_intermediates(**batch.inputs(), sfreq=sfreq)
+            out.setdefault("final", []).append(final.mean((1, 2)).numpy())
+            out.setdefault("final_k", []).append(final.mean(1).flatten(1).numpy())
+            normed = [torch.nn.functional.layer_norm(z.float(), z.shape[-1:]) for z in blocks]
+            for i, z in enumerate(normed):
+                out.setdefault(f"block{i + 1}", []).append(z.mean((1, 2)).numpy())
+                out.setdefault(f"logvar{i + 1}", []).append(
+                    torch.log(z.flatten(1, 2).var(1) + 1e-6).numpy())
+            out.setdefault("layers", []).append(
+                torch.stack([z.mean((1, 2)) for z in normed]).mean(0).numpy())
+    rank = np.argsort(np.concatenate(order), kind="stable")
+    return {k: np.concatenate(v)[rank] for k, v in out.items()}
+
+
+def random_net(config, seed: int) -> MaskedSignalModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MaskedSignalModel(config).eval()
+
+
+def score_store(model, store, random_seeds, n_permutations: int) -> dict:
+    from megfm.data.store import read_store
+
+    windows = read_store(store)
+    base = {"raw": raw_features(windows)[0], "spectral": spectral_features(windows)[0]}
+    del windows
+    meta = store_metadata(store)
+    nets = {"megfm": model, **{f"random{s}": random_net(model.config, s) for s in random_seeds}}
+    per = {name: readouts(net, store) for name, net in nets.items()}
+    rows = {}
+    for readout in per["megfm"]:
+        for reduction in ("none", "pca20"):
+            feats = {name: per[name][readout] for name in nets} | base
+            prep = {"raw": RawPCA()} | ({n: RawPCA() for n in nets} if reduction == "pca20" else {})
+            study = run_study(feats, meta, classifiers=["logreg"], preprocessors=prep,
+                              reference="megfm", n_permutations=n_permutations,
+                              n_bootstrap=200, progress=False)
+            auroc = {m.split("/")[0]: round(v["auroc"]["value"], 3)
+                     for m, v in study.metrics.items()}
+            p = {c["other"].split("/")[0]: round(c["p_value"], 4) for c in study.comparisons}
+            rows[f"{readout}|{reduction}"] = {"auroc": auroc, "p_megfm_vs": p}
+            rnd = [auroc[f"random{s}"] for s in random_seeds]
+            print(f"{Path(store).name:>28} {readout:>8} {reduction:>5} | megfm "
+                  f"{auroc['megfm']:.2f} | random {' '.join(f'{r:.2f}' for r in rnd)} | "
+                  f"raw {auroc['raw']:.2f} | spectral {auroc['spectral']:.2f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny untrained model, small cohort")
+    ap.add_argument("--checkpoint", default=None, help="model folder (or run folder)")
+    ap.add_argument("--stores", nargs="*", default=[], help="labelled study stores")
+    ap.add_argument("--random-seeds", default="0,1,2")
+    ap.add_argument("--permutations", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = parse_args(ap, argv, "readouts")
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.random_seeds.split(",") if s]
+    t0 = time.perf_counter()
+    if args.quick:
+        import megfm
+
+        work = Path(tempfile.mkdtemp(prefix="megfm_readouts_"))
+        megfm.simulate_cohort(work / "cohort", n_subjects=10, duration=12.0, states=["rest"],
+                              seed=202, verbose=False)
+        megfm.prepare([work / "cohort"], work / "store", window_seconds=1.0, progress=False,
+                      verbose=False)
+        stores = [work / "store"]
+        model, seeds, n_perm = load_model("tiny"), [1], 100  # tiny is seeded 0
+    else:
+        if not args.checkpoint or not args.stores:
+            ap.error("pass --checkpoint and --stores (or --quick)")
+        stores, model, n_perm = args.stores, load_model(args.checkpoint), args.permutations
+    result = {"args": vars(args), "stores": {}}
+    for store in stores:
+        result["stores"][str(store)] = score_store(model, store, seeds, n_perm)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    print("->", write_json(args.out, result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
