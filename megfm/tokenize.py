@@ -28,7 +28,6 @@ __all__ = [
     "NormStats",
     "denormalize",
     "BANDS",
-    "band_log_power",
     "patchify",
     "relative_log_scale",
     "robust_normalize",
@@ -255,7 +254,7 @@ def denormalize(x_norm: torch.Tensor, stats: NormStats) -> torch.Tensor:
 
 
 #: Frequency bands of relative band power, in Hz (low inclusive, high exclusive): the
-#: band-power head's targets and the spectral baseline's features.
+#: spectral baseline's features and the attribution maps.
 BANDS: dict[str, tuple[float, float]] = {
     "delta": (1.0, 4.0),
     "theta": (4.0, 8.0),
@@ -263,44 +262,6 @@ BANDS: dict[str, tuple[float, float]] = {
     "beta": (13.0, 30.0),
     "gamma": (30.0, 45.0),
 }
-
-
-def band_log_power(x: torch.Tensor, sfreq: float,
-                   bands: dict[str, tuple[float, float]] | None = None) -> torch.Tensor:
-    """Log relative band power of each sensor over a whole window.
-
-    Parameters
-    ----------
-    x : Tensor, shape (..., T)
-        Signals (e.g. normalised windows, ``unpatchify(target)``).
-    sfreq : float
-        Sampling rate in Hz.
-    bands : dict of str to (float, float) | None
-        Bands in Hz (default :data:`BANDS`); each must hold at least one frequency bin.
-
-    Returns
-    -------
-    power : Tensor, shape (..., n_bands), float32
-        ``log(P_band / P_total + 1e-6)`` from the periodogram of the Hann-tapered signal,
-        ``P_total`` the power over all bands: the relative band power a spectral baseline
-        computes, in log units so that a ratio change is a shift.
-    """
-    bands = BANDS if bands is None else bands
-    n_times = x.shape[-1]
-    taper = torch.hann_window(n_times, periodic=False, dtype=torch.float32, device=x.device)
-    power = torch.fft.rfft(x.float() * taper, dim=-1).abs().square()
-    # the band masks depend on (n_times, sfreq) only: built and checked on the CPU, so the
-    # check reads nothing back from the device
-    freqs = torch.fft.rfftfreq(n_times, 1.0 / float(sfreq))
-    masks = torch.stack([(freqs >= lo) & (freqs < hi) for lo, hi in bands.values()])  # (nb, F)
-    if not bool(masks.any(1).all()):
-        raise ValueError(
-            f"A band of {dict(bands)} holds no frequency bin of {n_times}-sample windows at "
-            f"{float(sfreq):g} Hz; use longer windows or wider bands."
-        )
-    per_band = power @ masks.T.to(device=power.device, dtype=power.dtype)  # (..., nb)
-    total = per_band.sum(-1, keepdim=True).clamp_min(1e-12)
-    return torch.log(per_band / total + 1e-6)
 
 
 def fourier_features(values: torch.Tensor, n_frequencies: int) -> torch.Tensor:

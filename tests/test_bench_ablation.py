@@ -19,9 +19,9 @@ pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # the benchmark s
 def test_quick_variant_with_downstream_and_probe_of_an_exported_model(tmp_path, capsys):
     out = tmp_path / "ab.json"
     assert bench_ablation.main(["--quick", "--threads", "1", "--downstream", "--variant",
-                                'bands={"band_power_weight": 0.5}', "--out", str(out)]) == 0
-    row = json.loads(out.read_text())["results"]["bands"]
-    assert row["config"]["band_power_weight"] == 0.5 and row["config"]["dim"] == 32
+                                'lf2={"leadfield_sources": 2}', "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["results"]["lf2"]
+    assert row["config"]["leadfield_sources"] == 2 and row["config"]["dim"] == 32
     down = row["downstream"]
     # two quick subjects are too few for a study (AUROC NaN), but enough for the probe
     assert math.isnan(down["auroc"]) and math.isfinite(down["theta_probe_r2"])

@@ -48,7 +48,7 @@ def test_parse_task():
         parse_task("multiclass", ["HC"])
 
 
-@pytest.mark.parametrize("options", [{}, {"band_power_weight": 0.3, "geometry_gain": True,
+@pytest.mark.parametrize("options", [{}, {"leadfield_readout": True, "geometry_gain": True,
                                           "scale_feature": True}])
 def test_layer_ids_are_declared_by_the_model_and_cover_the_encoder(options):
     from megfm.models import MaskedSignalModel, ModelConfig

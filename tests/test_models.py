@@ -736,64 +736,7 @@ def _encode_masked(model, batch, *, seed):
     return target, mask, geo, latents
 
 
-def test_band_log_power_of_a_theta_rhythm():
-    from megfm.tokenize import BANDS, band_log_power
-
-    sfreq, n = 200.0, 400
-    t = torch.arange(n) / sfreq
-    noise = 0.05 * torch.randn(2, n, generator=torch.Generator().manual_seed(0))
-    x = torch.stack([torch.sin(2 * torch.pi * 6.0 * t), torch.sin(2 * torch.pi * 10.0 * t)])
-    power = band_log_power(x + noise, sfreq)
-    assert power.shape == (2, len(BANDS)) and power.dtype == torch.float32
-    assert power.argmax(-1).tolist() == [list(BANDS).index("theta"), list(BANDS).index("alpha")]
-    # relative: scaling the signal changes nothing; the relative powers sum to 1
-    torch.testing.assert_close(band_log_power(3.0 * (x + noise), sfreq), power)
-    torch.testing.assert_close(torch.exp(power).sum(-1), torch.ones(2), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="no frequency bin"):
-        band_log_power(x[:, :20], sfreq, {"narrow": (4.0, 5.0)})
-
-
-def test_band_power_head_adds_its_loss_on_hidden_patches_only():
-    from megfm.tokenize import BANDS, band_log_power, unpatchify
-
-    torch.manual_seed(0)
-    model = MaskedSignalModel(ModelConfig.preset("tiny", band_power_weight=0.5)).eval()
-    batch = make_batch()
-    target, mask, geo, latents = _encode_masked(model, batch, seed=5)
-    pred, bands = model.forward_decoder(latents, geo, mask, return_bands=True)
-    assert bands.shape == (*mask.shape, len(BANDS))
-    assert torch.all(bands[~mask] == 0) and torch.all(bands[mask].abs().sum(-1) > 0)
-    loss = model.forward_loss(pred, target, mask, bands)
-    wave = ((pred - target) ** 2).mean(-1)[mask].mean()
-    # every hidden patch of a sensor predicts that sensor's band power over the whole window
-    truth = band_log_power(unpatchify(target), TINY.sfreq)[:, :, None].expand_as(bands)
-    extra = ((bands - truth) ** 2).mean(-1)[mask].mean()
-    torch.testing.assert_close(loss, wave + 0.5 * extra)
-    # the model's own forward uses the head, with the same mask
-    out = model(*_args(batch), mask=mask)
-    torch.testing.assert_close(out["loss"], loss)
-    bands_in = bands.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model.forward_loss(pred.detach(), target, mask, bands_in),
-                                  bands_in)
-    assert torch.all(grad[~mask] == 0) and torch.all(grad[mask].abs().sum(-1) > 0)
-
-
-def test_band_power_head_is_refused_without_its_weight(model, tmp_path):
-    _, mask, geo, latents = _encode_masked(model, make_batch(), seed=1)
-    with pytest.raises(ValueError, match="band_power_weight"):
-        model.forward_decoder(latents, geo, mask, return_bands=True)
-    with pytest.raises(ValueError, match="band_power_weight must be >= 0"):
-        ModelConfig.preset("tiny", band_power_weight=-1.0)
-    # a checkpoint with the head loads back with it
-    torch.manual_seed(0)
-    with_head = MaskedSignalModel(ModelConfig.preset("tiny", band_power_weight=1.0))
-    with_head.save_pretrained(tmp_path / "ckpt")
-    loaded = load_pretrained(tmp_path / "ckpt")
-    assert loaded.config.band_power_weight == 1.0
-    torch.testing.assert_close(loaded.decoder_bands.weight, with_head.decoder_bands.weight)
-
-
-@pytest.mark.parametrize("extra", [{}, {"leadfield_readout": True, "band_power_weight": 0.5}])
+@pytest.mark.parametrize("extra", [{}, {"leadfield_readout": True}])
 def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
     """The decoder packs the hidden sensor-patches: a prediction depends on its sensor and on
     the latents of its time patch only, not on which other patches are hidden."""
@@ -804,21 +747,19 @@ def test_decoder_predicts_each_hidden_patch_from_its_own_time_patch(extra):
     more = mask.clone()
     more[0, :, 1] = batch["sensor_mask"][0]  # a whole hidden time patch in one window only
     more[2, :4] = True
-    spec = "band_power_weight" in extra
     with torch.no_grad():
-        a = model.forward_decoder(latents, geo, mask, return_bands=spec)
-        b = model.forward_decoder(latents, geo, more, return_bands=spec)
+        x = model.forward_decoder(latents, geo, mask)
+        y = model.forward_decoder(latents, geo, more)
         shifted = latents.clone()
         shifted[:, 2] += 1.0  # other latents for time patch 2
-        c = model.forward_decoder(shifted, geo, mask, return_bands=spec)
-    for x, y, z in zip(*(v if spec else (v,) for v in (a, b, c)), strict=True):
-        assert torch.all(x[~mask] == 0) and torch.all(y[~more] == 0)
-        assert torch.all(x[mask].abs().sum(-1) > 0)
-        torch.testing.assert_close(y[mask], x[mask], rtol=1e-5, atol=1e-6)
-        at2 = mask.clone()
-        at2[:, :, [0, 1, 3, 4]] = False
-        torch.testing.assert_close(z[mask & ~at2], x[mask & ~at2], rtol=1e-5, atol=1e-6)
-        assert (z[at2] - x[at2]).abs().amin(-1).min() > 0
+        z = model.forward_decoder(shifted, geo, mask)
+    assert torch.all(x[~mask] == 0) and torch.all(y[~more] == 0)
+    assert torch.all(x[mask].abs().sum(-1) > 0)
+    torch.testing.assert_close(y[mask], x[mask], rtol=1e-5, atol=1e-6)
+    at2 = mask.clone()
+    at2[:, :, [0, 1, 3, 4]] = False
+    torch.testing.assert_close(z[mask & ~at2], x[mask & ~at2], rtol=1e-5, atol=1e-6)
+    assert (z[at2] - x[at2]).abs().amin(-1).min() > 0
 
 
 def test_pack_rows_known_answer():

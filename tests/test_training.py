@@ -317,18 +317,21 @@ def test_cli_pretrain_set_overrides_model_config_fields(tmp_path, capsys):
     base = ["pretrain", str(store), "--max-steps", "2", "--batch-size", "4", "--accelerator",
             "cpu", "--no-progress", "--val-fraction", "0"]
     out = tmp_path / "run"
-    assert main(base + ["--out", str(out), "--set", "band_power_weight=0.5",
+    assert main(base + ["--out", str(out), "--set", "time_block=3",
                         "--set", "mask_mode=sensor"]) == 0
     config = json.loads((out / "model" / "config.json").read_text())["model"]
-    assert config["band_power_weight"] == 0.5 and config["mask_mode"] == "sensor"
+    assert config["time_block"] == 3 and config["mask_mode"] == "sensor"
     assert config["dim"] == 32  # the rest is the tiny preset
-    assert main(base + ["--out", str(tmp_path / "bad"), "--set", "band_power_wieght=1"]) == 1
+    assert main(base + ["--out", str(tmp_path / "bad"), "--set", "time_blok=3"]) == 1
     err = capsys.readouterr().err
-    assert "unknown ModelConfig field(s) ['band_power_wieght']" in err and "band_power_weight" in err
+    assert "unknown ModelConfig field(s) ['time_blok']" in err and "time_block" in err
     # a removed option: at its old default the same model, otherwise the version that reads it
     assert main(base + ["--out", str(tmp_path / "old"), "--set", "spectral_tokens=true"]) == 1
     err = capsys.readouterr().err
     assert "spectral_tokens=True" in err and "megfm 0.1.0" in err
+    assert main(base + ["--out", str(tmp_path / "old2"), "--set", "band_power_weight=0.3"]) == 1
+    err = capsys.readouterr().err
+    assert "band_power_weight=0.3" in err and "megfm 0.2.0.dev0" in err
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "bad"), "--set", "novalue"])
     assert "expected KEY=VALUE" in capsys.readouterr().err

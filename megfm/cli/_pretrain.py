@@ -16,7 +16,7 @@ def _setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(
-            f"expected KEY=VALUE (a ModelConfig field), e.g. band_power_weight=0.3; got {text!r}")
+            f"expected KEY=VALUE (a ModelConfig field), e.g. mask_ratio=0.6; got {text!r}")
     try:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="override one megfm.ModelConfig field of the preset, e.g. "
-                   "--set band_power_weight=0.3 (repeatable; VALUE is read as JSON)")
+                   "--set mask_ratio=0.6 (repeatable; VALUE is read as JSON)")
     add_options(p, PretrainConfig, field_docs(PretrainConfig), title="settings of the run (megfm.PretrainConfig)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint that loads "

@@ -26,6 +26,7 @@ REMOVED_FIELDS: dict[str, tuple[Any, str]] = {
     "norm_scope": ("sensor", "0.1.0"),
     "spectral_tokens": (False, "0.1.0"),
     "spatial_value_norm": (True, "0.1.0"),
+    "band_power_weight": (0.0, "0.2.0.dev0"),
 }
 
 
@@ -85,11 +86,6 @@ class ModelConfig:
     mask_mode: str = "mixed"  # default masking mode (megfm.masking.MASK_MODES)
     mask_ratio: float = 0.5  # default fraction hidden
     time_block: int = 2  # contiguous patches per block of "time" masking
-    band_power_weight: float = 0.0  # weight of an auxiliary loss of a separate decoder head
-    #   that predicts, for each hidden sensor-patch, the log relative power of its sensor in
-    #   each band (megfm.tokenize.BANDS) over the whole window. The waveform MSE cannot reward
-    #   band power (a rhythm's phase is unpredictable, so the best waveform guess shrinks to
-    #   zero); band power over a window is predictable and is what group effects move. 0 = off
 
     def __post_init__(self) -> None:
         checks = [
@@ -110,7 +106,6 @@ class ModelConfig:
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
             (self.time_block >= 1, "time_block must be >= 1"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (self.band_power_weight >= 0.0, "band_power_weight must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

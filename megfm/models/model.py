@@ -26,14 +26,11 @@ from torch import nn
 
 from ..masking import make_mask
 from ..tokenize import (
-    BANDS,
     GeometryEmbedding,
     NormStats,
-    band_log_power,
     patchify,
     relative_log_scale,
     robust_normalize,
-    unpatchify,
 )
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import ModelConfig
@@ -42,13 +39,6 @@ from .packing import Packing, pack
 from .patch_embed import embed_patches, patch_log_amplitude, sensor_terms
 
 __all__ = ["MaskedSignalModel", "load_pretrained", "save_pretrained"]
-
-
-def _pink_noise_band_log_power() -> torch.Tensor:
-    """Log relative power of each band of :data:`BANDS` for a 1/f power spectrum."""
-    edges = torch.tensor(list(BANDS.values()), dtype=torch.float64)  # (n_bands, 2)
-    width = torch.log(edges[:, 1] / edges[:, 0])  # integral of 1/f over the band
-    return torch.log(width / width.sum()).float()
 
 
 class MaskedSignalModel(nn.Module):
@@ -123,9 +113,6 @@ class MaskedSignalModel(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(ddim)
         self.decoder_pred = nn.Linear(ddim, c.patch_samples)
-        # band-power head (config.band_power_weight): log relative band power of the hidden
-        # sensor-patch's sensor over the window
-        self.decoder_bands = nn.Linear(ddim, len(BANDS)) if c.band_power_weight > 0 else None
         # lead-field read-out: each latent is a "source" with a time course per patch; a
         # hidden sensor adds the sum of those time courses weighted by signed gains computed
         # from its geometry (a learned lead field), the linear map a field obeys
@@ -149,12 +136,6 @@ class MaskedSignalModel(nn.Module):
             nn.init.constant_(self.scale_bias, float(self.config.scale_attention_bias))
         if self.leadfield is not None:  # gains of order 1, so the read-out learns at once
             nn.init.xavier_uniform_(self.leadfield[-1].weight)
-        if self.decoder_bands is not None:
-            # start at a 1/f spectrum's relative band powers, so the head's first gradients
-            # are of the size of the waveform loss's, not the log offset's (which shook the
-            # shared decoder off the waveform)
-            with torch.no_grad():
-                self.decoder_bands.bias.copy_(_pink_noise_band_log_power())
         if self.config.qk_init == "xavier":
             for m in self.modules():
                 if isinstance(m, Attention):
@@ -481,9 +462,7 @@ class MaskedSignalModel(nn.Module):
         latents: torch.Tensor,
         geometry: torch.Tensor,
         hidden: torch.Tensor,
-        *,
-        return_bands: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         """Predict the hidden sensor-patches from the latents of their time patch.
 
         Parameters
@@ -492,23 +471,12 @@ class MaskedSignalModel(nn.Module):
         geometry : Tensor, shape (B, S, token_width)
         hidden : Tensor of bool, shape (B, S, P)
             Sensor-patches to predict.
-        return_bands : bool
-            Also return the band-power head's predictions (needs
-            ``config.band_power_weight > 0``).
 
         Returns
         -------
         pred : Tensor, shape (B, S, P, L)
             Predictions at hidden sensor-patches, zeros elsewhere.
-        bands : Tensor, shape (B, S, P, n_bands)
-            Predicted log relative band power (:func:`megfm.tokenize.band_log_power`) of the
-            sensor of each hidden sensor-patch, zeros elsewhere; only when ``return_bands``.
         """
-        if return_bands and self.decoder_bands is None:
-            raise ValueError(
-                "This model has no band-power head (config.band_power_weight == 0); "
-                "build it with ModelConfig(band_power_weight=...) > 0 or drop return_bands."
-            )
         b, p, k, _ = latents.shape
         s = geometry.shape[1]
         length, ddim = self.config.patch_samples, self.config.decoder_dim
@@ -533,33 +501,18 @@ class MaskedSignalModel(nn.Module):
         where = (packed.window, packed.sensor, packed.patch)
         pred = out.new_zeros(b, s, p, length)
         pred[where] = out
-        if not return_bands:
-            return pred
-        bands = self.decoder_bands(q)
-        full = bands.new_zeros(b, s, p, bands.shape[-1])
-        full[where] = bands
-        return pred, full
+        return pred
 
     def forward_loss(
         self,
         pred: torch.Tensor,
         target: torch.Tensor,
         hidden: torch.Tensor,
-        bands: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean squared error over hidden sensor-patches only (+ the band-power term).
-
-        ``bands`` (B, S, P, n_bands), the band-power head's output, adds
-        ``config.band_power_weight`` times its MSE against :func:`band_log_power` of each
-        sensor's whole (normalised) window, over the same hidden sensor-patches.
-        """
+        """Mean squared error over hidden sensor-patches only."""
         n = hidden.sum().clamp_min(1)
         weight = hidden.to(pred.dtype)
         loss = (((pred - target) ** 2).mean(-1) * weight).sum() / n  # (B, S, P) -> scalar
-        if bands is not None:
-            truth = band_log_power(unpatchify(target), self.config.sfreq)  # (B, S, n_bands)
-            err = ((bands.float() - truth[:, :, None]) ** 2).mean(-1)  # (B, S, P)
-            loss = loss + self.config.band_power_weight * (err * weight).sum() / n
         return loss
 
     # ------------------------------------------------------------------ public API
@@ -632,12 +585,8 @@ class MaskedSignalModel(nn.Module):
             target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
             need_weights=return_attention,
         )
-        bands = None
-        if self.decoder_bands is not None:
-            pred, bands = self.forward_decoder(latents, geometry, mask, return_bands=True)
-        else:
-            pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
-        loss = self.forward_loss(pred, target, mask, bands)
+        pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
+        loss = self.forward_loss(pred, target, mask)
         out = {
             "loss": loss,
             "pred": torch.where(mask[..., None], pred, target),
