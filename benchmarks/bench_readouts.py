@@ -10,13 +10,18 @@ subject folds, 1,000 permutations), with and without a PCA-20 fitted in the trai
 * ``logvar<i>``: log-variance of each block's latents over time patches and latents;
 * ``final_k``: the final latents averaged over time but kept per latent query (K x D).
 
-Raw signals and relative band power are scored on the same folds.
+Raw signals and relative band power are scored on the same folds. ``--spread-only`` instead
+measures how far apart the K latents of a time patch are (the norm of their deviation from
+their mean over the latents, over their norm) and their spatial attention maps, for the
+checkpoint and the random-weight encoders, on the first windows of each store.
 
 Run::
 
     python benchmarks/bench_readouts.py --quick        # tiny model, small cohort (~2 min)
     python benchmarks/bench_readouts.py --checkpoint RUN/model --stores S202 S203 S303 \
         --out benchmarks/results/readouts.json
+    python benchmarks/bench_readouts.py --checkpoint RUN/model --stores S202 --spread-only \
+        --out benchmarks/results/latent_spread.json
 
 Without ``--out`` the JSON goes to the git-ignored ``benchmarks/scratch/``.
 """
@@ -63,6 +68,22 @@ def readouts(net, store, batch_size: int = 64) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v)[rank] for k, v in out.items()}
 
 
+def latent_spread(net, store, n_windows: int = 256) -> dict[str, float]:
+    """How far apart the K latents of a time patch are, and their spatial attention maps."""
+    sfreq = data_sfreq(store)
+    batches = iter_batches(store, batch_size=64, indices=np.arange(n_windows))
+    next(batches)
+    dev = {"latents": [0.0, 0.0], "attention": [0.0, 0.0]}
+    with torch.inference_mode():
+        for batch in batches:
+            latents, extras = net.eval().forward_features(**batch.inputs(), sfreq=sfreq,
+                                                          return_attention=True)
+            for key, z in (("latents", latents), ("attention", extras["spatial"])):
+                dev[key][0] += float((z - z.mean(2, keepdim=True)).square().sum())
+                dev[key][1] += float(z.square().sum())
+    return {key: round((a / b) ** 0.5, 4) for key, (a, b) in dev.items()}
+
+
 def random_net(config, seed: int) -> MaskedSignalModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -105,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--random-seeds", default="0,1,2")
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--spread-only", action="store_true",
+                    help="only how far apart the K latents of a time patch are")
     args = parse_args(ap, argv, "readouts")
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.random_seeds.split(",") if s]
@@ -125,7 +148,13 @@ def main(argv=None) -> int:
         stores, model, n_perm = args.stores, load_model(args.checkpoint), args.permutations
     result = {"args": vars(args), "stores": {}}
     for store in stores:
-        result["stores"][str(store)] = score_store(model, store, seeds, n_perm)
+        if args.spread_only:
+            nets = {"megfm": model, **{f"random{s}": random_net(model.config, s) for s in seeds}}
+            result["stores"][str(store)] = {name: latent_spread(net, store)
+                                            for name, net in nets.items()}
+            print(Path(store).name, result["stores"][str(store)], flush=True)
+        else:
+            result["stores"][str(store)] = score_store(model, store, seeds, n_perm)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print("->", write_json(args.out, result))
     return 0
