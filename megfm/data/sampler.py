@@ -29,7 +29,6 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
 
 
-
 def check_run_settings(batch_size: int, run_length: int, buffer_shards: int | None) -> None:
     """Refuse a batch size, run length or buffer that :class:`ShardRunSampler` cannot use."""
     if int(batch_size) < 1:
@@ -172,11 +171,10 @@ class ShardRunSampler(DistributedSampler):
 
     def rank_order(self, start: int = 0) -> torch.Tensor:
         """This rank's items of the current epoch after the first ``start`` of its order."""
-        order = self.global_order()
         r, b = self.num_replicas, self.batch_size
-        if start:  # the unconsumed rest, padded again for this world
-            rest = order[:self._within.size][int(start):]
-            order = np.concatenate([rest, np.resize(rest, (-rest.size) % r)]) if rest.size else rest
+        # the unconsumed rest of the global order, padded (by repeating its start) for this world
+        rest = self.global_order()[:self._within.size][int(start):]
+        order = np.concatenate([rest, np.resize(rest, (-rest.size) % r)])
         full = (order.size // (r * b)) * r * b  # whole rounds: a batch per rank
         mine = order[:full].reshape(-1, r, b)[:, self.rank].reshape(-1)
         tail = order[full:][self.rank::r]

@@ -165,7 +165,8 @@ class _ResumableLoader(DataLoader):
     def __len__(self) -> int:
         if self._resume is None or self._resume[0] != self.sampler.epoch or not self._resume[1]:
             return super().__len__()
-        rest = len(self.sampler.rank_order(self._resume[1]))
+        # every rank gets an equal share of the rest (padded to a multiple of the ranks)
+        rest = -(-(len(self.sampler.dataset) - self._resume[1]) // self.sampler.num_replicas)
         return self._prior + (rest // self.batch_size if self.drop_last
                               else -(-rest // self.batch_size))
 
