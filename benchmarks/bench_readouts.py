@@ -40,7 +40,7 @@ from _results import parse_args, write_json
 from megfm.embedding import data_sfreq, iter_batches, load_model, store_metadata
 from megfm.evaluate import run_study
 from megfm.evaluate.baselines import RawPCA, raw_features, spectral_features
-from megfm.models import MaskedSignalModel
+from megfm.evaluate.card import random_encoder
 
 
 def readouts(net, store, batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -84,12 +84,6 @@ def latent_spread(net, store, n_windows: int = 256) -> dict[str, float]:
     return {key: round((a / b) ** 0.5, 4) for key, (a, b) in dev.items()}
 
 
-def random_net(config, seed: int) -> MaskedSignalModel:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MaskedSignalModel(config).eval()
-
-
 def score_store(model, store, random_seeds, n_permutations: int) -> dict:
     from megfm.data.store import read_store
 
@@ -97,7 +91,7 @@ def score_store(model, store, random_seeds, n_permutations: int) -> dict:
     base = {"raw": raw_features(windows)[0], "spectral": spectral_features(windows)[0]}
     del windows
     meta = store_metadata(store)
-    nets = {"megfm": model, **{f"random{s}": random_net(model.config, s) for s in random_seeds}}
+    nets = {"megfm": model, **{f"random{s}": random_encoder(model.config, s) for s in random_seeds}}
     per = {name: readouts(net, store) for name, net in nets.items()}
     rows = {}
     for readout in per["megfm"]:
@@ -149,7 +143,7 @@ def main(argv=None) -> int:
     result = {"args": vars(args), "stores": {}}
     for store in stores:
         if args.spread_only:
-            nets = {"megfm": model, **{f"random{s}": random_net(model.config, s) for s in seeds}}
+            nets = {"megfm": model, **{f"random{s}": random_encoder(model.config, s) for s in seeds}}
             result["stores"][str(store)] = {name: latent_spread(net, store)
                                             for name, net in nets.items()}
             print(Path(store).name, result["stores"][str(store)], flush=True)

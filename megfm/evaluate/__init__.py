@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "finetune": ["finetune", "make_finetune_method"],
         "reconstruction": ["evaluate_reconstruction"],
         "riemann": ["TangentSpaceBlocks", "covariance_features"],
-        "card": ["Scorecard", "layer_features", "scorecard", "subject_variance_fraction"],
+        "card": ["Scorecard", "layer_features", "random_encoder", "scorecard",
+                 "subject_variance_fraction"],
     },
 )

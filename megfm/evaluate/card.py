@@ -28,7 +28,7 @@ from ..data.windows import Windows
 from ..explain.alignment import find_ground_truth
 from .baselines import BANDS, _as_windows
 
-__all__ = ["Scorecard", "find_ground_truth", "layer_features", "scorecard",
+__all__ = ["Scorecard", "find_ground_truth", "layer_features", "random_encoder", "scorecard",
            "subject_variance_fraction"]
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,21 @@ def layer_features(model, windows_or_store, *, batch_size: int = 64, device=None
     index = np.concatenate(order)
     rank = np.argsort(index, kind="stable")
     return {k: np.concatenate(v)[rank].astype(np.float32) for k, v in out.items()}
+
+
+def random_encoder(config, seed: int):
+    """The architecture of ``config`` with random weights drawn from ``seed`` (eval mode).
+
+    What a scorecard compares a pretrained model with; the global random state is left as
+    it was.
+    """
+    import torch
+
+    from ..models import MaskedSignalModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return MaskedSignalModel(config).eval()
 
 
 def subject_variance_fraction(features: np.ndarray, subjects) -> float:
@@ -319,10 +334,8 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
         ``probe_bands="planted"`` on a store without a ground truth (its message names
         ``ground_truth.json``), unknown bands or baselines, or no window of ``state``.
     """
-    import torch
 
     from ..embedding import embed, load_model
-    from ..models import MaskedSignalModel
     from .baselines import raw_features, spectral_features
     from .classification import run_study
     from .riemann import TangentSpaceBlocks, covariance_features
@@ -360,12 +373,9 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
     layers = layer_features(net, windows, batch_size=batch_size, progress=progress)
     features: dict[str, np.ndarray] = {"megfm": layers["embedding"]}
     for s in random_seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(s))
-            random_net = MaskedSignalModel(net.config).eval()
         # only the read-out is used: megfm.embed, not every block's pooled latents
-        features[f"random{s}"] = embed(random_net, windows, batch_size=batch_size,
-                                       progress=progress)[0]
+        features[f"random{s}"] = embed(random_encoder(net.config, s), windows,
+                                       batch_size=batch_size, progress=progress)[0]
     preprocessors = {}
     if "raw" in baselines:
         from .baselines import RawPCA
