@@ -195,8 +195,8 @@ def check_batch(batch: Batch, where: str) -> None:
 
     Parameters
     ----------
-    batch : Batch | dict
-        A :class:`~megfm.data.batch.Batch`.
+    batch : Batch
+        The batch (:class:`~megfm.data.batch.Batch`).
     where : str
         What was running, for the message (e.g. ``"train, global step 12"``).
     """
