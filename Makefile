@@ -1,6 +1,9 @@
 # Set-up and entry points. `make test` and `make demo` work on a fresh clone:
 # they create .venv, install the CPU wheel of torch pinned first (an unpinned
 # torch would pull several GB of CUDA packages), then the package itself.
+# litdata (the stream extra) requires torchvision, whose wheels here are CUDA builds that
+# would replace the CPU torch; megfm uses none of litdata's image/video codecs that need it,
+# so litdata goes in without its requirements, then the ones it imports.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,6 +16,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,bids,docs]"
+	$(BIN)/python -m pip install -q --no-deps "litdata==0.2.76"
+	$(BIN)/python -m pip install -q boto3 filelock lightning-utilities obstore requests tifffile
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,6 +24,7 @@ from .data.batch import Batch
 from .data.dataset import check_batch, naming_windows
 from .data.from_mne import as_windows
 from .data.geometry import SensorGeometry
+from .data.store import is_window_source, open_store
 from .data.windows import Windows
 
 __all__ = ["POOLINGS", "Embedder", "aggregate_by_subject", "data_sfreq", "embed",
@@ -73,15 +74,10 @@ def store_metadata(store: str | os.PathLike) -> dict[str, np.ndarray]:
     Reads only the small ``meta/`` datasets of each shard (never the signals);
     ``recording`` is the shard index.
     """
-    from .data.store import StoreReader
+    from .data.store import open_store, require_window_source
 
-    store = Path(store)
-    if not (store / "store.json").is_file():
-        raise FileNotFoundError(
-            f"{store} is not a megfm store (no store.json inside); create one with "
-            "`megfm prepare` or megfm.write_store()."
-        )
-    with StoreReader(store) as reader:
+    require_window_source(store)
+    with open_store(store) as reader:
         return {k: np.asarray(v) for k, v in reader.metadata.items()}
 
 
@@ -115,11 +111,8 @@ def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_wo
         n = len(np.asarray(indices).reshape(-1))
     elif isinstance(windows_or_store, Windows):
         n = windows_or_store.n_windows
-    elif isinstance(windows_or_store, (str, os.PathLike)) and \
-            (Path(windows_or_store) / "store.json").is_file():
-        from .data.store import StoreReader
-
-        with StoreReader(windows_or_store) as reader:
+    elif is_window_source(windows_or_store):
+        with open_store(windows_or_store) as reader:
             n = len(reader)
     else:
         n = 0  # not a source: the stream's first step raises the error that says so
@@ -144,9 +137,7 @@ def data_sfreq(windows_or_store) -> float | None:
     if isinstance(windows_or_store, Windows):
         return windows_or_store.sfreq
     if isinstance(windows_or_store, (str, os.PathLike)):
-        from .data.store import StoreReader
-
-        with StoreReader(windows_or_store) as reader:
+        with open_store(windows_or_store) as reader:
             return float(reader.sfreq)
     return None
 

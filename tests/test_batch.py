@@ -145,7 +145,7 @@ def test_pretrain_module_refuses_a_dict_batch():
 def test_iter_batches_refuses_bad_input(tmp_path):
     with pytest.raises(ValueError, match="'batch_size' must be a positive integer"):
         next(iter_batches(_windows(), batch_size=0))
-    with pytest.raises(FileNotFoundError, match="is not a megfm store"):
+    with pytest.raises(FileNotFoundError, match="is neither a megfm store"):
         next(iter_batches(tmp_path, batch_size=2))
     with pytest.raises(TypeError, match="expected a megfm.Windows or a store folder"):
         next(iter_batches(np.zeros((2, 3, 4)), batch_size=2))

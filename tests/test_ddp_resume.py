@@ -42,12 +42,17 @@ def _seen(log: Path, epoch: int) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize(("before", "after", "steps_before", "steps_after"),
-                         [(2, 1, 2, 4), (1, 2, 3, 3)])
+@pytest.mark.parametrize(("source", "before", "after", "steps_before", "steps_after"),
+                         [("store", 2, 1, 2, 4), ("store", 1, 2, 3, 3), ("litdata", 2, 1, 2, 4)])
 def test_resume_on_another_number_of_processes_sees_each_window_once(
-        tmp_path, before, after, steps_before, steps_after):
+        tmp_path, source, before, after, steps_before, steps_after):
     # 40 windows of 10 subjects, 8 of them validation: 32 training windows, batches of 4
     store = helpers.tiny_store(tmp_path / "store", n_windows=40, n_subjects=10)
+    if source == "litdata":  # the streaming format resumes through the same loader state
+        pytest.importorskip("litdata")
+        from megfm.data.streaming import export_litdata
+
+        store = export_litdata(store, tmp_path / "export", chunk_bytes="16KB")
     out, log = tmp_path / "run", tmp_path / "seen"
     first = helpers.run_ddp_script(SCRIPT, tmp_path, store, out, before, steps_before, 0,
                                    tmp_path / "first", timeout=180)

@@ -208,7 +208,7 @@ def test_resume_mid_epoch_with_the_store_datamodule(tmp_path, balance_states):
 def test_refusals(tmp_path, datamodule):
     with pytest.raises(FileNotFoundError, match="Cannot resume"):
         _run(tmp_path / "none", datamodule, resume=True)
-    with pytest.raises(FileNotFoundError, match="not a megfm store"):
+    with pytest.raises(FileNotFoundError, match="neither a megfm store"):
         pretrain(tmp_path, tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="'max_steps'"):
         _run(tmp_path / "y", datamodule, max_steps=0)

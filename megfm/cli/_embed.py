@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ._choices import registry
-from ._options import MODEL_HELP
+from ._options import MODEL_HELP, STORE_HELP
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "and 'pooling'.",
     )
     p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
-    p.add_argument("store", help="store folder written by `megfm prepare`")
+    p.add_argument("store", help=STORE_HELP)
     p.add_argument("--out", required=True, help="output .npz file (written atomically)")
     p.add_argument("--pooling", default="mean", choices=registry("megfm.embedding", "POOLINGS"),
                    metavar="POOLING", help="one of %(choices)s. mean: one row per window (mean over time and latents); attention: "
@@ -54,12 +54,13 @@ def save_features(path: str | os.PathLike, features: np.ndarray, metadata: dict,
 
 def run(args: argparse.Namespace) -> int:
     """Run ``megfm embed``."""
+    from ..data.streaming import is_remote
     from ..embedding import embed
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it or choose another --out.")
-    store = Path(args.store).resolve()
+    store = args.store if is_remote(args.store) else Path(args.store).resolve()
     features, metadata = embed(args.checkpoint, store, pooling=args.pooling,
                                batch_size=args.batch_size, device=args.device,
                                num_workers=args.num_workers, progress=not args.no_progress)

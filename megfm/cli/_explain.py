@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import MODEL_HELP
+from ._options import MODEL_HELP, STORE_HELP
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with its expected sensors and a ranked table of the simulator's regions.",
     )
     parser.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
-    parser.add_argument("store", metavar="STORE", help="store folder written by megfm prepare")
+    parser.add_argument("store", metavar="STORE", help=STORE_HELP)
     parser.add_argument("--out", required=True,
                         help="output folder for the PNGs and explain.json (created)")
     parser.add_argument("--ground-truth", default=None,

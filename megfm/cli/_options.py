@@ -19,6 +19,8 @@ __all__ = ["MODEL_HELP", "add_options", "read_options"]
 #: :func:`megfm.models.checkpoint.resolve_checkpoint`).
 MODEL_HELP = ("pretrained model: the run folder of `megfm pretrain --out RUN`, or a "
               "checkpoint folder (RUN/model: config.json + model.safetensors)")
+STORE_HELP = ("store folder written by `megfm prepare`, or a LitData export of one "
+              "(`megfm export`; a folder or an object-store URI such as s3://bucket/prefix)")
 
 
 def _optional(convert):

@@ -8,7 +8,7 @@ import json
 
 from ..training.config import PretrainConfig, field_docs
 from ._choices import registry
-from ._options import add_options, read_options
+from ._options import STORE_HELP, add_options, read_options
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "`megfm prepare`. Writes OUT/run.json, OUT/checkpoints (last.ckpt, best-*.ckpt), "
         "OUT/logs (CSV) and the exported model in OUT/model.",
     )
-    p.add_argument("store", help="store folder written by `megfm prepare`")
+    p.add_argument("store", help=STORE_HELP)
     p.add_argument("--out", required=True, help="run folder (created; never overwritten "
                    "without --resume or --overwrite)")
     p.add_argument("--preset", default="tiny", choices=registry("megfm.models.config", "PRESETS"),

@@ -16,7 +16,7 @@ import sys
 from .._version import __version__
 
 # order shown in `megfm --help`
-COMMANDS = ("simulate", "prepare", "pretrain", "embed", "evaluate", "explain", "demo")
+COMMANDS = ("simulate", "prepare", "export", "pretrain", "embed", "evaluate", "explain", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -268,12 +267,9 @@ def iter_batches(
         return
     if isinstance(source, (str, os.PathLike)):
         from .dataset import WindowDataset
+        from .store import require_window_source
 
-        if not (Path(source) / "store.json").is_file():
-            raise FileNotFoundError(
-                f"{source} is not a megfm store (no store.json inside); create one with "
-                "`megfm prepare` or megfm.write_store()."
-            )
+        require_window_source(source)
         dataset = WindowDataset(source, indices=indices)
         yield from torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

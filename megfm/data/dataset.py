@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .batch import BATCH_KEYS, Batch, collate_windows, geometry_tensors
-from .store import StoreReader
+from .store import StoreReader, open_store
 
 # collate_windows and BATCH_KEYS live in .batch; re-exported where they were first defined
 __all__ = ["BATCH_KEYS", "BadWindowsError", "WindowDataset", "batch_indices", "check_batch",
@@ -81,7 +81,7 @@ class WindowDataset(Dataset):
                                   or not dtype.is_floating_point):
             raise TypeError(f"'dtype' must be a floating torch.dtype or None; got {dtype!r}.")
         # a reader shared by several datasets of one store reads its metadata once
-        self.reader = path if isinstance(path, StoreReader) else StoreReader(path)
+        self.reader = open_store(path)  # a reader passed in is shared as it is
         self.path = self.reader.path if isinstance(path, StoreReader) else path
         self.dtype = getattr(torch, self.reader.dtype) if dtype is None else dtype
         meta = self.reader.metadata
@@ -226,6 +226,6 @@ def naming_windows(store):
     except BadWindowsError as exc:
         if not isinstance(store, (str, os.PathLike)) or not exc.indices:
             raise
-        with StoreReader(store) as reader:
+        with open_store(store) as reader:
             where = reader.describe(exc.indices)
         raise BadWindowsError(f"{exc} Store {Path(store)}: {where}.", exc.indices) from exc

@@ -37,7 +37,8 @@ from ._lock import LOCK_NAME, store_lock
 from .geometry import SensorGeometry
 from .windows import METADATA_COLUMNS, Windows
 
-__all__ = ["StoreReader", "open_store", "read_store", "write_store"]
+__all__ = ["StoreReader", "is_window_source", "open_store", "read_store",
+           "require_window_source", "write_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,28 +190,56 @@ def _write_shard(
             )
             for i in range(n):
                 dset[i] = data[i]
-            g = f.create_group("geometry")
-            g.attrs["frame"] = geometry.frame
-            g.create_dataset("names", data=np.array(geometry.names, dtype=object),
-                             dtype=_STR_DTYPE)
-            checked = {"fletcher32": _CHECKSUM == "fletcher32"}
-            g.create_dataset("positions", data=geometry.positions, **checked)
-            g.create_dataset("orientations", data=geometry.orientations, **checked)
-            g.create_dataset("types", data=geometry.types, **checked)
-            g.create_dataset("bads", data=geometry.bads, **checked)
-            m = f.create_group("meta")
-            for name, col in metadata.items():
-                if name == "recording":  # implied by the shard
-                    continue
-                if col.dtype.kind in "US":
-                    m.create_dataset(name, data=col.astype(str).astype(object),
-                                     dtype=_STR_DTYPE)
-                else:
-                    m.create_dataset(name, data=col, **checked)
+            write_tables(f, geometry, metadata)
         os.replace(tmp, final_path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_tables(group: h5py.Group, geometry: SensorGeometry,
+                 metadata: dict[str, np.ndarray]) -> None:
+    """Write one recording's ``geometry/`` and ``meta/`` groups into an HDF5 group."""
+    checked = {"fletcher32": _CHECKSUM == "fletcher32"}
+    g = group.create_group("geometry")
+    g.attrs["frame"] = geometry.frame
+    g.create_dataset("names", data=np.array(geometry.names, dtype=object), dtype=_STR_DTYPE)
+    g.create_dataset("positions", data=geometry.positions, **checked)
+    g.create_dataset("orientations", data=geometry.orientations, **checked)
+    g.create_dataset("types", data=geometry.types, **checked)
+    g.create_dataset("bads", data=geometry.bads, **checked)
+    m = group.create_group("meta")
+    for name, col in metadata.items():
+        if name == "recording":  # implied by the shard
+            continue
+        if col.dtype.kind in "US":
+            m.create_dataset(name, data=col.astype(str).astype(object), dtype=_STR_DTYPE)
+        else:
+            m.create_dataset(name, data=col, **checked)
+
+
+def read_geometry(group: h5py.Group) -> SensorGeometry:
+    """The :class:`SensorGeometry` written by :func:`write_tables` into ``group``."""
+    g = group["geometry"]
+    return SensorGeometry(
+        names=list(g["names"].asstr()[()]),
+        positions=g["positions"][()],
+        orientations=g["orientations"][()],
+        types=g["types"][()],
+        bads=g["bads"][()],
+        frame=str(g.attrs.get("frame", "device")),
+    )
+
+
+def read_metadata(group: h5py.Group) -> dict[str, np.ndarray]:
+    """The metadata columns written by :func:`write_tables` into ``group``."""
+    out = {}
+    for name, dset in group["meta"].items():
+        if h5py.check_string_dtype(dset.dtype) is not None:
+            out[name] = np.asarray(dset.asstr()[()], dtype=str)
+        else:
+            out[name] = dset[()]
+    return out
 
 
 # ---------------------------------------------------------------------------- writing
@@ -423,24 +452,28 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike, *, max_open: int | None = None) -> None:
         self.path = Path(path)
-        self.manifest = _load_manifest(self.path)
-        self.sfreq = float(self.manifest["sfreq"])
-        self.n_times = int(self.manifest["n_times"])
-        self.dtype = str(self.manifest["dtype"])
-        self.info = dict(self.manifest.get("info") or {})
-        shards = self.manifest["shards"]
-        if max_open is None:
-            max_open = _default_max_open(len(shards))
-        elif int(max_open) < 1:
-            raise ValueError(f"Invalid value for 'max_open': expected >= 1; got {max_open}.")
-        self.max_open = int(max_open)
-        for entry in shards:
+        self._start(_load_manifest(self.path), max_open)
+        for entry in self.manifest["shards"]:
             if not (self.path / entry["file"]).exists():
                 raise FileNotFoundError(
                     f"The store manifest {self.path / MANIFEST_NAME} lists {entry['file']}, "
                     "which is missing. Restore the file, or remove its entry from "
                     f"{MANIFEST_NAME} (its windows are then lost), or re-create the store."
                 )
+
+    def _start(self, manifest: dict, max_open: int | None) -> None:
+        """Set the attributes that a manifest gives (the store's, or an export's copy)."""
+        self.manifest = manifest
+        self.sfreq = float(manifest["sfreq"])
+        self.n_times = int(manifest["n_times"])
+        self.dtype = str(manifest["dtype"])
+        self.info = dict(manifest.get("info") or {})
+        shards = manifest["shards"]
+        if max_open is None:
+            max_open = _default_max_open(len(shards))
+        elif int(max_open) < 1:
+            raise ValueError(f"Invalid value for 'max_open': expected >= 1; got {max_open}.")
+        self.max_open = int(max_open)
         counts = np.array([int(s["n_windows"]) for s in shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._handles: OrderedDict[int, h5py.File] = OrderedDict()
@@ -589,33 +622,13 @@ class StoreReader:
         0.5 MB per file) would stay in memory.
         """
 
-        def _geom(f):
-            g = f["geometry"]
-            return SensorGeometry(
-                names=list(g["names"].asstr()[()]),
-                positions=g["positions"][()],
-                orientations=g["orientations"][()],
-                types=g["types"][()],
-                bads=g["bads"][()],
-                frame=str(g.attrs.get("frame", "device")),
-            )
-
-        def _meta(f):
-            out = {}
-            for name, dset in f["meta"].items():
-                if h5py.check_string_dtype(dset.dtype) is not None:
-                    out[name] = np.asarray(dset.asstr()[()], dtype=str)
-                else:
-                    out[name] = dset[()]
-            return out
-
         geoms = []
         columns: dict[str, list[np.ndarray]] = {}
         for k in range(self.n_shards):
             was_open = k in self._handles and self._pid == os.getpid()
             try:
-                geoms.append(self._read(k, "the sensor geometry", _geom))
-                meta = self._read(k, "the metadata", _meta)
+                geoms.append(self._read(k, "the sensor geometry", read_geometry))
+                meta = self._read(k, "the metadata", read_metadata)
             finally:
                 if not was_open and k in self._handles:
                     self._handles.pop(k).close()
@@ -666,10 +679,13 @@ class StoreReader:
             source = (entry.get("info") or {}).get("source")
             if not source:  # written by write_store, not prepare: name the subject
                 source = f"of subject {str(self.metadata['subject'][int(i)])!r}"
-            parts.append(f"window {int(i)} (row {int(r)} of {entry['file']}, recording {source})")
+            parts.append(f"window {int(i)} ({self._locus(int(k), int(r))}, recording {source})")
         if idx.size > limit:
             parts.append(f"and {idx.size - limit} more")
         return "; ".join(parts)
+
+    def _locus(self, shard: int, row: int) -> str:
+        return f"row {row} of {self.manifest['shards'][shard]['file']}"
 
     def read_window(self, index: int) -> tuple[np.ndarray, int]:
         """Read one window as ``(data (S_shard, T) float32, shard)``."""
@@ -777,8 +793,41 @@ class StoreReader:
 
 
 def open_store(path: str | os.PathLike, **kwargs) -> StoreReader:
-    """Open a store for reading; see :class:`StoreReader` (usable as a context manager)."""
+    """Open a store, or a LitData export of one, for reading (usable as a context manager).
+
+    Parameters
+    ----------
+    path : str | Path
+        A store folder (:class:`StoreReader`), or a LitData export of a store, local or an
+        object-store URI (:class:`~megfm.data.streaming.LitDataReader`, the same interface).
+    **kwargs
+        Passed to the reader (``max_open``).
+    """
+    if isinstance(path, StoreReader):
+        return path
+    from .streaming import LitDataReader, is_litdata_export
+
+    if is_litdata_export(path):
+        return LitDataReader(path, **kwargs)
     return StoreReader(path, **kwargs)
+
+
+def is_window_source(path) -> bool:
+    """Whether ``path`` names a store or a LitData export of one (a URI counts as one)."""
+    from .streaming import is_litdata_export
+
+    return isinstance(path, (str, os.PathLike)) and (
+        is_litdata_export(path) or (Path(path) / MANIFEST_NAME).is_file())
+
+
+def require_window_source(path) -> None:
+    """Raise the one-line error that says how to make a store when ``path`` is none."""
+    if not is_window_source(path):
+        raise FileNotFoundError(
+            f"{path} is neither a megfm store (no {MANIFEST_NAME} inside) nor a LitData export "
+            "of one; create a store with `megfm prepare RECORDINGS --out STORE` or "
+            "megfm.write_store(), and an export with `megfm export STORE OUT`."
+        )
 
 
 def read_store(path: str | os.PathLike, *, indices=None) -> Windows:
@@ -796,5 +845,5 @@ def read_store(path: str | os.PathLike, *, indices=None) -> Windows:
     windows : Windows
         ``geometries`` are those of the shards read; ``metadata["recording"]`` indexes them.
     """
-    with StoreReader(path) as reader:
+    with open_store(path) as reader:
         return reader.read(indices)

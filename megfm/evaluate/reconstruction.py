@@ -168,9 +168,9 @@ def _geometries_and_meta(data) -> tuple[list[SensorGeometry], dict[str, np.ndarr
         tmin = float(data.info.get("tmin") or 0.0)
         return data.geometries, data.metadata, [tmin] * len(data.geometries)
     if isinstance(data, (str, os.PathLike)):
-        from ..data.store import StoreReader
+        from ..data.store import open_store
 
-        with StoreReader(data) as reader:
+        with open_store(data) as reader:
             tmins = [float(si.get("tmin") or 0.0) for si in reader.shard_infos]
             return reader.geometries, store_metadata(data), tmins
     raise TypeError(f"Expected a megfm.Windows or a store folder; got {type(data).__name__}.")

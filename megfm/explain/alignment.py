@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -136,19 +135,25 @@ def find_ground_truth(store, ground_truth=None) -> Path | None:
             raise FileNotFoundError(f"No ground-truth file at {path} (expected the simulator's "
                                     f"{name}).")
         return path
-    store = Path(store)
+    from ..data.store import is_window_source, open_store
+    from ..data.streaming import is_remote
+
+    if is_remote(store):  # nothing to search beside an object-store URI
+        return None
     candidates: list[Path] = []
-    manifest = store / "store.json"
-    if manifest.is_file():
+    if is_window_source(store):  # a store, or a LitData export (a copy of its manifest)
         try:
-            sources = list(_path_strings(json.loads(manifest.read_text())))
+            with open_store(store) as reader:
+                sources = list(_path_strings(reader.manifest))
         except (OSError, ValueError):
             sources = []
+        store = Path(store)
         for s in dict.fromkeys(sources):
             p = Path(s)
             if not p.is_absolute():
                 p = store / p
             candidates += list(p.parents)[:4] if p.suffix else [p, *list(p.parents)[:3]]
+    store = Path(store)
     candidates += [store, store.parent]
     if store.parent.is_dir():
         candidates += sorted(d for d in store.parent.iterdir() if d.is_dir() and d != store)

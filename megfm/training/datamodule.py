@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from ..data.batch import collate_windows
 from ..data.dataset import WindowDataset
 from ..data.sampler import ShardRunSampler, check_run_settings
-from ..data.store import MAX_OPEN_SHARDS, StoreReader
+from ..data.store import MAX_OPEN_SHARDS, open_store
 
 __all__ = ["MEGDataModule", "split_subjects"]
 
@@ -319,7 +319,7 @@ class MEGDataModule(pl.LightningDataModule):
         if self._is_setup:
             return
         # one reader: the store's metadata is read once and shared by the four datasets
-        reader = StoreReader(self.store)
+        reader = open_store(self.store)
         full = WindowDataset(reader, states=self.states, labels=self.labels,
                              subjects=self.subjects, dtype=self.dtype)
         if len(full) == 0:

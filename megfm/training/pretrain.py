@@ -30,6 +30,7 @@ from .._io import atomic_write_text
 from .._quiet import quiet_lightning
 from .._version import __version__
 from ..data.dataset import naming_windows
+from ..data.streaming import is_remote
 from . import _checkpoints
 from .config import PretrainConfig
 
@@ -70,15 +71,12 @@ def _verbose_level(verbose: bool | str | int | None):
         lightning_log.setLevel(old_lightning)
 
 
-def _read_manifest(store: Path) -> dict:
-    manifest = store / "store.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            f"{store} is not a megfm store (no store.json inside). Create one with "
-            "`megfm prepare RECORDINGS --out STORE` or megfm.write_store()."
-        )
-    with open(manifest, encoding="utf-8") as fid:
-        return json.load(fid)
+def _read_manifest(store) -> dict:
+    from ..data.store import open_store, require_window_source
+
+    require_window_source(store)
+    with open_store(store) as reader:
+        return reader.manifest
 
 
 def _resolve_config(model: Any):
@@ -345,7 +343,7 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
     from ._hardware import device_type
     from .module import PretrainModule, config_from_dict, config_to_dict
 
-    store = None if store is None else Path(store)
+    store = None if store is None or is_remote(store) else Path(store)
     out = Path(out)
     if store is None and datamodule is None:
         raise ValueError("Give a store folder (or a datamodule) to pretrain on.")
@@ -419,7 +417,7 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
     if trainer.is_global_zero and (ckpt_path is None or recorded is not None):
         out.mkdir(parents=True, exist_ok=True)
         run = {
-            "megfm_version": __version__, "store": None if store is None else str(store.resolve()),
+            "megfm_version": __version__, "store": None if store is None else str(store if is_remote(store) else store.resolve()),
             "model_config": config_to_dict(model_config), "settings": cfg.to_dict(),
             "world_size": trainer.world_size,
         }
