@@ -22,6 +22,10 @@ Measures, in one run, on a synthetic store of Vectorview-sized windows (306 sens
   and once with ``MALLOC_MMAP_THRESHOLD_=1048576`` (every array above 1 MB mapped and
   unmapped on its own: repeatable).
 
+Each loader and RSS measurement is repeated on a LitData export of the same store
+(``megfm export``; chunk files of 64 MB), against the sequential read of its chunk files,
+with the export's own time.
+
 Targets: loader >= 25 % of the sequential bandwidth and >= 5x the step's consumption (with
 the best worker count); RSS grows by less than 100 MB when the store grows 10x. One torch
 thread per process for the reads (as in a DataLoader worker); the step uses the threads
@@ -34,6 +38,7 @@ It also runs against an older megfm (no ``run_length``): then only independent d
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import os
@@ -115,6 +120,18 @@ def _has_runs() -> bool:
     return "run_length" in inspect.signature(MEGDataModule).parameters
 
 
+def _has_litdata() -> bool:
+    """Whether this megfm exports stores to LitData (and litdata is installed)."""
+    return (importlib.util.find_spec("litdata") is not None
+            and importlib.util.find_spec("megfm.data.streaming") is not None)
+
+
+def export_litdata(store: Path, out: Path) -> Path:
+    from megfm.data.streaming import export_litdata as export
+
+    return export(store, out)
+
+
 def _train_loader(path, *, num_workers: int, independent: bool):
     from megfm.training import MEGDataModule
 
@@ -167,9 +184,9 @@ def _loader_throughput(path: Path, num_workers: int, independent: bool) -> tuple
     return float(np.median(times[1:])), n
 
 
-def _sequential_read(path: Path) -> tuple[float, int]:
-    """Seconds to read every shard file whole (page cache warm), and the bytes read."""
-    files = sorted(path.glob("shard-*.h5"))
+def _sequential_read(path: Path, pattern: str = "shard-*.h5") -> tuple[float, int]:
+    """Seconds to read every data file whole (page cache warm), and the bytes read."""
+    files = sorted(path.glob(pattern))
     buf = bytearray(16 * 2**20)
     view = memoryview(buf)
     times, total = [], 0
@@ -281,7 +298,7 @@ def run(quick: bool = False) -> list[dict]:
         for _ in range(sizes["growth"]):
             write_store(windows, big)  # appends: 10x the recordings
         del windows
-        ref_mb, big_mb = _dir_mb(ref), _dir_mb(big)
+        ref_mb = _dir_mb(ref)
 
         sec, n_bytes = _sequential_read(ref)
         sequential = n_bytes / sec / 1e9
@@ -296,30 +313,50 @@ def run(quick: bool = False) -> list[dict]:
             / sequential, store_mb=ref_mb)
         samplers = [("runs", False), ("independent", True)] if _has_runs() else \
             [("independent", True)]
-        for name, independent in samplers:
-            for workers in (0, 1, 2):
-                sec, n = _loader_throughput(ref, workers, independent)
-                gbs = n * window_bytes / sec / 1e9
-                ok = gbs >= BANDWIDTH_TARGET * sequential and n / sec >= STEP_TARGET * step
-                row(f"train loader, {name} (batch {BATCH_SIZE})", workers=workers,
-                    windows_per_s=n / sec, gb_per_s=gbs, of_sequential=gbs / sequential,
-                    over_step=n / sec / step, store_mb=ref_mb,
-                    target=f">= {BANDWIDTH_TARGET:.0%} seq., >= {STEP_TARGET:g}x step",
-                    passed=bool(ok))
+        sources = [("", ref, sequential)]
+        if _has_litdata():
+            import litdata  # noqa: F401  (its import, about 2 s, is not the export's cost)
 
-        for pinned in (False, True):
-            how = f"{MMAP_THRESHOLD}=1MB" if pinned else "default malloc"
-            # as many batches from both stores: the growth is the store's, not the
-            # allocator's warming up over more batches
-            small = _stream_in_subprocess(ref, epochs=sizes["growth"], pinned=pinned)
-            large = _stream_in_subprocess(big, epochs=1, pinned=pinned)
-            assert large["n_windows"] == small["n_windows"]
-            row(f"stream {sizes['growth']} epochs, 1x store (0 workers, {how})",
-                store_mb=ref_mb, peak_rss_mb=small["peak_rss_mb"])
-            growth = large["peak_rss_mb"] - small["peak_rss_mb"]
-            row(f"stream 1 epoch, {sizes['growth']}x store (0 workers, {how})",
-                store_mb=big_mb, peak_rss_mb=large["peak_rss_mb"], rss_growth_mb=growth,
-                target=f"growth < {RSS_TARGET_MB:g} MB", passed=bool(growth < RSS_TARGET_MB))
+            t0 = time.perf_counter()
+            export = export_litdata(ref, tmp / "ref-litdata")
+            export_s = time.perf_counter() - t0
+            sec, n_bytes = _sequential_read(export, "chunk-*.bin")
+            row("LitData export of the store (megfm export)", store_mb=_dir_mb(export),
+                windows_per_s=sizes["n_recordings"] * sizes["per_recording"] / export_s)
+            row("sequential read of the LitData chunk files (limit)",
+                gb_per_s=n_bytes / sec / 1e9, windows_per_s=n_bytes / window_bytes / sec,
+                store_mb=_dir_mb(export))
+            sources.append(("LitData, ", export, n_bytes / sec / 1e9))
+        for prefix, source, limit in sources:
+            for name, independent in samplers:
+                for workers in (0, 1, 2):
+                    sec, n = _loader_throughput(source, workers, independent)
+                    gbs = n * window_bytes / sec / 1e9
+                    ok = gbs >= BANDWIDTH_TARGET * limit and n / sec >= STEP_TARGET * step
+                    row(f"train loader, {prefix}{name} (batch {BATCH_SIZE})", workers=workers,
+                        windows_per_s=n / sec, gb_per_s=gbs, of_sequential=gbs / limit,
+                        over_step=n / sec / step, store_mb=_dir_mb(source),
+                        target=f">= {BANDWIDTH_TARGET:.0%} seq., >= {STEP_TARGET:g}x step",
+                        passed=bool(ok))
+
+        pairs = [("", ref, big)]
+        if _has_litdata():
+            pairs.append(("LitData, ", export, export_litdata(big, tmp / "big-litdata")))
+        for prefix, one, ten in pairs:
+            for pinned in (False, True):
+                how = f"{MMAP_THRESHOLD}=1MB" if pinned else "default malloc"
+                # as many batches from both stores: the growth is the store's, not the
+                # allocator's warming up over more batches
+                small = _stream_in_subprocess(one, epochs=sizes["growth"], pinned=pinned)
+                large = _stream_in_subprocess(ten, epochs=1, pinned=pinned)
+                assert large["n_windows"] == small["n_windows"]
+                row(f"{prefix}stream {sizes['growth']} epochs, 1x store (0 workers, {how})",
+                    store_mb=_dir_mb(one), peak_rss_mb=small["peak_rss_mb"])
+                growth = large["peak_rss_mb"] - small["peak_rss_mb"]
+                row(f"{prefix}stream 1 epoch, {sizes['growth']}x store (0 workers, {how})",
+                    store_mb=_dir_mb(ten), peak_rss_mb=large["peak_rss_mb"],
+                    rss_growth_mb=growth, target=f"growth < {RSS_TARGET_MB:g} MB",
+                    passed=bool(growth < RSS_TARGET_MB))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         torch.set_num_threads(threads)

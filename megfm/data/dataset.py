@@ -160,9 +160,9 @@ class WindowDataset(Dataset):
         for k in np.unique(shard):
             where = np.flatnonzero(shard == k)
             # in the store's type: _item converts once, if at all (float16 stays float16)
-            block = self.reader.read_rows(int(k), row[where], dtype=None)
+            arrays = self.reader.read_row_arrays(int(k), row[where])
             for j, w in enumerate(where):
-                out[w] = self._item(block[j], int(k), int(index[w]))
+                out[w] = self._item(arrays[j], int(k), int(index[w]))
         return out  # type: ignore[return-value]
 
     def __repr__(self) -> str:

@@ -749,6 +749,14 @@ class StoreReader:
             block = block[inverse.reshape(-1)]
         return block.astype(out_dtype, copy=False)
 
+    def read_row_arrays(self, shard: int, rows: np.ndarray) -> list[np.ndarray]:
+        """Rows of one shard as a list of ``(S_shard, T)`` arrays in the store's type.
+
+        What a loader needs to build a batch: views of one :meth:`read_rows` block here; a
+        LitData export hands over its items without copying them into a block first.
+        """
+        return list(self.read_rows(shard, rows, dtype=None))
+
     def read(self, indices: np.ndarray | list[int] | slice | None = None) -> Windows:
         """Read windows by global index into a :class:`Windows` (in the order given).
 

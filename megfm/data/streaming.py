@@ -85,7 +85,10 @@ def _write_chunks(reader: StoreReader, folder: Path, chunk_bytes: str) -> None:
             rows = np.arange(first, min(first + 64, n))
             block = reader.read_rows(shard, rows, dtype=None)
             for j, row in enumerate(rows.tolist()):
-                cache[start + row] = {"x": np.ascontiguousarray(block[j]), "index": start + row}
+                # raw bytes (shape and type are the manifest's): read back with one copy,
+                # where LitData's numpy items cost three
+                cache[start + row] = {"x": np.ascontiguousarray(block[j]).tobytes(),
+                                      "index": start + row}
             bar.update(rows.size)
     bar.close()
     cache.done()
@@ -290,7 +293,7 @@ class LitDataReader(StoreReader):
         return f"item {int(self.offsets[shard]) + row} of the LitData export {self.uri}"
 
     # ------------------------------------------------------------------ windows
-    def _item(self, index: int) -> np.ndarray:
+    def _item(self, index: int, shard: int) -> np.ndarray:
         try:
             item = self._stream()[int(index)]
         except OSError as exc:  # a missing or truncated chunk
@@ -301,28 +304,33 @@ class LitDataReader(StoreReader):
         if int(item["index"]) != index:
             raise OSError(f"The LitData export {self.uri} holds window {int(item['index'])} "
                           f"where window {index} belongs; re-create it.")
-        return item["x"]
+        shape = (int(self.manifest["shards"][shard]["n_sensors"]), self.n_times)
+        return np.frombuffer(bytearray(item["x"]), dtype=self.dtype).reshape(shape)
+
+    def read_row_arrays(self, shard: int, rows: np.ndarray) -> list[np.ndarray]:
+        """Rows of one recording (any order, repeats allowed), one array per window."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n_rows = int(self.manifest["shards"][shard]["n_windows"])
+        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+            raise IndexError(f"Rows out of range for recording {shard} of {n_rows} windows.")
+        start = int(self.offsets[shard])
+        return [self._item(start + row, shard) for row in rows.tolist()]
 
     def read_rows(self, shard: int, rows: np.ndarray, *,
                   dtype: np.dtype | type | str | None = np.float32) -> np.ndarray:
         """Read rows of one recording (any order, repeats allowed), as in a store."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out_dtype = np.dtype(self.dtype if dtype is None else dtype)
+        arrays = self.read_row_arrays(shard, rows)
         n_sensors = int(self.manifest["shards"][shard]["n_sensors"])
-        n_rows = int(self.manifest["shards"][shard]["n_windows"])
-        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-            raise IndexError(f"Rows out of range for recording {shard} of {n_rows} windows.")
-        block = np.empty((rows.size, n_sensors, self.n_times), dtype=out_dtype)
-        start = int(self.offsets[shard])
-        for j, row in enumerate(rows.tolist()):
-            block[j] = self._item(start + row)
-        return block
+        out_dtype = np.dtype(self.dtype if dtype is None else dtype)
+        if not arrays:
+            return np.zeros((0, n_sensors, self.n_times), out_dtype)
+        return np.stack(arrays).astype(out_dtype, copy=False)
 
     def read_window(self, index: int) -> tuple[np.ndarray, int]:
         """Read one window as ``(data (S_shard, T) float32, shard)``."""
         shard, _ = self.locate(index)
-        index = int(index) % len(self) if len(self) else int(index)
-        return np.asarray(self._item(index), dtype=np.float32), int(shard)
+        index = int(index) % len(self)
+        return self._item(index, int(shard)).astype(np.float32, copy=False), int(shard)
 
     def __repr__(self) -> str:
         return (f"<LitDataReader | {len(self)} windows in {self.n_shards} recording(s), "
