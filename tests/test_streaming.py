@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from pathlib import Path
 
 import h5py
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import training_helpers as helpers
@@ -177,3 +179,34 @@ def test_export_command(exported, tmp_path, capsys):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     assert main(["export", str(store), str(tmp_path / "busy")]) == 1
     assert "not a megfm LitData export" in one_error_line(capsys.readouterr().err)
+
+
+class _LoseChunks(pl.Callback):
+    """Move every chunk of an export away before global step ``at`` (a disk gone bad)."""
+
+    def __init__(self, export: Path, aside: Path, at: int) -> None:
+        self.export, self.aside, self.at = export, aside, at
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.at and not self.aside.exists():
+            self.aside.mkdir()
+            for chunk in self.export.glob("chunk-*.bin"):
+                chunk.rename(self.aside / chunk.name)
+
+
+def test_chunks_lost_during_a_run_are_named_and_nothing_trained_is_lost(exported, tmp_path):
+    from megfm.training import load_metrics, pretrain
+
+    store, export = exported
+    export = Path(shutil.copytree(export, tmp_path / "export"))
+    aside = tmp_path / "aside"
+    kw = dict(model="tiny", max_steps=8, batch_size=4, accelerator="cpu", progress=False,
+              seed=0, val_fraction=0.2, log_every_n_steps=1, checkpoint_every=2, num_workers=0)
+    pretrain(export, tmp_path / "full", **kw)
+    with pytest.raises(OSError, match=r"Chunk chunk-\S+ of the LitData export .* is missing"):
+        pretrain(export, tmp_path / "cut", callbacks=[_LoseChunks(export, aside, at=5)], **kw)
+    for chunk in aside.iterdir():  # the user restores the chunks and resumes
+        chunk.rename(export / chunk.name)
+    pretrain(export, tmp_path / "cut", resume=True, **kw)
+    full, cut = (load_metrics(tmp_path / n)["train/loss_step"] for n in ("full", "cut"))
+    np.testing.assert_allclose(cut, full, rtol=1e-6)  # the resumed curve is the same curve

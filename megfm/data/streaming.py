@@ -297,6 +297,8 @@ class LitDataReader(StoreReader):
         try:
             item = self._stream()[int(index)]
         except OSError as exc:  # a missing or truncated chunk
+            if not is_remote(self.uri):
+                _check_chunks(Path(self.uri))  # names the chunk when it is gone or cut
             raise OSError(
                 f"Cannot read window {index} from the LitData export {self.uri} "
                 f"({type(exc).__name__}); restore the export's chunk files or re-create it "
