@@ -36,7 +36,7 @@ def _as_values(name: str, values) -> list[str] | None:
 
 
 class WindowDataset(Dataset):
-    """Windows of a store as a map-style torch Dataset, read lazily from the HDF5 shards.
+    """Windows of a store (or its LitData export) as a map-style torch Dataset, read lazily.
 
     Only the metadata and the sensor geometries are loaded when the dataset is made; signals
     are read window by window. Shard files are opened on first access in each process, so
@@ -45,8 +45,9 @@ class WindowDataset(Dataset):
     Parameters
     ----------
     path : str | Path | StoreReader
-        Store folder written by :func:`megfm.write_store`, or an open reader of one (its
-        metadata, already read, is shared instead of read again).
+        Store folder written by :func:`megfm.write_store`, a LitData export of one
+        (``megfm export``; a folder or an object-store URI), or an open reader of either
+        (its metadata, already read, is shared instead of read again).
     states, subjects, labels : str | list of str | None
         Keep only windows whose ``state`` / ``subject`` / ``label`` is one of these.
         Every value must occur in the store.
