@@ -78,6 +78,8 @@ def test_export_is_idempotent_and_never_overwrites_by_accident(exported, tmp_pat
     with pytest.raises(FileExistsError, match="not a megfm LitData export"):
         export_litdata(store, tmp_path / "busy")
     assert not list(tmp_path.glob(".export.tmp-*"))  # no temporary folder left behind
+    with pytest.raises(ValueError, match="writes to a local folder"):
+        export_litdata(store, "s3://bucket/export")
 
 
 def test_embed_and_pretrain_from_the_export_match_the_store(exported, tmp_path):

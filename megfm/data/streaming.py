@@ -122,14 +122,22 @@ def export_litdata(
         The export folder. It appears complete or not at all: the export is written to a
         temporary folder and renamed when complete.
     """
+    if is_remote(out):
+        raise ValueError(
+            f"megfm export writes to a local folder, not to {out}; export to a folder, then "
+            "copy it to the object store (e.g. `aws s3 sync EXPORT s3://bucket/prefix`).")
     reader = StoreReader(store)
     out = Path(out)
     digest = _store_digest(reader.manifest)
     if is_litdata_export(out):
-        with h5py.File(out / TABLES_NAME, "r") as f:
-            if f.attrs.get("store_digest") == digest:
-                logger.info("%s already holds an export of %s; nothing to do.", out, store)
-                return out
+        try:
+            with h5py.File(out / TABLES_NAME, "r") as f:
+                same = f.attrs.get("store_digest") == digest
+        except OSError:  # a damaged export: replaced only when asked
+            same = False
+        if same:
+            logger.info("%s already holds an export of %s; nothing to do.", out, store)
+            return out
         if not overwrite:
             raise FileExistsError(
                 f"{out} holds a LitData export of another store; pass overwrite=True "
