@@ -85,3 +85,20 @@ def test_cli_errors(cohort, capsys, tmp_path):
                  "--ground-truth", str(tmp_path / "missing.json")])
     assert code == 1
     assert "No ground-truth file" in capsys.readouterr().err
+
+
+def test_cli_explains_a_litdata_export_as_the_store(cohort, tmp_path):
+    pytest.importorskip("litdata")
+    from megfm.data.streaming import export_litdata
+
+    root, _ = cohort
+    export = export_litdata(root / "store", root / "export", chunk_bytes="256KB")
+    assert find_ground_truth(export) == root / "cohort" / "ground_truth.json"
+    results = []
+    for source, out in ((root / "store", tmp_path / "a"), (export, tmp_path / "b")):
+        assert main(["explain", str(root / "ckpt"), str(source), "--out", str(out),
+                     "--batch-size", "8", "--no-rollout"]) == 0
+        results.append(json.loads((out / "explain.json").read_text())["groups"])
+    for state, entry in results[0].items():
+        assert results[1][state]["weights"] == entry["weights"]
+        assert results[1][state]["alignment"] == entry["alignment"]
