@@ -172,7 +172,8 @@ def _cache_dir(uri: str) -> Path:
 
 
 def _fetch_tables(uri: str) -> Path:
-    """Download an export's ``megfm.h5`` into the local cache (once)."""
+    """Download an export's ``megfm.h5`` into the local cache (once per URI: an export
+    replaced at the same URI needs its cache folder deleted, as LitData's chunk cache does)."""
     from litdata.streaming.downloader import get_downloader
 
     local = _cache_dir(uri) / TABLES_NAME
