@@ -40,32 +40,29 @@ from _results import parse_args, write_json
 from megfm.embedding import data_sfreq, iter_batches, load_model, store_metadata
 from megfm.evaluate import run_study
 from megfm.evaluate.baselines import RawPCA, raw_features, spectral_features
-from megfm.evaluate.card import random_encoder
+from megfm.evaluate.card import layer_features, random_encoder
+
+
+def all_readouts(net, final, blocks) -> dict[str, torch.Tensor]:
+    """Every read-out of the module docstring for one batch (a ``layer_features`` read-out)."""
+    out = {"final": final.mean((1, 2)), "final_k": final.mean(1).flatten(1)}
+    normed = [torch.nn.functional.layer_norm(z.float(), z.shape[-1:]) for z in blocks]
+    for i, z in enumerate(normed):
+        out[f"block{i + 1}"] = z.mean((1, 2))
+        out[f"logvar{i + 1}"] = torch.log(z.flatten(1, 2).var(1) + 1e-6)
+    out["layers"] = torch.stack([z.mean((1, 2)) for z in normed]).mean(0)
+    return out
 
 
 def readouts(net, store, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Every read-out of the module docstring, rows in the store's window order."""
-    sfreq = data_sfreq(store)
-    batches = iter_batches(store, batch_size=batch_size)
-    next(batches)
-    out: dict[str, list] = {}
-    order = []
-    net = net.eval()
-    with torch.inference_mode():
-        for batch in batches:
-            order.append(batch.index.numpy())
-            final, blocks = net.forward_intermediates(**batch.inputs(), sfreq=sfreq)
-            out.setdefault("final", []).append(final.mean((1, 2)).numpy())
-            out.setdefault("final_k", []).append(final.mean(1).flatten(1).numpy())
-            normed = [torch.nn.functional.layer_norm(z.float(), z.shape[-1:]) for z in blocks]
-            for i, z in enumerate(normed):
-                out.setdefault(f"block{i + 1}", []).append(z.mean((1, 2)).numpy())
-                out.setdefault(f"logvar{i + 1}", []).append(
-                    torch.log(z.flatten(1, 2).var(1) + 1e-6).numpy())
-            out.setdefault("layers", []).append(
-                torch.stack([z.mean((1, 2)) for z in normed]).mean(0).numpy())
-    rank = np.argsort(np.concatenate(order), kind="stable")
-    return {k: np.concatenate(v)[rank] for k, v in out.items()}
+    return layer_features(net, store, batch_size=batch_size, device="cpu",
+                          readout=all_readouts)
+
+
+def encoders(model, seeds) -> dict:
+    """The checkpoint and random-weight encoders of its configuration, by name."""
+    return {"megfm": model, **{f"random{s}": random_encoder(model.config, s) for s in seeds}}
 
 
 def latent_spread(net, store, n_windows: int = 256) -> dict[str, float]:
@@ -91,7 +88,7 @@ def score_store(model, store, random_seeds, n_permutations: int) -> dict:
     base = {"raw": raw_features(windows)[0], "spectral": spectral_features(windows)[0]}
     del windows
     meta = store_metadata(store)
-    nets = {"megfm": model, **{f"random{s}": random_encoder(model.config, s) for s in random_seeds}}
+    nets = encoders(model, random_seeds)
     per = {name: readouts(net, store) for name, net in nets.items()}
     rows = {}
     for readout in per["megfm"]:
@@ -143,9 +140,8 @@ def main(argv=None) -> int:
     result = {"args": vars(args), "stores": {}}
     for store in stores:
         if args.spread_only:
-            nets = {"megfm": model, **{f"random{s}": random_encoder(model.config, s) for s in seeds}}
             result["stores"][str(store)] = {name: latent_spread(net, store)
-                                            for name, net in nets.items()}
+                                            for name, net in encoders(model, seeds).items()}
             print(Path(store).name, result["stores"][str(store)], flush=True)
         else:
             result["stores"][str(store)] = score_store(model, store, seeds, n_perm)

@@ -28,8 +28,8 @@ from ..data.windows import Windows
 from ..explain.alignment import find_ground_truth
 from .baselines import BANDS, _as_windows
 
-__all__ = ["Scorecard", "find_ground_truth", "layer_features", "random_encoder", "scorecard",
-           "subject_variance_fraction"]
+__all__ = ["Scorecard", "block_means", "find_ground_truth", "layer_features", "random_encoder",
+           "scorecard", "subject_variance_fraction"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,25 @@ def _load_ground_truth(ground_truth, store) -> dict | None:
 
 
 # ------------------------------------------------------------------------ features
+def block_means(net, final, blocks) -> dict:
+    """The default read-out of :func:`layer_features` for one batch.
+
+    ``"block<i>"``: each block's latents, layer-normalised and averaged over time patches and
+    latents; ``"embedding"``: the model's own pooled read-out (what :func:`megfm.embed`
+    returns).
+    """
+    import torch
+
+    out = {}
+    for i, z in enumerate(blocks):
+        z = torch.nn.functional.layer_norm(z.float(), z.shape[-1:])
+        out[f"block{i + 1}"] = z.mean((1, 2))
+    out["embedding"] = net.forward_head(final, pre_logits=True)
+    return out
+
+
 def layer_features(model, windows_or_store, *, batch_size: int = 64, device=None,
-                   progress: bool = False) -> dict[str, np.ndarray]:
+                   progress: bool = False, readout=block_means) -> dict[str, np.ndarray]:
     """Pooled output of every encoder block, and the model's own read-out.
 
     Parameters
@@ -70,13 +87,18 @@ def layer_features(model, windows_or_store, *, batch_size: int = 64, device=None
         Device (default CUDA when available).
     progress : bool
         Show a progress bar.
+    readout : callable
+        ``readout(net, final, blocks) -> dict of str to Tensor (B, ...)``: the features of
+        one batch from the final latents ``(B, P, K, D)`` and each block's un-normalised
+        latents (:meth:`MaskedSignalModel.forward_intermediates`). Default
+        :func:`block_means`.
 
     Returns
     -------
-    features : dict of str to array, shape (n_windows, n_features)
-        ``"block1"`` ... ``"block<depth>"``: each block's latents, layer-normalised and
-        averaged over time patches and latents; ``"embedding"``: what :func:`megfm.embed`
-        returns. Rows in the order of the windows (the store's global index).
+    features : dict of str to array, shape (n_windows, ...)
+        One array per key of ``readout`` (by default ``"block1"`` ... ``"block<depth>"`` and
+        ``"embedding"``), float32, rows in the order of the windows (the store's global
+        index).
     """
     import torch
     from tqdm.auto import tqdm
@@ -98,11 +120,8 @@ def layer_features(model, windows_or_store, *, batch_size: int = 64, device=None
         for batch in batches:
             order.append(batch.index.numpy())
             final, blocks = net.forward_intermediates(**batch.to(device).inputs(), sfreq=sfreq)
-            for i, z in enumerate(blocks):
-                z = torch.nn.functional.layer_norm(z.float(), z.shape[-1:])
-                out.setdefault(f"block{i + 1}", []).append(z.mean((1, 2)).cpu().numpy())
-            out.setdefault("embedding", []).append(
-                net.forward_head(final, pre_logits=True).float().cpu().numpy())
+            for key, value in readout(net, final, blocks).items():
+                out.setdefault(key, []).append(value.float().cpu().numpy())
             bar.update(len(order[-1]))
     net.train(was_training)
     index = np.concatenate(order)
