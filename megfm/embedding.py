@@ -24,7 +24,7 @@ from .data.batch import Batch
 from .data.dataset import check_batch, naming_windows
 from .data.from_mne import as_windows
 from .data.geometry import SensorGeometry
-from .data.store import is_window_source, open_store
+from .data.store import StoreReader, is_window_source, open_store, require_window_source
 from .data.windows import Windows
 
 __all__ = ["POOLINGS", "Embedder", "aggregate_by_subject", "data_sfreq", "embed",
@@ -74,8 +74,6 @@ def store_metadata(store: str | os.PathLike) -> dict[str, np.ndarray]:
     Reads only the small ``meta/`` datasets of each shard (never the signals);
     ``recording`` is the shard index.
     """
-    from .data.store import open_store, require_window_source
-
     require_window_source(store)
     with open_store(store) as reader:
         return {k: np.asarray(v) for k, v in reader.metadata.items()}
@@ -89,8 +87,9 @@ def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_wo
 
     Parameters
     ----------
-    windows_or_store : Windows | path-like
-        In-memory windows, or a store folder (streamed with :class:`megfm.WindowDataset`).
+    windows_or_store : Windows | path-like | StoreReader
+        In-memory windows, or a store (its folder, a LitData export of it, or an open reader
+        of either; streamed with :class:`megfm.WindowDataset`).
     batch_size : int
         Windows per batch.
     indices : array of int | None
@@ -111,6 +110,8 @@ def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_wo
         n = len(np.asarray(indices).reshape(-1))
     elif isinstance(windows_or_store, Windows):
         n = windows_or_store.n_windows
+    elif isinstance(windows_or_store, StoreReader):
+        n = len(windows_or_store)
     elif is_window_source(windows_or_store):
         with open_store(windows_or_store) as reader:
             n = len(reader)
@@ -121,7 +122,7 @@ def iter_batches(windows_or_store, *, batch_size: int = 64, indices=None, num_wo
 
 
 def _window_metadata(windows_or_store, indices) -> dict[str, np.ndarray]:
-    if isinstance(windows_or_store, Windows):
+    if isinstance(windows_or_store, (Windows, StoreReader)):
         meta = windows_or_store.metadata
     else:
         meta = store_metadata(windows_or_store)
@@ -133,9 +134,9 @@ def _window_metadata(windows_or_store, indices) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------- pooling
 def data_sfreq(windows_or_store) -> float | None:
-    """Sampling rate of a Windows or a store (None when unknown)."""
-    if isinstance(windows_or_store, Windows):
-        return windows_or_store.sfreq
+    """Sampling rate of a Windows, a store or an open store reader (None when unknown)."""
+    if isinstance(windows_or_store, (Windows, StoreReader)):
+        return float(windows_or_store.sfreq)
     if isinstance(windows_or_store, (str, os.PathLike)):
         with open_store(windows_or_store) as reader:
             return float(reader.sfreq)
@@ -212,26 +213,36 @@ def embed(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     net = net.to(device).eval()
-    batches = iter_batches(windows_or_store, batch_size=batch_size, indices=indices,
-                           num_workers=num_workers)
-    n = next(batches)
-    sfreq = data_sfreq(windows_or_store)
-    chunks, order = [], []
-    with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
-                                      disable=not progress) as bar, naming_windows(windows_or_store):
-        for batch in batches:
-            index = batch.index
-            check_batch(batch, "embed")  # name unusable windows by store index
-            batch = batch.to(device)
-            pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean", sfreq)
-            chunks.append(pooled.float().cpu().numpy())
-            order.append(index.numpy())
-            bar.update(len(index))
-    net.train(was_training)
-    dim = chunks[0].shape[1] if chunks else 0
-    features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, dim), np.float32)
-    index = np.concatenate(order) if order else np.zeros(0, np.int64)
-    metadata = _window_metadata(windows_or_store, index)
+    # a store is opened once: its manifest and metadata serve the batches, the sampling
+    # rate, the error messages and the returned metadata
+    source = open_store(windows_or_store) if is_window_source(windows_or_store) \
+        else windows_or_store
+    try:
+        batches = iter_batches(source, batch_size=batch_size, indices=indices,
+                               num_workers=num_workers)
+        n = next(batches)
+        sfreq = data_sfreq(source)
+        chunks, order = [], []
+        with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
+                                          disable=not progress) as bar, naming_windows(source):
+            for batch in batches:
+                index = batch.index
+                check_batch(batch, "embed")  # name unusable windows by store index
+                batch = batch.to(device)
+                pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean",
+                               sfreq)
+                chunks.append(pooled.float().cpu().numpy())
+                order.append(index.numpy())
+                bar.update(len(index))
+        dim = chunks[0].shape[1] if chunks else 0
+        features = (np.concatenate(chunks).astype(np.float32) if chunks
+                    else np.zeros((0, dim), np.float32))
+        index = np.concatenate(order) if order else np.zeros(0, np.int64)
+        metadata = _window_metadata(source, index)
+    finally:
+        net.train(was_training)
+        if source is not windows_or_store:
+            source.close()
     metadata["index"] = index
     if pooling == "state_concat":
         return _state_concat(features, metadata)

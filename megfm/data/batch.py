@@ -235,9 +235,10 @@ def iter_batches(
 
     Parameters
     ----------
-    source : Windows | path-like
-        In-memory windows, or a store folder (streamed with
-        :class:`~megfm.data.dataset.WindowDataset`, signals in the store's dtype).
+    source : Windows | path-like | StoreReader
+        In-memory windows, or a store (its folder, a LitData export of it, or an open
+        reader of either; streamed with :class:`~megfm.data.dataset.WindowDataset`, signals
+        in the store's dtype).
     batch_size : int
         Windows per batch (the last batch may be smaller).
     indices : array of int | None
@@ -265,11 +266,13 @@ def iter_batches(
         for start in range(0, len(idx), batch_size):
             yield windows_batch(source, idx[start:start + batch_size], _table=table)
         return
-    if isinstance(source, (str, os.PathLike)):
-        from .dataset import WindowDataset
-        from .store import require_window_source
+    from .store import StoreReader, require_window_source
 
-        require_window_source(source)
+    if isinstance(source, (str, os.PathLike, StoreReader)):
+        from .dataset import WindowDataset
+
+        if not isinstance(source, StoreReader):
+            require_window_source(source)
         dataset = WindowDataset(source, indices=indices)
         yield from torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

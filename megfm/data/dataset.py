@@ -219,14 +219,17 @@ def check_batch(batch: Batch, where: str) -> None:
 def naming_windows(store):
     """Add the shard file, row and recording of each window to a :class:`BadWindowsError`.
 
-    ``store`` is the store folder the windows come from; anything else (None, in-memory
-    windows) leaves the error as it is.
+    ``store`` is the store the windows come from (its folder or an open reader); anything
+    else (None, in-memory windows) leaves the error as it is.
     """
     try:
         yield
     except BadWindowsError as exc:
-        if not isinstance(store, (str, os.PathLike)) or not exc.indices:
+        if isinstance(store, StoreReader) and exc.indices:
+            name, where = store.path, store.describe(exc.indices)
+        elif isinstance(store, (str, os.PathLike)) and exc.indices:
+            with open_store(store) as reader:
+                name, where = Path(store), reader.describe(exc.indices)
+        else:
             raise
-        with open_store(store) as reader:
-            where = reader.describe(exc.indices)
-        raise BadWindowsError(f"{exc} Store {Path(store)}: {where}.", exc.indices) from exc
+        raise BadWindowsError(f"{exc} Store {name}: {where}.", exc.indices) from exc

@@ -37,8 +37,9 @@ from scipy.interpolate import CubicSpline, PchipInterpolator
 from tqdm.auto import tqdm
 
 from ..data.geometry import SENSOR_TYPES, SensorGeometry, fit_sphere
+from ..data.store import StoreReader, is_window_source, open_store
 from ..data.windows import Windows
-from ..embedding import data_sfreq, iter_batches, load_model, store_metadata
+from ..embedding import data_sfreq, iter_batches, load_model
 from ..masking import SINGLE_MASK_MODES
 
 __all__ = ["evaluate_reconstruction", "info_from_geometry", "plot_reconstruction"]
@@ -167,12 +168,10 @@ def _geometries_and_meta(data) -> tuple[list[SensorGeometry], dict[str, np.ndarr
     if isinstance(data, Windows):
         tmin = float(data.info.get("tmin") or 0.0)
         return data.geometries, data.metadata, [tmin] * len(data.geometries)
-    if isinstance(data, (str, os.PathLike)):
-        from ..data.store import open_store
-
+    if isinstance(data, (str, os.PathLike, StoreReader)):
         with open_store(data) as reader:
             tmins = [float(si.get("tmin") or 0.0) for si in reader.shard_infos]
-            return reader.geometries, store_metadata(data), tmins
+            return reader.geometries, dict(reader.metadata), tmins
     raise TypeError(f"Expected a megfm.Windows or a store folder; got {type(data).__name__}.")
 
 
@@ -249,8 +248,11 @@ def evaluate_reconstruction(
     net = load_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()
-    geometries, meta, tmins = _geometries_and_meta(store_or_windows)
-    sfreq = data_sfreq(store_or_windows)
+    # a store is opened once: its manifest and metadata serve everything below
+    source = (open_store(store_or_windows) if is_window_source(store_or_windows)
+              else store_or_windows)
+    geometries, meta, tmins = _geometries_and_meta(source)
+    sfreq = data_sfreq(source)
     n_total = len(meta["subject"])
     keep = np.ones(n_total, bool)
     if subjects is not None:
@@ -276,7 +278,7 @@ def evaluate_reconstruction(
     generator = torch.Generator(device=device)
     evoked_sums: dict = {}
     example = None
-    batches = iter_batches(store_or_windows, batch_size=batch_size, indices=indices)
+    batches = iter_batches(source, batch_size=batch_size, indices=indices)
     n = next(batches)
     with torch.inference_mode(), tqdm(total=n * len(modes), desc="reconstruct", unit="win",
                                       disable=not progress) as bar:
@@ -329,6 +331,8 @@ def evaluate_reconstruction(
                 bar.update(b)
             if evoked:
                 _evoked_batch(net, inputs, index, meta, sfreq, evoked_sums, baselines)
+    if source is not store_or_windows:
+        source.close()
     result: dict = {"ratio": float(ratio), "seed": int(seed), "n_windows": int(n),
                     "subjects": sorted(set(meta["subject"][indices].tolist())), "modes": {}}
     for mode in modes:
