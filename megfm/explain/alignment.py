@@ -140,6 +140,7 @@ def find_ground_truth(store, ground_truth=None) -> Path | None:
 
     if is_remote(store):  # nothing to search beside an object-store URI
         return None
+    store = Path(store)
     candidates: list[Path] = []
     if is_window_source(store):  # a store, or a LitData export (a copy of its manifest)
         try:
@@ -147,13 +148,11 @@ def find_ground_truth(store, ground_truth=None) -> Path | None:
                 sources = list(_path_strings(reader.manifest))
         except (OSError, ValueError):
             sources = []
-        store = Path(store)
         for s in dict.fromkeys(sources):
             p = Path(s)
             if not p.is_absolute():
                 p = store / p
             candidates += list(p.parents)[:4] if p.suffix else [p, *list(p.parents)[:3]]
-    store = Path(store)
     candidates += [store, store.parent]
     if store.parent.is_dir():
         candidates += sorted(d for d in store.parent.iterdir() if d.is_dir() and d != store)
