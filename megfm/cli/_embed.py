@@ -54,13 +54,13 @@ def save_features(path: str | os.PathLike, features: np.ndarray, metadata: dict,
 
 def run(args: argparse.Namespace) -> int:
     """Run ``megfm embed``."""
-    from ..data.streaming import is_remote
+    from ..data.streaming import resolve_source
     from ..embedding import embed
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it or choose another --out.")
-    store = args.store if is_remote(args.store) else Path(args.store).resolve()
+    store = resolve_source(args.store)
     features, metadata = embed(args.checkpoint, store, pooling=args.pooling,
                                batch_size=args.batch_size, device=args.device,
                                num_workers=args.num_workers, progress=not args.no_progress)

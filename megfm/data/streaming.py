@@ -34,7 +34,7 @@ from ._lock import store_lock
 from .store import STORE_VERSION, StoreReader, _json_default, write_tables
 
 __all__ = ["EXPORT_FORMAT", "LitDataReader", "export_litdata", "is_litdata_export",
-           "is_remote"]
+           "is_remote", "resolve_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ _CREDENTIALS = {
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether ``path`` is an object-store URI (LitData streams it)."""
     return str(path).startswith(REMOTE_SCHEMES)
+
+
+def resolve_source(path: str | os.PathLike) -> str | Path:
+    """A store or export as a record names it: a URI as it is, a local path made absolute."""
+    return str(path) if is_remote(path) else Path(path).resolve()
 
 
 def is_litdata_export(path: str | os.PathLike) -> bool:
@@ -273,17 +278,20 @@ class LitDataReader(StoreReader):
     def _shard_path(self, shard: int) -> Path:
         return self._tables_path
 
-    def _file(self, shard: int):
+    def _own_handles(self) -> None:
+        """Forget handles inherited from another process (a forked DataLoader worker)."""
         if self._pid != os.getpid():
             self._tables, self._dataset, self._pid = None, None, os.getpid()
+
+    def _file(self, shard: int):
+        self._own_handles()
         if self._tables is None:
             self._tables = h5py.File(self._tables_path, "r")
         return self._tables[f"shards/{shard:05d}"]
 
     def _stream(self):
         """LitData's dataset over the chunks (made on first use, in each process)."""
-        if self._pid != os.getpid():
-            self._tables, self._dataset, self._pid = None, None, os.getpid()
+        self._own_handles()
         if self._dataset is None:
             from litdata import StreamingDataset
 

@@ -30,7 +30,7 @@ from .._io import atomic_write_text
 from .._quiet import quiet_lightning
 from .._version import __version__
 from ..data.dataset import naming_windows
-from ..data.streaming import is_remote
+from ..data.streaming import is_remote, resolve_source
 from . import _checkpoints
 from .config import PretrainConfig
 
@@ -417,7 +417,7 @@ def _pretrain(store, out, config: PretrainConfig, *, model, resume, overwrite, d
     if trainer.is_global_zero and (ckpt_path is None or recorded is not None):
         out.mkdir(parents=True, exist_ok=True)
         run = {
-            "megfm_version": __version__, "store": None if store is None else str(store if is_remote(store) else store.resolve()),
+            "megfm_version": __version__, "store": None if store is None else str(resolve_source(store)),
             "model_config": config_to_dict(model_config), "settings": cfg.to_dict(),
             "world_size": trainer.world_size,
         }
