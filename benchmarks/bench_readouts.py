@@ -20,6 +20,8 @@ Run::
     python benchmarks/bench_readouts.py --quick        # tiny model, small cohort (~2 min)
     python benchmarks/bench_readouts.py --checkpoint RUN/model --stores S202 S203 S303 \
         --out benchmarks/results/readouts.json
+    python benchmarks/bench_readouts.py --checkpoint RUN/model --stores S204 S205 S304 \
+        --readouts 'block1|none,final|none'   # only the read-outs a screen pre-registered
     python benchmarks/bench_readouts.py --checkpoint RUN/model --stores S202 --spread-only \
         --out benchmarks/results/latent_spread.json
 
@@ -81,7 +83,8 @@ def latent_spread(net, store, n_windows: int = 256) -> dict[str, float]:
     return {key: round((a / b) ** 0.5, 4) for key, (a, b) in dev.items()}
 
 
-def score_store(model, store, random_seeds, n_permutations: int) -> dict:
+def score_store(model, store, random_seeds, n_permutations: int,
+                only: list[str] | None = None) -> dict:
     from megfm.data.store import read_store
 
     windows = read_store(store)
@@ -93,6 +96,8 @@ def score_store(model, store, random_seeds, n_permutations: int) -> dict:
     rows = {}
     for readout in per["megfm"]:
         for reduction in ("none", "pca20"):
+            if only and f"{readout}|{reduction}" not in only:
+                continue
             feats = {name: per[name][readout] for name in nets} | base
             prep = {"raw": RawPCA()} | ({n: RawPCA() for n in nets} if reduction == "pca20" else {})
             study = run_study(feats, meta, classifiers=["logreg"], preprocessors=prep,
@@ -117,11 +122,16 @@ def main(argv=None) -> int:
     ap.add_argument("--random-seeds", default="0,1,2")
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--readouts", default="",
+                    help="score only these READOUT|REDUCTION pairs, comma-separated (e.g. "
+                         "'block1|none,final|none': a confirmation of pre-registered read-outs "
+                         "on large cohorts); default every read-out")
     ap.add_argument("--spread-only", action="store_true",
                     help="only how far apart the K latents of a time patch are")
     args = parse_args(ap, argv, "readouts")
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.random_seeds.split(",") if s]
+    only = [r for r in args.readouts.split(",") if r]
     t0 = time.perf_counter()
     if args.quick:
         import megfm
@@ -137,6 +147,13 @@ def main(argv=None) -> int:
         if not args.checkpoint or not args.stores:
             ap.error("pass --checkpoint and --stores (or --quick)")
         stores, model, n_perm = args.stores, load_model(args.checkpoint), args.permutations
+    # the read-out names of this model's depth, from all_readouts itself on a dummy batch
+    dummy = torch.zeros(1, 2, 2, model.config.dim)
+    names = all_readouts(model, dummy, [dummy] * len(model.blocks))
+    known = [f"{r}|{red}" for r in names for red in ("none", "pca20")]
+    if set(only) - set(known):
+        ap.error(f"unknown --readouts {sorted(set(only) - set(known))}; this model has "
+                 f"{', '.join(known)}")
     result = {"args": vars(args), "stores": {}}
     for store in stores:
         if args.spread_only:
@@ -144,7 +161,7 @@ def main(argv=None) -> int:
                                             for name, net in encoders(model, seeds).items()}
             print(Path(store).name, result["stores"][str(store)], flush=True)
         else:
-            result["stores"][str(store)] = score_store(model, store, seeds, n_perm)
+            result["stores"][str(store)] = score_store(model, store, seeds, n_perm, only)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print("->", write_json(args.out, result))
     return 0
