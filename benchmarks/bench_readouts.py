@@ -44,6 +44,10 @@ from megfm.evaluate import run_study
 from megfm.evaluate.baselines import RawPCA, raw_features, spectral_features
 from megfm.evaluate.card import layer_features, random_encoder
 
+#: Reductions applied to every read-out before the study: none, or a PCA to 20 components
+#: fitted in the training folds (what raw signals get).
+REDUCTIONS = ("none", "pca20")
+
 
 def all_readouts(net, final, blocks) -> dict[str, torch.Tensor]:
     """Every read-out of the module docstring for one batch (a ``layer_features`` read-out)."""
@@ -95,7 +99,7 @@ def score_store(model, store, random_seeds, n_permutations: int,
     per = {name: readouts(net, store) for name, net in nets.items()}
     rows = {}
     for readout in per["megfm"]:
-        for reduction in ("none", "pca20"):
+        for reduction in REDUCTIONS:
             if only and f"{readout}|{reduction}" not in only:
                 continue
             feats = {name: per[name][readout] for name in nets} | base
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
     # the read-out names of this model's depth, from all_readouts itself on a dummy batch
     dummy = torch.zeros(1, 2, 2, model.config.dim)
     names = all_readouts(model, dummy, [dummy] * len(model.blocks))
-    known = [f"{r}|{red}" for r in names for red in ("none", "pca20")]
+    known = [f"{r}|{red}" for r in names for red in REDUCTIONS]
     if set(only) - set(known):
         ap.error(f"unknown --readouts {sorted(set(only) - set(known))}; this model has "
                  f"{', '.join(known)}")
