@@ -24,7 +24,13 @@ from .data.batch import Batch
 from .data.dataset import check_batch, naming_windows
 from .data.from_mne import as_windows
 from .data.geometry import SensorGeometry
-from .data.store import StoreReader, is_window_source, open_store, require_window_source
+from .data.store import (
+    StoreReader,
+    is_window_source,
+    open_store,
+    reading,
+    require_window_source,
+)
 from .data.windows import Windows
 
 __all__ = ["POOLINGS", "Embedder", "aggregate_by_subject", "data_sfreq", "embed",
@@ -215,34 +221,31 @@ def embed(
     net = net.to(device).eval()
     # a store is opened once: its manifest and metadata serve the batches, the sampling
     # rate, the error messages and the returned metadata
-    source = open_store(windows_or_store) if is_window_source(windows_or_store) \
-        else windows_or_store
     try:
-        batches = iter_batches(source, batch_size=batch_size, indices=indices,
-                               num_workers=num_workers)
-        n = next(batches)
-        sfreq = data_sfreq(source)
-        chunks, order = [], []
-        with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
-                                          disable=not progress) as bar, naming_windows(source):
-            for batch in batches:
-                index = batch.index
-                check_batch(batch, "embed")  # name unusable windows by store index
-                batch = batch.to(device)
-                pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean",
-                               sfreq)
-                chunks.append(pooled.float().cpu().numpy())
-                order.append(index.numpy())
-                bar.update(len(index))
-        dim = chunks[0].shape[1] if chunks else 0
-        features = (np.concatenate(chunks).astype(np.float32) if chunks
-                    else np.zeros((0, dim), np.float32))
-        index = np.concatenate(order) if order else np.zeros(0, np.int64)
-        metadata = _window_metadata(source, index)
+        with reading(windows_or_store) as source:
+            batches = iter_batches(source, batch_size=batch_size, indices=indices,
+                                   num_workers=num_workers)
+            n = next(batches)
+            sfreq = data_sfreq(source)
+            chunks, order = [], []
+            with torch.inference_mode(), tqdm(total=n, desc="embed", unit="win",
+                                              disable=not progress) as bar, naming_windows(source):
+                for batch in batches:
+                    index = batch.index
+                    check_batch(batch, "embed")  # name unusable windows by store index
+                    batch = batch.to(device)
+                    pooled = _pool(net, batch, "attention" if pooling == "attention" else "mean",
+                                   sfreq)
+                    chunks.append(pooled.float().cpu().numpy())
+                    order.append(index.numpy())
+                    bar.update(len(index))
+            dim = chunks[0].shape[1] if chunks else 0
+            features = (np.concatenate(chunks).astype(np.float32) if chunks
+                        else np.zeros((0, dim), np.float32))
+            index = np.concatenate(order) if order else np.zeros(0, np.int64)
+            metadata = _window_metadata(source, index)
     finally:
         net.train(was_training)
-        if source is not windows_or_store:
-            source.close()
     metadata["index"] = index
     if pooling == "state_concat":
         return _state_concat(features, metadata)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from megfm.data.geometry import SensorGeometry
-from megfm.data.store import StoreReader, open_store, read_store, write_store
+from megfm.data.store import StoreReader, open_store, read_store, reading, write_store
 from megfm.data.windows import Windows
 
 
@@ -241,6 +241,26 @@ def test_reader_pickles_without_handles(tmp_path):
     reader.close()
     assert "6 windows in 1 shard" in repr(clone)
     clone.close()
+
+
+def test_reading_opens_a_path_once_and_leaves_a_callers_reader_open(tmp_path):
+    path = write_store(_windows(), tmp_path / "s")
+    with reading(path) as reader:  # a path: opened here, closed after the block
+        assert isinstance(reader, StoreReader)
+        reader.read_window(0)
+        assert reader._handles
+    assert not reader._handles
+    own = open_store(path)
+    own.read_window(0)
+    with reading(own) as same:  # an open reader: used as it is, left open
+        assert same is own
+    assert own._handles
+    own.close()
+    windows = _windows()
+    with reading(windows) as passed:  # in-memory windows (or a path that is no store)
+        assert passed is windows
+    with reading(tmp_path / "nothing") as passed:
+        assert passed == tmp_path / "nothing"
 
 
 def test_index_errors(tmp_path):

@@ -26,6 +26,8 @@ import logging
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from ._lock import LOCK_NAME, store_lock
 from .geometry import SensorGeometry
 from .windows import METADATA_COLUMNS, Windows
 
-__all__ = ["StoreReader", "is_window_source", "open_store", "read_store",
+__all__ = ["StoreReader", "is_window_source", "open_store", "read_store", "reading",
            "require_window_source", "write_store"]
 
 logger = logging.getLogger(__name__)
@@ -818,6 +820,21 @@ def open_store(path: str | os.PathLike, **kwargs) -> StoreReader:
     if is_litdata_export(path):
         return LitDataReader(path, **kwargs)
     return StoreReader(path, **kwargs)
+
+
+@contextmanager
+def reading(source) -> Iterator[Any]:
+    """``source`` as an open reader for the duration of a ``with`` block.
+
+    A store or export path is opened here and closed after, so that one open serves every
+    read of the block; an open reader is used as it is and left open (its owner closes it);
+    anything else (in-memory windows, a path that is no store) passes through unchanged.
+    """
+    if isinstance(source, StoreReader) or not is_window_source(source):
+        yield source
+    else:
+        with open_store(source) as reader:
+            yield reader
 
 
 def is_window_source(path) -> bool:

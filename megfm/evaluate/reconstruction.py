@@ -37,7 +37,7 @@ from scipy.interpolate import CubicSpline, PchipInterpolator
 from tqdm.auto import tqdm
 
 from ..data.geometry import SENSOR_TYPES, SensorGeometry, fit_sphere
-from ..data.store import StoreReader, is_window_source, open_store
+from ..data.store import StoreReader, open_store, reading
 from ..data.windows import Windows
 from ..embedding import data_sfreq, iter_batches, load_model
 from ..masking import SINGLE_MASK_MODES
@@ -168,10 +168,12 @@ def _geometries_and_meta(data) -> tuple[list[SensorGeometry], dict[str, np.ndarr
     if isinstance(data, Windows):
         tmin = float(data.info.get("tmin") or 0.0)
         return data.geometries, data.metadata, [tmin] * len(data.geometries)
-    if isinstance(data, (str, os.PathLike, StoreReader)):
+    if isinstance(data, StoreReader):  # left open: its owner closes it
+        tmins = [float(si.get("tmin") or 0.0) for si in data.shard_infos]
+        return data.geometries, dict(data.metadata), tmins
+    if isinstance(data, (str, os.PathLike)):  # opening it names what is wrong with it
         with open_store(data) as reader:
-            tmins = [float(si.get("tmin") or 0.0) for si in reader.shard_infos]
-            return reader.geometries, dict(reader.metadata), tmins
+            return _geometries_and_meta(reader)
     raise TypeError(f"Expected a megfm.Windows or a store folder; got {type(data).__name__}.")
 
 
@@ -248,91 +250,88 @@ def evaluate_reconstruction(
     net = load_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()
-    # a store is opened once: its manifest and metadata serve everything below
-    source = (open_store(store_or_windows) if is_window_source(store_or_windows)
-              else store_or_windows)
-    geometries, meta, tmins = _geometries_and_meta(source)
-    sfreq = data_sfreq(source)
-    n_total = len(meta["subject"])
-    keep = np.ones(n_total, bool)
-    if subjects is not None:
-        subjects = [str(s) for s in subjects]
-        missing = sorted(set(subjects) - set(meta["subject"].tolist()))
-        if missing:
-            raise ValueError(f"Subjects {missing} have no windows in the data.")
-        keep &= np.isin(meta["subject"], subjects)
-    indices = np.flatnonzero(keep)
-    if max_windows is not None and len(indices) > max_windows:
-        rng = np.random.default_rng(seed)
-        indices = np.sort(rng.choice(indices, size=int(max_windows), replace=False))
-    if len(indices) == 0:
-        raise ValueError("No windows to evaluate.")
-    states = meta["state"].astype(str)
-    interpolate = _MNEInterpolator(sfreq or 1.0, info) if baselines and "sensor" in modes else None
-    acc: dict = {}
+    # a store is opened once: its manifest and metadata serve every read below
+    with reading(store_or_windows) as source:
+        geometries, meta, tmins = _geometries_and_meta(source)
+        sfreq = data_sfreq(source)
+        n_total = len(meta["subject"])
+        keep = np.ones(n_total, bool)
+        if subjects is not None:
+            subjects = [str(s) for s in subjects]
+            missing = sorted(set(subjects) - set(meta["subject"].tolist()))
+            if missing:
+                raise ValueError(f"Subjects {missing} have no windows in the data.")
+            keep &= np.isin(meta["subject"], subjects)
+        indices = np.flatnonzero(keep)
+        if max_windows is not None and len(indices) > max_windows:
+            rng = np.random.default_rng(seed)
+            indices = np.sort(rng.choice(indices, size=int(max_windows), replace=False))
+        if len(indices) == 0:
+            raise ValueError("No windows to evaluate.")
+        states = meta["state"].astype(str)
+        interpolate = _MNEInterpolator(sfreq or 1.0, info) if baselines and "sensor" in modes else None
+        acc: dict = {}
 
-    def add(mode: str, method: str, state: str, pred, true) -> None:
-        for key in ((mode, method, None), (mode, method, state)):
-            acc.setdefault(key, _Accumulator()).add(pred, true)
+        def add(mode: str, method: str, state: str, pred, true) -> None:
+            for key in ((mode, method, None), (mode, method, state)):
+                acc.setdefault(key, _Accumulator()).add(pred, true)
 
-    generator = torch.Generator(device=device)
-    evoked_sums: dict = {}
-    example = None
-    batches = iter_batches(source, batch_size=batch_size, indices=indices)
-    n = next(batches)
-    with torch.inference_mode(), tqdm(total=n * len(modes), desc="reconstruct", unit="win",
-                                      disable=not progress) as bar:
-        for batch in batches:
-            index = batch.index.numpy()
-            x = batch.x.float().numpy()
-            inputs = batch.to(device).inputs()
-            for mode in modes:
-                # masks depend on (seed, mode, batch position) only, not on the other modes
-                generator.manual_seed(int(seed) * 1_000_003 + _MODES.index(mode) * 7919
-                                      + int(index[0]))
-                out = net(**inputs, mask_mode=mode, mask_ratio=ratio, generator=generator, sfreq=sfreq)
-                pred = out["pred"].float().cpu().numpy()  # (B, S, P, L) normalised
-                target = out["target"].float().cpu().numpy()
-                mask = out["mask"].cpu().numpy()  # (B, S, P)
-                center = out["stats"].center.float().cpu().numpy()  # (B, S, 1)
-                scale = out["stats"].scale.float().cpu().numpy()
-                b, s, p, l_ = target.shape
-                for i in range(b):
-                    hid = mask[i]
-                    if not hid.any():
-                        continue
-                    state = states[index[i]]
-                    true = target[i][hid]
-                    add(mode, "model", state, pred[i][hid], true)
-                    if example is None and mode == modes[0]:
-                        example = {"x": target[i], "pred": pred[i], "mask": hid, "mode": mode}
-                    if not baselines:
-                        continue
-                    add(mode, "zero", state, np.zeros_like(true), true)
-                    vis = ~hid
-                    denom = np.maximum(vis.sum(1) * l_, 1)
-                    mean = (target[i] * vis[..., None]).sum((1, 2)) / denom  # (S,)
-                    add(mode, "mean", state, np.broadcast_to(mean[:, None, None], target[i].shape)[hid], true)
-                    hidden_t = np.repeat(hid, l_, axis=1)  # (S, P*L)
-                    flat = target[i].reshape(s, p * l_)
-                    if mode in ("time", "random"):
-                        for kind in ("spline", "pchip"):
-                            filled = _spline_fill(flat, hidden_t, kind).reshape(s, p, l_)
-                            add(mode, kind, state, filled[hid], true)
-                    if mode == "sensor" and interpolate is not None:
-                        geom = geometries[int(meta["recording"][index[i]])]
-                        ns = geom.n_sensors
-                        phys = x[i, :ns, :p * l_]
-                        rebuilt = interpolate(phys, geom, hid[:ns].any(1))
-                        norm = (rebuilt - center[i, :ns]) / scale[i, :ns]
-                        norm = norm.reshape(ns, p, l_)
-                        # padding rows are never hidden, so the hidden samples line up
-                        add(mode, "mne", state, norm[hid[:ns]], true)
-                bar.update(b)
-            if evoked:
-                _evoked_batch(net, inputs, index, meta, sfreq, evoked_sums, baselines)
-    if source is not store_or_windows:
-        source.close()
+        generator = torch.Generator(device=device)
+        evoked_sums: dict = {}
+        example = None
+        batches = iter_batches(source, batch_size=batch_size, indices=indices)
+        n = next(batches)
+        with torch.inference_mode(), tqdm(total=n * len(modes), desc="reconstruct", unit="win",
+                                          disable=not progress) as bar:
+            for batch in batches:
+                index = batch.index.numpy()
+                x = batch.x.float().numpy()
+                inputs = batch.to(device).inputs()
+                for mode in modes:
+                    # masks depend on (seed, mode, batch position) only, not on the other modes
+                    generator.manual_seed(int(seed) * 1_000_003 + _MODES.index(mode) * 7919
+                                          + int(index[0]))
+                    out = net(**inputs, mask_mode=mode, mask_ratio=ratio, generator=generator, sfreq=sfreq)
+                    pred = out["pred"].float().cpu().numpy()  # (B, S, P, L) normalised
+                    target = out["target"].float().cpu().numpy()
+                    mask = out["mask"].cpu().numpy()  # (B, S, P)
+                    center = out["stats"].center.float().cpu().numpy()  # (B, S, 1)
+                    scale = out["stats"].scale.float().cpu().numpy()
+                    b, s, p, l_ = target.shape
+                    for i in range(b):
+                        hid = mask[i]
+                        if not hid.any():
+                            continue
+                        state = states[index[i]]
+                        true = target[i][hid]
+                        add(mode, "model", state, pred[i][hid], true)
+                        if example is None and mode == modes[0]:
+                            example = {"x": target[i], "pred": pred[i], "mask": hid, "mode": mode}
+                        if not baselines:
+                            continue
+                        add(mode, "zero", state, np.zeros_like(true), true)
+                        vis = ~hid
+                        denom = np.maximum(vis.sum(1) * l_, 1)
+                        mean = (target[i] * vis[..., None]).sum((1, 2)) / denom  # (S,)
+                        add(mode, "mean", state, np.broadcast_to(mean[:, None, None], target[i].shape)[hid], true)
+                        hidden_t = np.repeat(hid, l_, axis=1)  # (S, P*L)
+                        flat = target[i].reshape(s, p * l_)
+                        if mode in ("time", "random"):
+                            for kind in ("spline", "pchip"):
+                                filled = _spline_fill(flat, hidden_t, kind).reshape(s, p, l_)
+                                add(mode, kind, state, filled[hid], true)
+                        if mode == "sensor" and interpolate is not None:
+                            geom = geometries[int(meta["recording"][index[i]])]
+                            ns = geom.n_sensors
+                            phys = x[i, :ns, :p * l_]
+                            rebuilt = interpolate(phys, geom, hid[:ns].any(1))
+                            norm = (rebuilt - center[i, :ns]) / scale[i, :ns]
+                            norm = norm.reshape(ns, p, l_)
+                            # padding rows are never hidden, so the hidden samples line up
+                            add(mode, "mne", state, norm[hid[:ns]], true)
+                    bar.update(b)
+                if evoked:
+                    _evoked_batch(net, inputs, index, meta, sfreq, evoked_sums, baselines)
     result: dict = {"ratio": float(ratio), "seed": int(seed), "n_windows": int(n),
                     "subjects": sorted(set(meta["subject"][indices].tolist())), "modes": {}}
     for mode in modes:
