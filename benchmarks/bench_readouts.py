@@ -2,7 +2,7 @@
 
 For one checkpoint and the same architecture with random weights, on labelled stores, each
 read-out of the encoder's latents is scored by the same study (logistic regression, 5
-subject folds, 1,000 permutations), with and without a PCA-20 fitted in the training folds
+subject folds, 200 label permutations), with and without a PCA-20 fitted in the training folds
 (the reduction raw signals get):
 
 * ``final``: mean over time patches and latents of the final latents (``megfm.embed``);
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default=None, help="model folder (or run folder)")
     ap.add_argument("--stores", nargs="*", default=[], help="labelled study stores")
     ap.add_argument("--random-seeds", default="0,1,2")
-    ap.add_argument("--permutations", type=int, default=1000)
+    ap.add_argument("--permutations", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--readouts", default="",
                     help="score only these READOUT|REDUCTION pairs, comma-separated (e.g. "

@@ -5,10 +5,10 @@
 2. For each study seed, a separate labelled cohort (default 120 subjects):
    :func:`megfm.evaluate.scorecard` -- megfm features against raw signals,
    relative band power, Riemannian tangent-space covariances, megfm + band power and the
-   same encoder with random weights (3 seeds), 5 subject folds, 1,000 permutations; linear
+   same encoder with random weights (3 seeds), 5 subject folds, 200 label permutations; linear
    probes of relative band power per encoder block; subject-identity variance.
-3. The same on an effect-0 cohort (every method's CI should cover 0.5) and on a simulated
-   CTF-275 cohort (another array, same model).
+3. The same on an effect-0 cohort (every method's interval should cover 0.5, and no p vs
+   chance fall below 0.05) and on a simulated CTF-275 cohort (another array, same model).
 
 Run::
 
@@ -67,7 +67,9 @@ def card_summary(card) -> dict:
 def print_card(name: str, summary: dict) -> None:
     print(f"\n== {name} ({summary['n_subjects']} subjects)")
     for m, a in summary["methods"].items():
-        print(f"  {m:24s} AUROC {a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]")
+        p = summary["chance"].get(m)
+        print(f"  {m:24s} AUROC {a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
+              + ("" if p is None else f"  p vs chance {p:.4f}"))
     for c in summary["comparisons"]:
         p = "n/a" if c["p_value"] is None else f"{c['p_value']:.4f}"
         print(f"  {c['reference']} - {c['other']}: {c['difference']:+.3f} (p = {p})")
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--study-subjects", type=int, default=120)
     ap.add_argument("--study-seeds", default="202,203")
     ap.add_argument("--random-seeds", default="0,1,2")
-    ap.add_argument("--permutations", type=int, default=1000)
+    ap.add_argument("--permutations", type=int, default=200,
+                    help="label permutations refitted by the study (default: %(default)s)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: null,ctf")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="folder kept for cohorts, stores and model")
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.preset, args.minutes, args.max_steps = "tiny", 1.0, 40
         args.pretrain_subjects, args.study_subjects, args.study_seeds = 4, 12, "202"
-        args.random_seeds, args.permutations = "0", 50
+        args.random_seeds, args.permutations = "0", 20
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory() if args.work is None else None
     work = Path(tmp.name if tmp else args.work)
@@ -152,6 +155,7 @@ def main(argv=None) -> int:
         summary = card_summary(scorecard(model, store, probe_bands=["theta", "alpha"], **kw))
         summary["ci_covers_chance"] = {m: a["ci_low"] <= 0.5 <= a["ci_high"]
                                        for m, a in summary["methods"].items()}
+        summary["above_chance_p05"] = sorted(m for m, p in summary["chance"].items() if p < 0.05)
         report["null"] = summary
         print_card("effect 0", summary)
         lap("scorecard effect 0")

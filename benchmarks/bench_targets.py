@@ -309,7 +309,7 @@ def main(argv=None) -> int:
         lap("attention")
 
     if "study" not in skip:
-        report["study"] = study(model, study_store, n_splits=5, n_permutations=1000, seed=0,
+        report["study"] = study(model, study_store, n_splits=5, n_permutations=200, seed=0,
                                 finetune_steps=args.finetune_steps)
         _print_study("study", report["study"])
         lap("study")
@@ -318,7 +318,7 @@ def main(argv=None) -> int:
         null_store, _ = simulate_and_prepare(work, "null", n_subjects=args.study_subjects,
                                              duration=args.study_duration, seed=303,
                                              effect_scale=0.0)
-        report["null_study"] = study(model, null_store, n_splits=5, n_permutations=1000, seed=0)
+        report["null_study"] = study(model, null_store, n_splits=5, n_permutations=200, seed=0)
         _print_study("null", report["null_study"])
         lap("null study")
 

@@ -12,7 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from megfm.evaluate.classification import parse_task, run_study, subject_state_matrix
 
-FAST = {"n_permutations": 200, "n_bootstrap": 300, "progress": False}
+FAST = {"n_permutations": 39, "n_bootstrap": 300, "progress": False}
 
 
 def _cohort(groups=None, windows_per_subject=4, seed=0, states=("rest", "auditory")):
@@ -42,7 +42,9 @@ def test_null_features_give_chance_for_every_method(tmp_path):
     # that is chance, and why the CIs and p-values are reported.
     meta, rng = _cohort({"HC": 30, "migraine": 30}, seed=1)
     feats = {"megfm": rng.normal(size=(240, 16)), "spectral": rng.normal(size=(240, 8))}
-    res = run_study(feats, meta, n_splits=5, seed=0, **FAST)
+    forest = RandomForestClassifier(n_estimators=25, n_jobs=1)  # the built-in "rf", smaller
+    res = run_study(feats, meta, classifiers={"logreg": "logreg", "svm": "svm", "rf": forest},
+                    n_splits=5, seed=0, **FAST)
     assert len(res.metrics) == 6
     for name, m in res.metrics.items():
         ci = m["auroc"]
@@ -66,7 +68,9 @@ def test_planted_effect_detected_against_null_baseline(tmp_path):
     assert report["task"] == "migraine-vs-HC" and report["positive"] == "migraine"
     assert report["subjects_per_class"] == {"HC": 20, "migraine": 20}
     for metric in ("auroc", "balanced_accuracy", "sensitivity", "specificity"):
-        assert set(report["methods"]["megfm/logreg"][metric]) == {"value", "ci_low", "ci_high"}
+        assert report["methods"]["megfm/logreg"][metric].keys() == {
+            "value", "ci_low", "ci_high", "interval"}
+        assert report["methods"]["megfm/logreg"][metric]["interval"] == "permutation"
     assert report["comparisons"][0]["p_value"] < 0.05
     md = (tmp_path / "report.md").read_text()
     assert "| megfm/logreg |" in md and "p-value" in md
@@ -111,12 +115,49 @@ def test_bad_reference_pairs_name_the_problem(reference):
 def test_label_permutation_test_against_chance(tmp_path):
     meta, rng = _cohort({"HC": 15, "migraine": 15}, windows_per_subject=2, seed=2)
     feats = {"megfm": _planted(meta, rng, d=6), "noise": rng.normal(size=(60, 6))}
-    res = run_study(feats, meta, classifiers=("logreg",), n_splits=3, n_chance_permutations=19,
-                    out=tmp_path, **FAST)
+    res = run_study(feats, meta, classifiers=("logreg",), n_splits=3, out=tmp_path,
+                    **{**FAST, "n_permutations": 19})
     assert res.chance["megfm/logreg"] == pytest.approx(1 / 20)  # no permutation reaches it
     assert res.chance["noise/logreg"] > 0.2
     assert json.loads((tmp_path / "report.json").read_text())["chance"] == res.chance
     assert "p vs chance" in (tmp_path / "report.md").read_text()
+
+
+def test_intervals_and_tests_come_from_label_permutation_refits():
+    meta, rng = _cohort({"HC": 20, "migraine": 20}, windows_per_subject=2, seed=3)
+    feats = {"megfm": _planted(meta, rng, d=6), "noise": rng.normal(size=(80, 6))}
+
+    def coin(train_idx, test_idx):  # an extra method: scored, never refitted
+        return np.random.default_rng(len(train_idx)).random(len(test_idx))
+
+    res = run_study(feats, meta, classifiers=("logreg",), n_splits=4, extra_methods={"coin": coin},
+                    reference=["megfm", ("megfm/logreg", "coin")], n_permutations=49,
+                    n_bootstrap=200, progress=False)
+    assert set(res.null) == {"megfm/logreg", "noise/logreg"}  # the extra method is not refitted
+    for name in res.null:
+        for metric, values in res.null[name].items():
+            assert values.shape == (49,) and np.all((values >= 0) & (values <= 1))
+            m = res.metrics[name][metric]
+            half = 1.959964 * np.std(values, ddof=1)
+            assert m["interval"] == "permutation"
+            assert m["ci_low"] == pytest.approx(max(0.0, m["value"] - half), abs=1e-6)
+            assert m["ci_high"] == pytest.approx(min(1.0, m["value"] + half), abs=1e-6)
+    # the p-values are shares of the refits
+    null_auc = res.null["noise/logreg"]["auroc"]
+    observed = res.metrics["noise/logreg"]["auroc"]["value"]
+    assert res.chance["noise/logreg"] == pytest.approx((1 + np.sum(null_auc >= observed)) / 50)
+    assert res.chance["megfm/logreg"] == pytest.approx(1 / 50)
+    paired, versus_extra = res.comparisons
+    assert paired["test"] == "label permutations" and paired["p_value"] == pytest.approx(1 / 50)
+    assert versus_extra["other"] == "coin" and versus_extra["test"] == "swapped fixed scores"
+    assert res.metrics["coin"]["auroc"]["interval"] == "bootstrap"
+    assert "coin" not in res.chance
+    # no refits: bootstrap intervals, no p-values
+    bare = run_study(feats, meta, classifiers=("logreg",), n_splits=4, n_permutations=0,
+                     n_bootstrap=200, progress=False)
+    assert bare.chance == {} and bare.null == {}
+    assert bare.metrics["megfm/logreg"]["auroc"]["interval"] == "bootstrap"
+    assert [c["p_value"] for c in bare.comparisons] == [None]
 
 
 def test_splits_never_leak_into_extra_methods():
@@ -174,9 +215,10 @@ def test_study_is_seeded():
     meta, rng = _cohort()
     x = {"megfm": _planted(meta, rng, size=0.3)}
     rf = RandomForestClassifier(n_estimators=20)  # random_state unset: the study seeds it
-    a = run_study(x, meta, classifiers=[rf], seed=3, **FAST)
-    b = run_study(x, meta, classifiers=[rf], seed=3, **FAST)
-    c = run_study(x, meta, classifiers=[rf], seed=4, **FAST)
+    fast = {**FAST, "n_permutations": 9}
+    a = run_study(x, meta, classifiers=[rf], seed=3, **fast)
+    b = run_study(x, meta, classifiers=[rf], seed=3, **fast)
+    c = run_study(x, meta, classifiers=[rf], seed=4, **fast)
     key = "megfm/RandomForestClassifier"
     np.testing.assert_array_equal(a.scores[key], b.scores[key])
     assert a.metrics == b.metrics

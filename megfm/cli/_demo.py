@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
         "max_steps": "pretraining steps",
         "batch_size": "pretraining batch size",
         "n_splits": "subject-level cross-validation folds",
-        "n_permutations": "permutations of the paired significance test",
+        "n_permutations": "label permutations (each refits the classifiers) of the "
+                          "p-values and intervals",
         "seed": "random seed of every stage",
     }
     for f in fields(DemoConfig):

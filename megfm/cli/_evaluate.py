@@ -21,8 +21,9 @@ def add_parser(subparsers) -> None:
         "evaluate",
         help="classify groups from embeddings vs raw/spectral baselines (subject-level CV)",
         description="Run the downstream study: classifiers on megfm features and on baseline "
-        "features of the same windows, on the same subject-level folds, with bootstrap CIs "
-        "and paired permutation tests. Writes report.json, report.md, roc.png, scores.csv.",
+        "features of the same windows, on the same subject-level folds, with p-values and "
+        "intervals from refits on permuted labels. Writes report.json, report.md, roc.png, "
+        "scores.csv.",
     )
     p.add_argument("features", type=Path,
                    help="features.npz written by `megfm embed` (array 'features', one column "
@@ -47,14 +48,13 @@ def add_parser(subparsers) -> None:
                    help="repetitions of the folds with new shuffles (default: %(default)s)")
     p.add_argument("--balanced-test", action="store_true",
                    help="equal numbers of subjects of each class in every test fold")
-    p.add_argument("--permutations", type=int, default=1000,
-                   help="permutations of each paired test; 0 skips them (default: %(default)s)")
-    p.add_argument("--chance-permutations", type=int, default=0,
-                   help="also test each classifier against chance by refitting it this many "
-                   "times with permuted subject labels (slow: that many times the fits; "
-                   "default: %(default)s = off)")
+    p.add_argument("--permutations", type=int, default=200,
+                   help="label permutations, each refitting every classifier: p-values against "
+                   "chance, paired tests and intervals (cost: that many times the fits; 0 "
+                   "skips them, leaving bootstrap intervals; default: %(default)s)")
     p.add_argument("--bootstrap", type=int, default=1000,
-                   help="bootstrap resamples of the confidence intervals (default: %(default)s)")
+                   help="bootstrap resamples of the intervals of methods not refitted "
+                   "(--finetune, --linear-probe; default: %(default)s)")
     p.add_argument("--raw-sfreq", type=float, default=50.0,
                    help="sampling rate (Hz) of the raw-signal baseline (default: %(default)s)")
     p.add_argument("--finetune", type=Path, default=None, metavar="MODEL",
@@ -177,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_study(feats, meta, task=args.task, classifiers=classifiers, level=args.level,
                        n_splits=args.folds, n_repeats=args.repeats,
                        balanced_test=args.balanced_test, n_permutations=args.permutations,
-                       n_chance_permutations=args.chance_permutations,
                        n_bootstrap=args.bootstrap, seed=args.seed, out=args.out,
                        extra_methods=extra or None,
                        progress=not args.no_progress)

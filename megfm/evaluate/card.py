@@ -250,7 +250,8 @@ class Scorecard:
         """JSON-ready dict of everything measured."""
         study = self.study.summary()
         return {"methods": {m: v["auroc"] for m, v in study["methods"].items()},
-                "comparisons": study["comparisons"], "n_subjects": study["n_subjects"],
+                "chance": study["chance"], "comparisons": study["comparisons"],
+                "n_subjects": study["n_subjects"],
                 "probes": self.probes, "planted_bands": self.planted_bands,
                 "subject_variance": self.subject_variance, "state": self.state,
                 "probe_level": self.probe_level}
@@ -259,9 +260,11 @@ class Scorecard:
         """The scorecard as Markdown tables."""
         s = self.summary()
         lines = [f"# Scorecard ({s['n_subjects']} subjects)", "",
-                 "| features | AUROC [95% CI] |", "|---|---|"]
+                 "| features | AUROC [95% interval] | p vs chance |", "|---|---|---:|"]
         for m, a in s["methods"].items():
-            lines.append(f"| {m} | {a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] |")
+            p = s["chance"].get(m)
+            lines.append(f"| {m} | {a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | "
+                         f"{'n/a' if p is None else f'{p:.4f}'} |")
         if s["comparisons"]:
             lines += ["", "| comparison | difference | p |", "|---|---:|---:|"]
             for c in s["comparisons"]:
@@ -299,7 +302,7 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
               combine: bool = True, probe_bands="planted", ground_truth=None,
               state: str = "rest", probe_level: str = "subject", task: str = "migraine-vs-HC",
               classifier: str = "logreg",
-              n_splits: int = 5, n_permutations: int = 1000, n_bootstrap: int = 1000,
+              n_splits: int = 5, n_permutations: int = 200, n_bootstrap: int = 1000,
               riemann_components: int = 32, seed: int = 0, batch_size: int = 64,
               out=None, progress: bool = True) -> Scorecard:
     """Score a model's features on a labelled store.

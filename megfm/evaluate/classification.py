@@ -3,8 +3,15 @@
 :func:`run_study` answers the question users ask of a foundation model: do its features
 tell patients from controls better than what I had (raw signals, spectral features), and
 is the difference real? Every feature set and classifier is evaluated on the same
-subject-level folds; metrics come with bootstrap 95 % confidence intervals over subjects
-and the reference method is compared with every other one by a paired permutation test.
+subject-level folds. The uncertainty comes from refitting every classifier on permuted
+subject labels, on folds drawn the same way: this gives each method's p-value against chance,
+the paired tests of the reference against the other methods, and the intervals (the metric
++- z x its standard deviation over the refits). Resampling fixed out-of-fold scores (the
+bootstrap, or swapping two methods' scores) leaves out how the classifiers change with
+their training subjects: on data without an effect its 95 % intervals missed 0.5 in about
+one study of five and its paired test was "significant" in about one of eight
+(``benchmarks/bench_study_calibration.py``), so it serves only the extra methods, which are
+not refitted.
 
 Class coding: for a task ``"<G>-vs-<B>"`` class 0 is ``B`` (the controls) and class 1 is
 ``G``; scores are probabilities of ``G``. For ``"multiclass"`` the classes are the groups
@@ -23,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import expit, softmax
+from scipy.stats import norm
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -35,7 +43,7 @@ from tqdm.auto import tqdm
 from .._grouping import group_codes, group_means
 from .._version import __version__
 from .splits import Fold, check_no_leak, subject_folds, subject_labels, window_indices
-from .stats import METRICS, bootstrap_metrics, paired_permutation_test
+from .stats import METRICS, bootstrap_metrics, compute_metrics, paired_permutation_test
 
 logger = logging.getLogger(__name__)
 
@@ -227,17 +235,25 @@ class StudyResult:
         Out-of-fold scores per method, averaged over repetitions, shape (n_subjects,) or
         (n_subjects, n_classes); NaN for untested subjects.
     metrics : dict
-        ``{method: {metric: {"value", "ci_low", "ci_high"}}}`` over tested subjects.
+        ``{method: {metric: {"value", "ci_low", "ci_high", "interval"}}}`` over tested
+        subjects; ``"interval"`` says where the interval comes from: ``"permutation"``
+        (refits on permuted labels) or ``"bootstrap"`` (fixed out-of-fold scores: extra
+        methods, or ``n_permutations=0``).
     comparisons : list of dict
         ``{"reference", "other", "auroc_reference", "auroc_other", "difference",
-        "p_value"}`` per comparison.
+        "p_value", "test"}`` per comparison; ``"test"`` is ``"label permutations"``
+        (both methods refitted) or ``"swapped fixed scores"`` (an extra method is
+        involved).
     folds : list of Fold
         The subject-level folds used by every method.
     config : dict
         The study parameters.
     chance : dict of str to float
         Per classifier method, the p-value of its AUROC against chance from refitting with
-        permuted subject labels (empty unless ``n_chance_permutations > 0``).
+        permuted subject labels (empty when ``n_permutations=0``).
+    null : dict
+        ``{method: {metric: array (n_permutations,)}}``: each classifier method's metrics
+        refitted on permuted labels (empty when ``n_permutations=0``).
     paths : dict of str to Path
         Files written (when ``out`` was given).
     """
@@ -254,6 +270,7 @@ class StudyResult:
     folds: list[Fold]
     config: dict
     chance: dict[str, float] = field(default_factory=dict)
+    null: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -288,7 +305,12 @@ class StudyResult:
             f"{len(self.subjects)} subjects ({counts}); {self.level}-level classifiers; "
             f"{cfg['n_splits']} folds x {cfg['n_repeats']} repeat(s) over subjects"
             f"{' (balanced test sets)' if cfg['balanced_test'] else ''}; seed {cfg['seed']}. "
-            f"Values with bootstrap {cfg['ci']:.0%} confidence intervals over subjects.", "",
+            f"{cfg['ci']:.0%} intervals: " + (
+                f"the value +- z x its standard deviation over {cfg['n_permutations']} refits "
+                "on permuted labels" if cfg["n_permutations"] else "bootstrap over subjects")
+            + (" (extra methods: bootstrap over subjects of their fixed scores, narrower "
+               "than the refits' spread)" if cfg["n_permutations"] and cfg["extra_methods"]
+               else "") + ".", "",
             "| method | AUROC | balanced accuracy | sensitivity | specificity |",
             "|---|---|---|---|---|",
         ]
@@ -303,12 +325,14 @@ class StudyResult:
                 cells.append("n/a" if p is None else f"{p:.4f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if self.comparisons:
-            lines += ["", f"Paired permutation tests of the AUROC difference "
-                      f"({cfg['n_permutations']} permutations, two-sided):", "",
-                      "| reference | other | AUROC difference | p-value |", "|---|---|---|---|"]
+            lines += ["", f"Paired tests of the AUROC difference ({cfg['n_permutations']} "
+                      "permutations, two-sided):", "",
+                      "| reference | other | AUROC difference | p-value | test |",
+                      "|---|---|---|---|---|"]
             for c in self.comparisons:
                 p = "n/a" if c["p_value"] is None else f"{c['p_value']:.4f}"
-                lines.append(f"| {c['reference']} | {c['other']} | {c['difference']:+.3f} | {p} |")
+                lines.append(f"| {c['reference']} | {c['other']} | {c['difference']:+.3f} | {p} "
+                             f"| {c.get('test') or 'n/a'} |")
         if len(self.classes) == 2:
             lines += ["", f"Positive class: {self.classes[1]}; negative: {self.classes[0]}."]
         lines += ["", "![ROC curves](roc.png)", ""]
@@ -456,8 +480,7 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               extra_methods: Mapping[str, Callable] | None = None,
               reference: str | tuple[str, str] | Sequence[str | tuple[str, str]] | None = "megfm",
               preprocessors: Mapping[str, BaseEstimator] | None = None,
-              n_permutations: int = 1000, n_chance_permutations: int = 0,
-              n_bootstrap: int = 1000, ci: float = 0.95,
+              n_permutations: int = 200, n_bootstrap: int = 1000, ci: float = 0.95,
               seed: int = 0, out=None, progress: bool = True,
               blas_threads: int | None = 1) -> StudyResult:
     """Classify groups from window features with subject-level cross-validation.
@@ -507,17 +530,22 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         per feature set. Default: :class:`~megfm.evaluate.baselines.RawPCA` for a feature
         set named ``"raw"``; pass ``{}`` for none.
     n_permutations : int
-        Permutations of each paired test (0 skips the tests).
-    n_chance_permutations : int
-        If > 0, test each classifier method against chance by refitting it on the same
-        folds with the subjects' labels permuted this many times (one-sided p-value of the
-        AUROC; costs that many times the fits). Unlike the bootstrap CI, this accounts for
-        how the models change with the training data, so it stays valid on small cohorts
-        with many features. Extra methods are not refitted.
+        Label permutations: each refits every classifier method on the same kind of folds
+        (stratified on the permuted labels) and scores it. They give each classifier
+        method's p-value against chance (one-sided, ``(1 + #{null >= observed}) /
+        (1 + n)``), the paired tests between classifier methods (two-sided, the same share
+        for the AUROC difference) and the intervals (the metric +- z x its standard
+        deviation over the refits: the spread of the cross-validated metric with no
+        effect). Cost: that many times the fits. 0 skips the refits: then no p-values
+        against chance, and intervals and paired tests come from the fixed out-of-fold
+        scores (bootstrap, score swapping), which are too narrow (module docstring).
+        Extra methods are never refitted; their intervals and tests always come from their
+        fixed scores (``"interval": "bootstrap"`` in their metrics).
     n_bootstrap : int
-        Bootstrap resamples of the confidence intervals.
+        Bootstrap resamples of the intervals from fixed scores (extra methods, or
+        ``n_permutations=0``).
     ci : float
-        Coverage of the confidence intervals.
+        Coverage of the intervals.
     seed : int
         Seed of folds, classifiers, bootstrap and permutations.
     out : path-like | None
@@ -601,33 +629,38 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
     tested = np.isfinite(scores[methods[0]]) if n_classes == 2 else \
         np.isfinite(scores[methods[0]]).all(axis=1)
     yt = y[tested]
-    metrics = {}
+    null = {}
+    if int(n_permutations) > 0:
+        null = _refit_null(int(n_permutations), seed, folds, designs, clfs, preprocessors, sel,
+                           subj_w, y, pos_of, row_subject, level, n_sub, n_classes,
+                           blas_threads, progress, balanced_test)
+    metrics, chance = {}, {}
     for i, m in enumerate(methods):
         s = scores[m][tested]
         pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
-        metrics[m] = bootstrap_metrics(yt, s, pred, n_bootstrap=n_bootstrap, ci=ci,
-                                       seed=seed + i)
+        if m in null:
+            metrics[m] = _null_intervals(compute_metrics(yt, s, pred), null[m], ci)
+            chance[m] = _upper_p(null[m]["auroc"], metrics[m]["auroc"]["value"])
+        else:
+            metrics[m] = {k: {**v, "interval": "bootstrap"} for k, v in bootstrap_metrics(
+                yt, s, pred, n_bootstrap=n_bootstrap, ci=ci, seed=seed + i).items()}
     comparisons = []
     for ref, other in pairs:
-        if n_permutations > 0:
-            res = paired_permutation_test(yt, scores[ref][tested], scores[other][tested],
-                                          n_permutations=n_permutations, seed=seed)
-            p = res["p_value"]
-        else:
-            p = None
         a, b = metrics[ref]["auroc"]["value"], metrics[other]["auroc"]["value"]
+        if ref in null and other in null:
+            null_diff = null[ref]["auroc"] - null[other]["auroc"]
+            p, test = _upper_p(np.abs(null_diff), abs(a - b)), "label permutations"
+        elif n_permutations > 0:
+            p = paired_permutation_test(yt, scores[ref][tested], scores[other][tested],
+                                        n_permutations=n_permutations, seed=seed)["p_value"]
+            test = "swapped fixed scores"
+        else:
+            p, test = None, None
         comparisons.append({"reference": ref, "other": other, "auroc_reference": a,
-                            "auroc_other": b, "difference": a - b, "p_value": p})
-    chance = {}
-    if n_chance_permutations and int(n_chance_permutations) > 0:
-        chance = _chance_p_values(int(n_chance_permutations), seed, folds, designs, clfs,
-                                  preprocessors, sel, subj_w, y, pos_of, row_subject, level,
-                                  n_sub, n_classes, blas_threads, tested, metrics, progress,
-                                  balanced_test)
+                            "auroc_other": b, "difference": a - b, "p_value": p, "test": test})
     config = {"n_splits": int(n_splits), "n_repeats": int(n_repeats),
               "balanced_test": bool(balanced_test), "seed": int(seed),
               "n_permutations": int(n_permutations), "n_bootstrap": int(n_bootstrap),
-              "n_chance_permutations": int(n_chance_permutations),
               "ci": float(ci), "classifiers": {k: repr(v) for k, v in clfs.items()},
               "feature_sets": {k: int(v.shape[1]) for k, v in feats.items()},
               "preprocessors": {k: repr(v) for k, v in preprocessors.items()},
@@ -639,7 +672,7 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               "subjects_without_features": missing}
     result = StudyResult(task=task, classes=classes, level=level, subjects=subjects, y=y,
                          tested=tested, scores=scores, metrics=metrics, comparisons=comparisons,
-                         folds=folds, config=config, chance=chance)
+                         folds=folds, config=config, chance=chance, null=null)
     for m in methods:
         v = metrics[m]["auroc"]
         logger.info("%s: AUROC %.3f [%.3f, %.3f]", m, v["value"], v["ci_low"], v["ci_high"])
@@ -680,27 +713,24 @@ def _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, 
             bar.update()
 
 
-def _chance_p_values(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, y, pos_of,
-                     row_subject, level, n_sub, n_classes, blas_threads, tested, metrics,
-                     progress, cfg_balanced) -> dict[str, float]:
-    """Label-permutation test of each classifier method's AUROC against chance."""
-    from .stats import compute_metrics
-
+def _refit_null(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, y, pos_of,
+                row_subject, level, n_sub, n_classes, blas_threads, progress,
+                balanced) -> dict[str, dict[str, np.ndarray]]:
+    """Every metric of each classifier method refitted on ``n_perm`` label permutations."""
     rng = np.random.default_rng([int(seed), 1])
     n_repeats = max(f.repeat for f in folds) + 1
     n_splits = max(f.fold for f in folds) + 1
-    balanced = bool(cfg_balanced)
     subjects = np.array(sorted(pos_of, key=pos_of.get))
     names = [f"{f}/{c}" for f in designs for c in clfs]
-    exceed = dict.fromkeys(names, 0)
+    null = {m: {k: np.empty(n_perm) for k in METRICS} for m in names}
     shape = (n_repeats, n_sub) if n_classes == 2 else (n_repeats, n_sub, n_classes)
-    bar = tqdm(total=n_perm * len(folds) * len(names), desc="chance permutations",
+    bar = tqdm(total=n_perm * len(folds) * len(names), desc="label permutations",
                disable=not progress, leave=False)
-    for _ in range(n_perm):
+    for i in range(n_perm):
         y_perm = rng.permutation(y)
         # folds stratified on the permuted labels, as the real ones are on the true labels
         perm_folds = subject_folds(subjects, y_perm.astype(str), n_splits=n_splits,
-                                   n_repeats=n_repeats, balanced_test=balanced, seed=seed)
+                                   n_repeats=n_repeats, balanced_test=bool(balanced), seed=seed)
         acc = {m: np.full(shape, np.nan) for m in names}
         _fit_folds(perm_folds, designs, clfs, {}, preprocessors, acc, sel, subj_w, y_perm, pos_of,
                    row_subject, level, n_sub, n_classes, bar, blas_threads)
@@ -711,10 +741,29 @@ def _chance_p_values(n_perm, seed, folds, designs, clfs, preprocessors, sel, sub
             ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(axis=1)
             s = s[ok]
             pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
-            auc = compute_metrics(y_perm[ok], s, pred)["auroc"]
-            exceed[m] += int(auc >= metrics[m]["auroc"]["value"] - 1e-12)
+            for k, v in compute_metrics(y_perm[ok], s, pred).items():
+                null[m][k][i] = v
     bar.close()
-    return {m: (1 + exceed[m]) / (1 + n_perm) for m in names}
+    return null
+
+
+def _upper_p(null: np.ndarray, observed: float) -> float:
+    """Permutation p-value: the share of null values at least as large as ``observed``."""
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+
+
+def _null_intervals(point: dict[str, float], null: dict[str, np.ndarray],
+                    ci: float) -> dict[str, dict[str, float | str]]:
+    """Each metric +- z x its standard deviation under label permutations, within [0, 1]."""
+    if not 0 < ci < 1:
+        raise ValueError(f"Invalid value for 'ci': expected a number in (0, 1); got {ci}.")
+    z = float(norm.ppf(0.5 + ci / 2))
+    out = {}
+    for k, value in point.items():
+        half = z * float(np.nanstd(null[k], ddof=1)) if len(null[k]) > 1 else np.nan
+        out[k] = {"value": value, "ci_low": float(max(0.0, value - half)),
+                  "ci_high": float(min(1.0, value + half)), "interval": "permutation"}
+    return out
 
 
 def _check_extra_scores(name: str, s: np.ndarray, n_test: int, n_classes: int) -> np.ndarray:
