@@ -1,15 +1,15 @@
 """Time the downstream study on 60 synthetic subjects, next to plain scikit-learn.
 
 Three feature sets over the same windows (a planted "megfm" effect, raw signals reduced by
-PCA inside the folds, spectral-sized noise), three classifiers, 5 subject-level folds,
-1000 bootstrap resamples and 1000 paired permutations per comparison.
+PCA inside the folds, spectral-sized noise), three classifiers, 5 subject-level folds and
+``--permutations`` label permutations, each refitting every method (the p-values and
+intervals; see ``bench_study_calibration.py`` for why they refit).
 
 Baselines in the same run:
 
-* ``sklearn cross_val_predict``: the same 45 model fits with no CIs and no tests, i.e.
-  the floor that the study's bookkeeping and statistics add to;
-* ``sklearn permutation_test_score``: the usual permutation test, which refits the model
-  for every permutation; megfm permutes the out-of-fold scores instead.
+* ``sklearn cross_val_predict``: the same 45 model fits with no statistics, i.e. the floor;
+* ``sklearn permutation_test_score`` on one method (logistic regression on the "megfm"
+  features) with the same number of refits, next to ``run_study`` on that method alone.
 
 Usage::
 
@@ -62,17 +62,22 @@ def _sklearn_fits(feats, meta, y, cv) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer refits for the sklearn permutation baseline (well under a minute)")
+                        help="10 windows per subject and 10 permutations (well under a minute)")
     parser.add_argument("--subjects", type=int, default=60, help="number of subjects")
     parser.add_argument("--windows", type=int, default=None,
                         help="windows per subject (default 20, 10 with --quick)")
+    parser.add_argument("--permutations", type=int, default=None,
+                        help="label permutations (default 100, 10 with --quick)")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="also write the full study's report (report.md, roc.png, ...) here")
     args = parse_args(parser, argv, "study")
     args.windows = args.windows or (10 if args.quick else 20)
+    n_perm = args.permutations or (10 if args.quick else 100)
     feats, meta = _data(args.subjects, args.windows, seed=0)
 
     t0 = time.perf_counter()
-    res = run_study(feats, meta, n_splits=5, n_permutations=1000, n_bootstrap=1000, seed=0,
-                    progress=False)
+    res = run_study(feats, meta, n_splits=5, n_permutations=n_perm, seed=0, progress=False,
+                    out=args.report)
     t_study = time.perf_counter() - t0
 
     # baseline 1: the same fits with plain scikit-learn, no statistics
@@ -85,50 +90,54 @@ def main(argv=None) -> dict:
         _sklearn_fits(feats, meta, y, cv)
     t_sklearn = time.perf_counter() - t0
 
-    # baseline 2: refit-per-permutation test of one method
-    n_refit = 10 if args.quick else 100
+    # baseline 2: the same refits for one method, run_study against permutation_test_score
+    t0 = time.perf_counter()
+    one = run_study({"megfm": feats["megfm"]}, meta, classifiers=["logreg"], n_splits=5,
+                    n_permutations=n_perm, reference=None, seed=0, progress=False)
+    t_one = time.perf_counter() - t0
     X = subject_state_matrix(feats["megfm"], meta["subject"], meta["state"])
     t0 = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):
         _, _, p_sklearn = permutation_test_score(make_classifier("logreg"), X, y, cv=cv,
-                                                 n_permutations=n_refit, scoring="roc_auc",
+                                                 n_permutations=n_perm, scoring="roc_auc",
                                                  random_state=0)
     t_perm = time.perf_counter() - t0
 
     n_comp = len(res.comparisons)
-
     rows = [
-        ("megfm run_study: 3 feature sets x 3 clf x 5 folds, 1000 bootstrap, "
-         f"{n_comp} x 1000 permutations", t_study),
-        ("sklearn cross_val_predict, same 45 fits, no CIs/tests", t_sklearn),
-        (f"sklearn permutation_test_score, 1 method, {n_refit} refits", t_perm),
-        ("  -> extrapolated to 1000 permutations x "
-         f"{n_comp} comparisons", t_perm / n_refit * 1000 * n_comp),
+        (f"megfm run_study: 3 feature sets x 3 clf x 5 folds, {n_perm} label permutations, "
+         f"{n_comp} paired tests", t_study),
+        ("sklearn cross_val_predict, same 45 fits, no statistics", t_sklearn),
+        (f"megfm run_study, megfm/logreg alone, {n_perm} label permutations", t_one),
+        (f"sklearn permutation_test_score, megfm/logreg, {n_perm} refits", t_perm),
     ]
     print(f"{'what':<88} {'seconds':>9}")
     for what, sec in rows:
         print(f"{what:<88} {sec:>9.2f}")
     print()
-    print(f"{'method':<18} {'AUROC':>6}  95% CI")
+    print(f"{'method':<18} {'AUROC':>6}  95% interval  p vs chance")
     for m, v in res.metrics.items():
         a = v["auroc"]
-        print(f"{m:<18} {a['value']:>6.3f}  [{a['ci_low']:.3f}, {a['ci_high']:.3f}]")
+        print(f"{m:<18} {a['value']:>6.3f}  [{a['ci_low']:.3f}, {a['ci_high']:.3f}]  "
+              f"{res.chance[m]:.3f}")
     for c in res.comparisons:
         print(f"{c['reference']} vs {c['other']}: difference {c['difference']:+.3f}, "
               f"p = {c['p_value']:.4f}")
-    print(f"sklearn permutation_test_score p-value (megfm/logreg, {n_refit} perms): {p_sklearn:.3f}")
+    print(f"megfm/logreg p vs chance: run_study {one.chance['megfm/logreg']:.3f}, "
+          f"sklearn permutation_test_score {p_sklearn:.3f}")
 
     result = {
         "benchmark": "study",
         "quick": args.quick,
         "n_subjects": args.subjects,
         "windows_per_subject": args.windows,
+        "permutations": n_perm,
         "feature_dims": {k: int(v.shape[1]) for k, v in feats.items()},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seconds": {"megfm_run_study": t_study, "sklearn_cross_val_predict": t_sklearn,
-                    "sklearn_permutation_test_score": t_perm,
-                    "sklearn_permutation_refits": n_refit,
-                    "sklearn_permutation_extrapolated_1000_all": t_perm / n_refit * 1000 * n_comp},
+                    "megfm_run_study_one_method": t_one,
+                    "sklearn_permutation_test_score_one_method": t_perm},
+        "p_vs_chance_one_method": {"megfm": one.chance["megfm/logreg"], "sklearn": p_sklearn},
         "auroc": {m: v["auroc"] for m, v in res.metrics.items()},
         "comparisons": res.comparisons,
     }

@@ -8,10 +8,10 @@ subject labels, on folds drawn the same way: this gives each method's p-value ag
 the paired tests of the reference against the other methods, and the intervals (the metric
 +- z x its standard deviation over the refits). Resampling fixed out-of-fold scores (the
 bootstrap, or swapping two methods' scores) leaves out how the classifiers change with
-their training subjects: on data without an effect its 95 % intervals missed 0.5 in about
-one study of five and its paired test was "significant" in about one of eight
-(``benchmarks/bench_study_calibration.py``), so it serves only the extra methods, which are
-not refitted.
+their training subjects: on synthetic data its 95 % intervals missed 0.5 without an effect in
+14 % of cohorts, and its paired test called equally good methods different in 13-16 %
+(label permutations: 6 % and 4-5 %; ``benchmarks/bench_study_calibration.py``), so it serves
+only the extra methods, which are not refitted.
 
 Class coding: for a task ``"<G>-vs-<B>"`` class 0 is ``B`` (the controls) and class 1 is
 ``G``; scores are probabilities of ``G``. For ``"multiclass"`` the classes are the groups
