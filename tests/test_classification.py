@@ -264,6 +264,8 @@ def test_parse_task():
     (lambda m, x: None, {"task": "APTH-vs-HC"}, ValueError,
      r"names group\(s\) \['APTH'\] absent .* present: \['HC', 'migraine'\]"),
     (lambda m, x: None, {"level": "trial"}, ValueError, "'level'"),
+    (lambda m, x: None, {"ci": 95}, ValueError, r"'ci'.*\(0, 1\)"),
+    (lambda m, x: None, {"n_permutations": -1}, ValueError, "'n_permutations'"),
     (lambda m, x: None, {"reference": "nope"}, ValueError, "'reference'"),
     (lambda m, x: None, {"classifiers": ("xgb",)}, ValueError, "Invalid classifier 'xgb'"),
     (lambda m, x: None, {"classifiers": (object(),)}, TypeError, "not a scikit-learn"),

@@ -571,6 +571,12 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
     feats, meta = _check_inputs(features, metadata)
     if level not in _LEVELS:
         raise ValueError(f"Invalid value for 'level': expected one of {_LEVELS}; got {level!r}.")
+    if not 0 < ci < 1:
+        raise ValueError(f"Invalid value for 'ci': expected a number in (0, 1), e.g. 0.95; "
+                         f"got {ci}.")
+    if int(n_permutations) != n_permutations or n_permutations < 0:
+        raise ValueError("Invalid value for 'n_permutations': expected an integer >= 0 (0 = no "
+                         f"refits on permuted labels); got {n_permutations}.")
     subjects_all = meta["subject"].astype(str)
     labels_all = meta["label"].astype(str)
     subject_labels(subjects_all, labels_all)  # a subject with two labels is an error
@@ -755,8 +761,6 @@ def _upper_p(null: np.ndarray, observed: float) -> float:
 def _null_intervals(point: dict[str, float], null: dict[str, np.ndarray],
                     ci: float) -> dict[str, dict[str, float | str]]:
     """Each metric +- z x its standard deviation under label permutations, within [0, 1]."""
-    if not 0 < ci < 1:
-        raise ValueError(f"Invalid value for 'ci': expected a number in (0, 1); got {ci}.")
     z = float(norm.ppf(0.5 + ci / 2))
     out = {}
     for k, value in point.items():
