@@ -262,63 +262,6 @@ def test_token_space_attention_matches_projected_keys_and_values(with_key_bias):
             torch.testing.assert_close(grad[name], grads[0][name], rtol=1e-4, atol=1e-5)
 
 
-def test_query_key_bias_agrees_across_attention_paths():
-    # a per-(query, key) bias: the four paths (projected / token space, fused / manual) agree
-    torch.manual_seed(0)
-    attn = Attention(16, 4, kv_dim=6).eval()
-    torch.nn.init.normal_(attn.kv.bias)
-    x, ctx = torch.randn(3, 5, 16), torch.randn(3, 9, 6)
-    km = torch.rand(3, 9) > 0.4
-    km[:, 0] = True
-    qk_bias = torch.randn(3, 5, 9)
-    key_bias = (torch.randn(4), torch.randn(3, 9))
-    outs = []
-    for token_space in (False, True):
-        attn.token_space = token_space
-        for need_weights in (False, True):
-            out, w = attn(x, ctx, key_mask=km, key_bias=key_bias, query_key_bias=qk_bias,
-                          need_weights=need_weights)
-            outs.append(out)
-            if need_weights:
-                assert torch.all(w.masked_select(~km[:, None, None, :].expand_as(w)) == 0)
-    for out in outs[1:]:
-        torch.testing.assert_close(out, outs[0], rtol=1e-5, atol=1e-5)
-    # a large bias sends query q of every head to its own key
-    big = torch.zeros(3, 5, 9)
-    big[:, torch.arange(5), torch.arange(5)] = 60.0
-    km_all = torch.ones(3, 9, dtype=torch.bool)
-    for token_space in (False, True):
-        attn.token_space = token_space
-        _, w = attn(x, ctx, key_mask=km_all, query_key_bias=big, need_weights=True)
-        torch.testing.assert_close(w[:, :, torch.arange(5), torch.arange(5)],
-                                   torch.ones(3, 4, 5))
-
-
-def test_anchored_latents_pool_the_sensors_around_their_direction():
-    from megfm.models.anchors import helmet_directions
-
-    anchors = helmet_directions(16)
-    torch.testing.assert_close(anchors.norm(dim=1), torch.ones(16))
-    assert anchors[:, 2].min() >= -0.3 and len({tuple(a) for a in anchors.tolist()}) == 16
-    torch.manual_seed(0)
-    config = ModelConfig.preset("tiny", latent_anchor_kappa=40.0)
-    anchored = MaskedSignalModel(config).eval()
-    batch = make_batch(s=40, n_pad=(0, 0))
-    _, attention = anchored.forward_features(*_args(batch), return_attention=True)
-    spatial = attention["spatial"]  # (B, P, K, S)
-    pos = batch["pos"]
-    directions = torch.nn.functional.normalize(pos - pos.mean(1, keepdim=True), dim=-1)
-    nearest = (directions @ anchored.anchors.T).argmax(1)  # (B, K): the sensor nearest anchor k
-    top = spatial.mean(1).argmax(-1)  # (B, K): where latent k attends most
-    assert torch.equal(top, nearest)
-    # the loss trains, and the option is refused when negative
-    out = anchored(*_args(batch), generator=torch.Generator().manual_seed(0))
-    out["loss"].backward()
-    assert torch.isfinite(out["loss"])
-    with pytest.raises(ValueError, match="latent_anchor_kappa"):
-        ModelConfig.preset("tiny", latent_anchor_kappa=-1.0)
-
-
 def test_token_space_attention_matches_under_attention_dropout():
     # dropout leaves weights that no longer sum to 1; the value bias must follow their sum
     torch.manual_seed(0)

@@ -68,10 +68,6 @@ class ModelConfig:
     qk_init: str = "trunc_normal"  # init of attention q/k/v projections: "trunc_normal"
     #   (std 0.02) or "xavier" (larger, so attention is not uniform at the start)
     n_latents: int = 16  # K learned latent queries per time patch (spatial compression)
-    latent_anchor_kappa: float = 0.0  # > 0: latent k is tied to a direction k on the helmet
-    #   (K directions spread evenly, megfm.models.anchors): its spatial attention logits get
-    #   kappa * (cos(angle between the sensor's direction and it) - 1), so each latent
-    #   summarises a region by construction; 0 = off
     depth: int = 4  # temporal transformer blocks over the P * K latent tokens
     n_heads: int = 4  # attention heads (encoder cross- and self-attention)
     mlp_ratio: float = 4.0  # hidden width of the MLPs, as a multiple of the block width
@@ -99,7 +95,6 @@ class ModelConfig:
             (self.decoder_dim % self.decoder_heads == 0,
              "decoder_dim must be a multiple of decoder_heads"),
             (self.n_latents >= 1, "n_latents must be >= 1"),
-            (self.latent_anchor_kappa >= 0, "latent_anchor_kappa must be >= 0 (0 = off)"),
             (self.leadfield_sources >= 1, "leadfield_sources must be >= 1"),
             (self.token_dim >= 0, "token_dim must be >= 0 (0 = dim)"),
             (self.token_mlp_ratio >= 0, "token_mlp_ratio must be >= 0"),

@@ -90,7 +90,6 @@ class Attention(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
-        query_key_bias: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``x`` to ``context`` (or to ``x`` itself).
@@ -108,9 +107,6 @@ class Attention(nn.Module):
             added to the logits after the ``1 / sqrt(head_dim)`` scaling. It is an additive
             float mask of the attention call, so the query/key width stays the context width
             (a multiple of 8 for the presets), which the memory-efficient SDPA kernels need.
-        query_key_bias : Tensor, shape (B, Nq, Nk) | None
-            A logit bias per query and key, the same for every head, added like
-            ``key_bias``.
         need_weights : bool
             Return the attention weights ``(B, H, Nq, Nk)`` (manual path).
 
@@ -124,13 +120,11 @@ class Attention(nn.Module):
         nk = ctx.shape[1]
         q = self.q(x).reshape(b, nq, self.n_heads, self.head_dim).transpose(1, 2)
         if self.token_space:
-            return self._token_space(q, ctx, key_mask, key_bias, query_key_bias, need_weights)
+            return self._token_space(q, ctx, key_mask, key_bias, need_weights)
         bias = None
         if key_bias is not None:
             coef, values = key_bias
             bias = coef[None, :, None, None] * values[:, None, None, :]  # (B, H, 1, Nk)
-        if query_key_bias is not None:
-            bias = query_key_bias[:, None] if bias is None else bias + query_key_bias[:, None]
         k, v = (
             self.kv(ctx).reshape(b, nk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         )  # each (B, H, Nk, hd)
@@ -161,7 +155,6 @@ class Attention(nn.Module):
         ctx: torch.Tensor,
         key_mask: torch.Tensor | None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None,
-        query_key_bias: torch.Tensor | None,
         need_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention computed in the context's space (see the class notes); same result."""
@@ -182,11 +175,8 @@ class Attention(nn.Module):
             coef, key_values = key_bias
             row_coef = coef.to(q.dtype).repeat_interleave(nq)  # (H * Nq,), head-major rows
             logit_bias = row_coef[None, None, :, None] * key_values.to(q.dtype)[:, None, None, :]
-        if query_key_bias is not None:  # the same for every head: repeated over the folded rows
-            per_row = query_key_bias.to(q.dtype).repeat(1, h, 1)[:, None]  # (B, 1, H * Nq, Nk)
-            logit_bias = per_row if logit_bias is None else logit_bias + per_row
-        if logit_bias is not None and mask is not None:
-            logit_bias = logit_bias.masked_fill(~mask, float("-inf"))
+            if mask is not None:
+                logit_bias = logit_bias.masked_fill(~mask, float("-inf"))
         p_drop = self.attn_drop if self.training else 0.0
         values = keys  # (B, 1, Nk, W): values come from the same context as the keys
         # after dropout the weights no longer sum to 1: a column of ones carries their sum,
@@ -278,12 +268,11 @@ class CrossBlock(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
-        query_key_bias: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, w = self.attn(
             self.norm_q(x), self.norm_kv(context), key_mask=key_mask, key_bias=key_bias,
-            query_key_bias=query_key_bias, need_weights=need_weights,
+            need_weights=need_weights,
         )
         x = x + a
         x = x + self.mlp(self.norm2(x))

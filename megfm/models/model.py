@@ -32,7 +32,6 @@ from ..tokenize import (
     relative_log_scale,
     robust_normalize,
 )
-from .anchors import anchor_bias, helmet_directions
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import ModelConfig
 from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
@@ -96,9 +95,6 @@ class MaskedSignalModel(nn.Module):
         self.scale_bias = (
             nn.Parameter(torch.zeros(c.n_heads)) if c.scale_attention_bias is not None else None
         )
-        # fixed directions tying latent k to a helmet region (not saved: rebuilt from config)
-        self.register_buffer("anchors", helmet_directions(n_lat) if c.latent_anchor_kappa > 0
-                             else None, persistent=False)
         self.blocks = nn.ModuleList(
             SelfBlock(dim, c.n_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, dropout=c.dropout)
             for _ in range(c.depth)
@@ -337,7 +333,6 @@ class MaskedSignalModel(nn.Module):
         visible: torch.Tensor,
         *,
         rel_scale: torch.Tensor | None = None,
-        anchor_bias: torch.Tensor | None = None,
         need_weights: bool = False,
         return_blocks: bool = False,
     ) -> tuple[torch.Tensor, dict]:
@@ -355,9 +350,6 @@ class MaskedSignalModel(nn.Module):
             Log relative scale of each sensor (:meth:`relative_scale`), used when
             ``config.scale_feature`` or ``config.scale_attention_bias`` is set; None counts
             as 0 (every sensor at the median of its type).
-        anchor_bias : Tensor, shape (B, S, K) | None
-            Spatial-attention logit bias of each sensor for each latent
-            (:meth:`anchor_bias`; ``config.latent_anchor_kappa``).
         need_weights : bool
             Also return attention weights (manual attention path).
         return_blocks : bool
@@ -383,11 +375,7 @@ class MaskedSignalModel(nn.Module):
         if self.scale_bias is not None:  # logit bias beta_h * log amplitude of each key
             amp = patch_log_amplitude(x, packed.per_sensor(rel_scale))
             key_bias = (self.scale_bias, packed.grid(amp))
-        query_key_bias = None
-        if anchor_bias is not None:  # (B, S, K) -> (B * P, K, width)
-            query_key_bias = packed.grid(packed.per_sensor(anchor_bias)).transpose(1, 2)
         latents, spatial = self.pool_sensors(packed.grid(tokens), packed, key_bias=key_bias,
-                                             query_key_bias=query_key_bias,
                                              need_weights=need_weights)  # (B, P, K, D)
         extras: dict = {"spatial": spatial, "temporal": []} if need_weights else {}
         blocks = []
@@ -432,7 +420,6 @@ class MaskedSignalModel(nn.Module):
         packed: Packing,
         *,
         key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
-        query_key_bias: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """K latent queries per time patch attend to that patch's visible sensor tokens.
@@ -445,8 +432,6 @@ class MaskedSignalModel(nn.Module):
             The visible sensor-patches (:func:`megfm.models.packing.pack`).
         key_bias : tuple of Tensor (coef (H,), values (B * P, width)) | None
             Rank-one logit bias of the spatial attention.
-        query_key_bias : Tensor, shape (B * P, K, width) | None
-            Logit bias of each latent for each sensor (the anchors).
         need_weights : bool
             Also return the head-averaged attention map.
 
@@ -466,8 +451,7 @@ class MaskedSignalModel(nn.Module):
         # rows without any visible key attend to zeros; their output is replaced below
         lat, weights = self.spatial(
             queries[None].expand(b, p, k, dim).reshape(b * p, k, dim), tokens,
-            key_mask=key_mask | empty[:, None], key_bias=key_bias,
-            query_key_bias=query_key_bias, need_weights=need_weights)
+            key_mask=key_mask | empty[:, None], key_bias=key_bias, need_weights=need_weights)
         lat = lat.reshape(b, p, k, dim)
         fill = (self.empty_latents[None] + time[:, None]).to(lat.dtype)  # (P, K, D)
         lat = torch.where(empty.reshape(b, p)[..., None, None], fill[None], lat)
@@ -604,7 +588,7 @@ class MaskedSignalModel(nn.Module):
         geometry = self.geometry(pos, ori, sensor_type, valid)  # (B, S, token_width)
         latents, extras = self.forward_encoder(
             target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
-            anchor_bias=self.anchor_bias(pos, valid), need_weights=return_attention,
+            need_weights=return_attention,
         )
         pred = self.forward_decoder(latents, geometry, mask)  # (B, S, P, L)
         loss = self.forward_loss(pred, target, mask)
@@ -650,17 +634,8 @@ class MaskedSignalModel(nn.Module):
         geometry = self.geometry(pos, ori, sensor_type, valid)
         return self.forward_encoder(
             patches, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
-            anchor_bias=self.anchor_bias(pos, valid), **encoder_kwargs,
+            **encoder_kwargs,
         )
-
-    def anchor_bias(self, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
-        """Logit bias (B, S, K) tying latent k to helmet direction k; None when off.
-
-        See :mod:`megfm.models.anchors` (``config.latent_anchor_kappa``).
-        """
-        if self.anchors is None:
-            return None
-        return anchor_bias(pos, valid, self.anchors, self.config.latent_anchor_kappa)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
         """Pool latents ``(B, P, K, D) -> (B, D)``; apply :attr:`head` unless ``pre_logits``."""
