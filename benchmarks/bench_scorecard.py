@@ -100,6 +100,8 @@ def main(argv=None) -> int:
                     help="label permutations refitted by the study (default: %(default)s)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: null,ctf")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes refitting the label permutations (default: %(default)s)")
     ap.add_argument("--work", default=None, help="folder kept for cohorts, stores and model")
     args = parse_args(ap, argv, "scorecard")
     if args.quick:
@@ -138,7 +140,8 @@ def main(argv=None) -> int:
     model = megfm.load_pretrained(model_dir / "model" if (model_dir / "model").is_dir()
                                   else model_dir).eval()
     report["model"] = {"config": model.config.to_dict(), "n_params": model.num_parameters()}
-    kw = dict(random_seeds=random_seeds, n_permutations=args.permutations, progress=False)
+    kw = dict(random_seeds=random_seeds, n_permutations=args.permutations, n_jobs=args.jobs,
+              progress=False)
     report["studies"] = {}
     for seed in [int(s) for s in args.study_seeds.split(",") if s]:
         store = cohort_store(work, f"study{seed}_n{args.study_subjects}",
@@ -164,7 +167,8 @@ def main(argv=None) -> int:
                              duration=duration, seed=404, window=args.window, array="ctf275")
         summary = card_summary(scorecard(model, store, random_seeds=(), probe_bands=None,
                                          baselines=("raw", "spectral"),
-                                         n_permutations=args.permutations, progress=False))
+                                         n_permutations=args.permutations, n_jobs=args.jobs,
+                                         progress=False))
         report["ctf275"] = summary
         print_card("CTF-275", summary)
         lap("scorecard CTF-275")

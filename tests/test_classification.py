@@ -152,6 +152,12 @@ def test_intervals_and_tests_come_from_label_permutation_refits():
     assert versus_extra["other"] == "coin" and versus_extra["test"] == "swapped fixed scores"
     assert res.metrics["coin"]["auroc"]["interval"] == "bootstrap"
     assert "coin" not in res.chance
+    # the refits in two processes give the same result
+    twice = run_study(feats, meta, classifiers=("logreg",), n_splits=4, extra_methods={"coin": coin},
+                      reference=["megfm", ("megfm/logreg", "coin")], n_permutations=49,
+                      n_bootstrap=200, progress=False, n_jobs=2)
+    assert twice.metrics == res.metrics and twice.comparisons == res.comparisons
+    assert twice.chance == res.chance
     # no refits: bootstrap intervals, no p-values
     bare = run_study(feats, meta, classifiers=("logreg",), n_splits=4, n_permutations=0,
                      n_bootstrap=200, progress=False)

@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
                    help="label permutations, each refitting every classifier: p-values against "
                    "chance, paired tests and intervals (cost: that many times the fits; 0 "
                    "skips them, leaving bootstrap intervals; default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes refitting the label permutations (-1 = every core; the "
+                   "result does not depend on it; default: %(default)s)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the intervals of methods not refitted "
                    "(--finetune, --linear-probe; default: %(default)s)")
@@ -177,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_study(feats, meta, task=args.task, classifiers=classifiers, level=args.level,
                        n_splits=args.folds, n_repeats=args.repeats,
                        balanced_test=args.balanced_test, n_permutations=args.permutations,
-                       n_bootstrap=args.bootstrap, seed=args.seed, out=args.out,
+                       n_bootstrap=args.bootstrap, n_jobs=args.jobs, seed=args.seed, out=args.out,
                        extra_methods=extra or None,
                        progress=not args.no_progress)
     print(result.to_markdown())

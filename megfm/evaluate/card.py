@@ -304,7 +304,7 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
               classifier: str = "logreg",
               n_splits: int = 5, n_permutations: int = 200, n_bootstrap: int = 1000,
               riemann_components: int = 32, seed: int = 0, batch_size: int = 64,
-              out=None, progress: bool = True) -> Scorecard:
+              n_jobs: int | None = None, out=None, progress: bool = True) -> Scorecard:
     """Score a model's features on a labelled store.
 
     Parameters
@@ -341,6 +341,9 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
         Reduced sensor space of the Riemannian baseline.
     batch_size : int
         Windows per forward pass.
+    n_jobs : int | None
+        Processes refitting the study's label permutations (see
+        :func:`~megfm.evaluate.run_study`).
     out : path-like | None
         Folder for ``scorecard.json``, ``scorecard.md`` and the study report.
     progress : bool
@@ -418,7 +421,8 @@ def scorecard(model, store, *, random_seeds=(0, 1, 2), baselines=("raw", "spectr
         reference.append((f"megfm+spectral/{classifier}", f"spectral/{classifier}"))
     study = run_study(features, meta, task=task, classifiers=[classifier], n_splits=n_splits,
                       n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed,
-                      reference=reference, preprocessors=preprocessors, progress=progress)
+                      reference=reference, preprocessors=preprocessors, progress=progress,
+                      n_jobs=n_jobs)
     subjects = np.asarray(meta["subject"]).astype(str)
     n_subjects = len(np.unique(subjects[in_state]))
     probes: dict[str, dict[str, float]] = {}

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy.special import expit, softmax
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, clone
@@ -482,7 +483,7 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
               preprocessors: Mapping[str, BaseEstimator] | None = None,
               n_permutations: int = 200, n_bootstrap: int = 1000, ci: float = 0.95,
               seed: int = 0, out=None, progress: bool = True,
-              blas_threads: int | None = 1) -> StudyResult:
+              blas_threads: int | None = 1, n_jobs: int | None = None) -> StudyResult:
     """Classify groups from window features with subject-level cross-validation.
 
     Parameters
@@ -556,6 +557,9 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         BLAS threads during the fits (None leaves the setting alone). Study-sized
         problems (tens of subjects) run several times faster single-threaded than with
         threads competing for the cores.
+    n_jobs : int | None
+        Label permutations refitted in parallel processes (joblib; None = 1, -1 = every
+        core). The result does not depend on it.
 
     Returns
     -------
@@ -639,7 +643,7 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
     if int(n_permutations) > 0:
         null = _refit_null(int(n_permutations), seed, folds, designs, clfs, preprocessors, sel,
                            subj_w, y, pos_of, row_subject, level, n_sub, n_classes,
-                           blas_threads, progress, balanced_test)
+                           blas_threads, progress, balanced_test, n_jobs)
     metrics, chance = {}, {}
     for i, m in enumerate(methods):
         s = scores[m][tested]
@@ -721,36 +725,53 @@ def _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, 
 
 def _refit_null(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, y, pos_of,
                 row_subject, level, n_sub, n_classes, blas_threads, progress,
-                balanced) -> dict[str, dict[str, np.ndarray]]:
+                balanced, n_jobs) -> dict[str, dict[str, np.ndarray]]:
     """Every metric of each classifier method refitted on ``n_perm`` label permutations."""
     rng = np.random.default_rng([int(seed), 1])
-    n_repeats = max(f.repeat for f in folds) + 1
-    n_splits = max(f.fold for f in folds) + 1
-    subjects = np.array(sorted(pos_of, key=pos_of.get))
+    # drawn here, in order, so the result does not depend on n_jobs
+    permuted = [rng.permutation(y) for _ in range(n_perm)]
+    scheme = dict(n_repeats=max(f.repeat for f in folds) + 1,
+                  n_splits=max(f.fold for f in folds) + 1, balanced_test=bool(balanced),
+                  seed=seed)
+    common = (scheme, designs, clfs, preprocessors, sel, subj_w, pos_of, row_subject, level,
+              n_sub, n_classes, blas_threads)
     names = [f"{f}/{c}" for f in designs for c in clfs]
     null = {m: {k: np.empty(n_perm) for k in METRICS} for m in names}
-    shape = (n_repeats, n_sub) if n_classes == 2 else (n_repeats, n_sub, n_classes)
-    bar = tqdm(total=n_perm * len(folds) * len(names), desc="label permutations",
+    bar = tqdm(total=n_perm, desc="label permutations", unit="permutation",
                disable=not progress, leave=False)
-    for i in range(n_perm):
-        y_perm = rng.permutation(y)
-        # folds stratified on the permuted labels, as the real ones are on the true labels
-        perm_folds = subject_folds(subjects, y_perm.astype(str), n_splits=n_splits,
-                                   n_repeats=n_repeats, balanced_test=bool(balanced), seed=seed)
-        acc = {m: np.full(shape, np.nan) for m in names}
-        _fit_folds(perm_folds, designs, clfs, {}, preprocessors, acc, sel, subj_w, y_perm, pos_of,
-                   row_subject, level, n_sub, n_classes, bar, blas_threads)
-        for m in names:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                s = np.nanmean(acc[m], axis=0)
-            ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(axis=1)
-            s = s[ok]
-            pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
-            for k, v in compute_metrics(y_perm[ok], s, pred).items():
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_refit_once)(y_perm, *common) for y_perm in permuted)
+    for i, result in enumerate(runs):
+        for m, values in result.items():
+            for k, v in values.items():
                 null[m][k][i] = v
+        bar.update()
     bar.close()
     return null
+
+
+def _refit_once(y_perm, scheme, designs, clfs, preprocessors, sel, subj_w, pos_of, row_subject,
+                level, n_sub, n_classes, blas_threads) -> dict[str, dict[str, float]]:
+    """Metrics of each classifier method refitted on one permutation of the labels."""
+    subjects = np.array(sorted(pos_of, key=pos_of.get))
+    # folds stratified on the permuted labels, as the real ones are on the true labels
+    perm_folds = subject_folds(subjects, y_perm.astype(str), **scheme)
+    names = [f"{f}/{c}" for f in designs for c in clfs]
+    shape = (scheme["n_repeats"], n_sub) if n_classes == 2 else \
+        (scheme["n_repeats"], n_sub, n_classes)
+    acc = {m: np.full(shape, np.nan) for m in names}
+    _fit_folds(perm_folds, designs, clfs, {}, preprocessors, acc, sel, subj_w, y_perm, pos_of,
+               row_subject, level, n_sub, n_classes, tqdm(disable=True), blas_threads)
+    out = {}
+    for m in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            s = np.nanmean(acc[m], axis=0)
+        ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(axis=1)
+        s = s[ok]
+        pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
+        out[m] = compute_metrics(y_perm[ok], s, pred)
+    return out
 
 
 def _upper_p(null: np.ndarray, observed: float) -> float:
