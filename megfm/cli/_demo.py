@@ -54,10 +54,12 @@ def _run(args: argparse.Namespace) -> int:
     for row in summary["timings"]:
         print(f"  {row['stage']:<10} {row['seconds']:>7.1f} s")
     study = summary["study"]
-    print(f"\n{study['task']}, {study['n_subjects']} subjects, subject-level CV: AUROC [95% CI]")
+    print(f"\n{study['task']}, {study['n_subjects']} subjects, subject-level CV: AUROC [95% "
+          "interval], p vs chance (label permutations)")
     for method, metrics in study["methods"].items():
-        auroc = metrics["auroc"]
-        print(f"  {method:<18} {auroc['value']:.3f} [{auroc['ci_low']:.3f}, {auroc['ci_high']:.3f}]")
+        auroc, p = metrics["auroc"], study["chance"].get(method)
+        print(f"  {method:<18} {auroc['value']:.3f} [{auroc['ci_low']:.3f}, {auroc['ci_high']:.3f}]"
+              + ("" if p is None else f"  p {p:.3f}"))
     print("attention alignment with the expected sensors (x uniform):")
     events = summary.get("event_attention_alignment", {})
     for state, score in summary["attention_alignment"].items():
