@@ -631,23 +631,18 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
                row_subject, level, n_sub, n_classes, bar, blas_threads)
     bar.close()
 
-    scores = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # untested subjects stay NaN
-        for m, a in acc.items():
-            scores[m] = np.nanmean(a, axis=0)
-    tested = np.isfinite(scores[methods[0]]) if n_classes == 2 else \
-        np.isfinite(scores[methods[0]]).all(axis=1)
+    scores = {m: _mean_over_repeats(a) for m, a in acc.items()}
+    tested = _tested(scores[methods[0]])  # the same subjects for every method (same folds)
     yt = y[tested]
     null = {}
     if int(n_permutations) > 0:
-        null = _refit_null(int(n_permutations), seed, folds, designs, clfs, preprocessors, sel,
-                           subj_w, y, pos_of, row_subject, level, n_sub, n_classes,
-                           blas_threads, progress, balanced_test, n_jobs)
+        null = _refit_null(int(n_permutations), seed, folds, subjects, designs, clfs,
+                           preprocessors, sel, subj_w, y, pos_of, row_subject, level, n_sub,
+                           n_classes, blas_threads, progress, balanced_test, n_jobs)
     metrics, chance = {}, {}
     for i, m in enumerate(methods):
         s = scores[m][tested]
-        pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
+        pred = _predictions(s)
         if m in null:
             metrics[m] = _null_intervals(compute_metrics(yt, s, pred), null[m], ci)
             chance[m] = _upper_p(null[m]["auroc"], metrics[m]["auroc"]["value"])
@@ -723,8 +718,8 @@ def _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, 
             bar.update()
 
 
-def _refit_null(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, y, pos_of,
-                row_subject, level, n_sub, n_classes, blas_threads, progress,
+def _refit_null(n_perm, seed, folds, subjects, designs, clfs, preprocessors, sel, subj_w, y,
+                pos_of, row_subject, level, n_sub, n_classes, blas_threads, progress,
                 balanced, n_jobs) -> dict[str, dict[str, np.ndarray]]:
     """Every metric of each classifier method refitted on ``n_perm`` label permutations."""
     rng = np.random.default_rng([int(seed), 1])
@@ -733,9 +728,9 @@ def _refit_null(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, 
     scheme = dict(n_repeats=max(f.repeat for f in folds) + 1,
                   n_splits=max(f.fold for f in folds) + 1, balanced_test=bool(balanced),
                   seed=seed)
-    common = (scheme, designs, clfs, preprocessors, sel, subj_w, pos_of, row_subject, level,
-              n_sub, n_classes, blas_threads)
     names = [f"{f}/{c}" for f in designs for c in clfs]
+    common = (scheme, subjects, names, designs, clfs, preprocessors, sel, subj_w, pos_of,
+              row_subject, level, n_sub, n_classes, blas_threads)
     null = {m: {k: np.empty(n_perm) for k in METRICS} for m in names}
     bar = tqdm(total=n_perm, desc="label permutations", unit="permutation",
                disable=not progress, leave=False)
@@ -750,13 +745,12 @@ def _refit_null(n_perm, seed, folds, designs, clfs, preprocessors, sel, subj_w, 
     return null
 
 
-def _refit_once(y_perm, scheme, designs, clfs, preprocessors, sel, subj_w, pos_of, row_subject,
-                level, n_sub, n_classes, blas_threads) -> dict[str, dict[str, float]]:
+def _refit_once(y_perm, scheme, subjects, names, designs, clfs, preprocessors, sel, subj_w,
+                pos_of, row_subject, level, n_sub, n_classes,
+                blas_threads) -> dict[str, dict[str, float]]:
     """Metrics of each classifier method refitted on one permutation of the labels."""
-    subjects = np.array(sorted(pos_of, key=pos_of.get))
     # folds stratified on the permuted labels, as the real ones are on the true labels
     perm_folds = subject_folds(subjects, y_perm.astype(str), **scheme)
-    names = [f"{f}/{c}" for f in designs for c in clfs]
     shape = (scheme["n_repeats"], n_sub) if n_classes == 2 else \
         (scheme["n_repeats"], n_sub, n_classes)
     acc = {m: np.full(shape, np.nan) for m in names}
@@ -764,14 +758,27 @@ def _refit_once(y_perm, scheme, designs, clfs, preprocessors, sel, subj_w, pos_o
                row_subject, level, n_sub, n_classes, tqdm(disable=True), blas_threads)
     out = {}
     for m in names:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            s = np.nanmean(acc[m], axis=0)
-        ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(axis=1)
-        s = s[ok]
-        pred = (s >= 0.5).astype(np.int64) if n_classes == 2 else s.argmax(axis=1)
-        out[m] = compute_metrics(y_perm[ok], s, pred)
+        s = _mean_over_repeats(acc[m])
+        ok = _tested(s)
+        out[m] = compute_metrics(y_perm[ok], s[ok], _predictions(s[ok]))
     return out
+
+
+def _mean_over_repeats(acc: np.ndarray) -> np.ndarray:
+    """Each subject's out-of-fold score averaged over the repeats (NaN if never tested)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # untested subjects stay NaN
+        return np.nanmean(acc, axis=0)
+
+
+def _tested(scores: np.ndarray) -> np.ndarray:
+    """Subjects with an out-of-fold score, from scores (n,) or (n, n_classes)."""
+    return np.isfinite(scores) if scores.ndim == 1 else np.isfinite(scores).all(axis=1)
+
+
+def _predictions(scores: np.ndarray) -> np.ndarray:
+    """Hard class codes: probability >= 0.5 for two classes, else the most probable class."""
+    return (scores >= 0.5).astype(np.int64) if scores.ndim == 1 else scores.argmax(axis=1)
 
 
 def _upper_p(null: np.ndarray, observed: float) -> float:
