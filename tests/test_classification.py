@@ -10,7 +10,12 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from megfm.evaluate.classification import parse_task, run_study, subject_state_matrix
+from megfm.evaluate.classification import (
+    distinct_relabelings,
+    parse_task,
+    run_study,
+    subject_state_matrix,
+)
 
 FAST = {"n_permutations": 39, "n_bootstrap": 300, "progress": False}
 
@@ -121,6 +126,35 @@ def test_label_permutation_test_against_chance(tmp_path):
     assert res.chance["noise/logreg"] > 0.2
     assert json.loads((tmp_path / "report.json").read_text())["chance"] == res.chance
     assert "p vs chance" in (tmp_path / "report.md").read_text()
+
+
+def test_distinct_relabelings_enumerate_every_other_assignment():
+    y = np.array([0, 1, 0, 1, 1, 0])
+    relabelings = distinct_relabelings(y, limit=200)
+    assert len(relabelings) == 19  # C(6, 3) - 1: the observed assignment is left out
+    assert len({tuple(r) for r in relabelings}) == 19
+    assert all(np.bincount(r).tolist() == [3, 3] for r in relabelings)
+    assert not any(np.array_equal(r, y) for r in relabelings)
+    three = np.array([0, 1, 2, 2])  # 4! / 2! = 12 assignments of three classes
+    assert len(distinct_relabelings(three, limit=11)) == 11
+    assert distinct_relabelings(three, limit=10) is None  # more than asked: sample instead
+    assert distinct_relabelings(np.repeat([0, 1], 20), limit=1000) is None
+
+
+def test_few_subjects_get_the_exact_permutation_test(tmp_path):
+    meta, rng = _cohort({"HC": 4, "migraine": 4}, windows_per_subject=2, seed=2)
+    feats = {"megfm": _planted(meta, rng, d=4, size=4.0)}
+    res = run_study(feats, meta, classifiers=("logreg",), n_splits=2, out=tmp_path,
+                    **{**FAST, "n_permutations": 200})
+    # 8 subjects, 4 per class: 70 assignments, each of the 69 others refitted once
+    assert res.config["n_permutations"] == 69 and res.config["exact_permutation_test"]
+    assert len(res.null["megfm/logreg"]["auroc"]) == 69
+    assert res.chance["megfm/logreg"] >= 1 / 70
+    assert "exact test" in (tmp_path / "report.md").read_text()
+    sampled = run_study(feats, meta, classifiers=("logreg",), n_splits=2,
+                        **{**FAST, "n_permutations": 30})
+    assert sampled.config["n_permutations"] == 30
+    assert not sampled.config["exact_permutation_test"]
 
 
 def test_intervals_and_tests_come_from_label_permutation_refits():

@@ -21,8 +21,10 @@ present, sorted, and scores are one probability per class in that order.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -308,7 +310,9 @@ class StudyResult:
             f"{' (balanced test sets)' if cfg['balanced_test'] else ''}; seed {cfg['seed']}. "
             f"{cfg['ci']:.0%} intervals: " + (
                 f"the value +- z x its standard deviation over {cfg['n_permutations']} refits "
-                "on permuted labels" if cfg["n_permutations"] else "bootstrap over subjects")
+                "on permuted labels" + (" (every distinct relabeling of the subjects: an exact "
+                                        "test)" if cfg.get("exact_permutation_test") else "")
+                if cfg["n_permutations"] else "bootstrap over subjects")
             + (" (extra methods: bootstrap over subjects of their fixed scores, narrower "
                "than the refits' spread)" if cfg["n_permutations"] and cfg["extra_methods"]
                else "") + ".", "",
@@ -537,7 +541,10 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         (1 + n)``), the paired tests between classifier methods (two-sided, the same share
         for the AUROC difference) and the intervals (the metric +- z x its standard
         deviation over the refits: the spread of the cross-validated metric with no
-        effect). Cost: that many times the fits. 0 skips the refits: then no p-values
+        effect). Cost: that many times the fits. With few subjects, when their labels
+        admit at most ``n_permutations + 1`` distinct assignments, every other assignment
+        is refitted once instead (the exact test; ``config["n_permutations"]`` is then the
+        number refitted and ``config["exact_permutation_test"]`` is True). 0 skips the refits: then no p-values
         against chance, and intervals and paired tests come from the fixed out-of-fold
         scores (bootstrap, score swapping), which are too narrow (module docstring).
         Extra methods are never refitted; their intervals and tests always come from their
@@ -663,9 +670,12 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
             p, test = None, None
         comparisons.append({"reference": ref, "other": other, "auroc_reference": a,
                             "auroc_other": b, "difference": a - b, "p_value": p, "test": test})
+    n_refits = len(next(iter(null.values()))["auroc"]) if null else 0
     config = {"n_splits": int(n_splits), "n_repeats": int(n_repeats),
               "balanced_test": bool(balanced_test), "seed": int(seed),
-              "n_permutations": int(n_permutations), "n_bootstrap": int(n_bootstrap),
+              "n_permutations": n_refits if null else int(n_permutations),
+              "exact_permutation_test": bool(null) and n_refits < int(n_permutations),
+              "n_bootstrap": int(n_bootstrap),
               "ci": float(ci), "classifiers": {k: repr(v) for k, v in clfs.items()},
               "feature_sets": {k: int(v.shape[1]) for k, v in feats.items()},
               "preprocessors": {k: repr(v) for k, v in preprocessors.items()},
@@ -722,9 +732,12 @@ def _refit_null(n_perm, seed, folds, subjects, designs, clfs, preprocessors, sel
                 pos_of, row_subject, level, n_sub, n_classes, blas_threads, progress,
                 balanced, n_jobs) -> dict[str, dict[str, np.ndarray]]:
     """Every metric of each classifier method refitted on ``n_perm`` label permutations."""
-    rng = np.random.default_rng([int(seed), 1])
-    # drawn here, in order, so the result does not depend on n_jobs
-    permuted = [rng.permutation(y) for _ in range(n_perm)]
+    permuted = distinct_relabelings(y, limit=n_perm)
+    if permuted is None:
+        rng = np.random.default_rng([int(seed), 1])
+        # drawn here, in order, so the result does not depend on n_jobs
+        permuted = [rng.permutation(y) for _ in range(n_perm)]
+    n_perm = len(permuted)
     scheme = dict(n_repeats=max(f.repeat for f in folds) + 1,
                   n_splits=max(f.fold for f in folds) + 1, balanced_test=bool(balanced),
                   seed=seed)
@@ -743,6 +756,49 @@ def _refit_null(n_perm, seed, folds, subjects, designs, clfs, preprocessors, sel
         bar.update()
     bar.close()
     return null
+
+
+def distinct_relabelings(y: np.ndarray, *, limit: int) -> list[np.ndarray] | None:
+    """Every other assignment of the class counts of ``y`` to its subjects, if few.
+
+    With few subjects, random permutations mostly repeat the same few labelings. When
+    there are at most ``limit + 1`` distinct assignments, refitting each one except the
+    observed gives the exact permutation test (``(1 + #{null >= observed}) / (1 + n)``
+    is then the share of all assignments at least as extreme). None when there are more.
+
+    Parameters
+    ----------
+    y : ndarray of int, shape (n_subjects,)
+        Class codes.
+    limit : int
+        Most relabelings to return.
+
+    Returns
+    -------
+    list of ndarray | None
+        The relabelings in a fixed order, the observed one left out.
+    """
+    y = np.asarray(y)
+    classes, counts = np.unique(y, return_counts=True)
+    total = math.factorial(len(y))
+    for c in counts:
+        total //= math.factorial(int(c))
+    if total - 1 > limit:
+        return None
+    out = []
+
+    def assign(free: tuple[int, ...], k: int, labels: np.ndarray) -> None:
+        if k == len(classes) - 1:
+            labels[list(free)] = classes[k]
+            if not np.array_equal(labels, y):
+                out.append(labels.copy())
+            return
+        for chosen in itertools.combinations(free, int(counts[k])):
+            labels[list(chosen)] = classes[k]
+            assign(tuple(i for i in free if i not in chosen), k + 1, labels)
+
+    assign(tuple(range(len(y))), 0, np.empty_like(y))
+    return out
 
 
 def _refit_once(y_perm, scheme, subjects, names, designs, clfs, preprocessors, sel, subj_w,
