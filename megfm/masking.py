@@ -72,7 +72,9 @@ def _time_mask(valid, n_patches, ratio, generator, time_block):
     block = max(1, min(int(time_block), n_patches - 1))
     n_blocks = -(-n_patches // block)
     patch_block = torch.arange(n_patches, device=valid.device) // block  # (P,)
-    sizes = torch.bincount(patch_block, minlength=n_blocks)  # (n_blocks,)
+    # patches per block, known from the shapes (bincount would be a data-dependent op)
+    sizes = torch.full((n_blocks,), block, device=valid.device, dtype=torch.long)
+    sizes[-1] = n_patches - block * (n_blocks - 1)
     noise = _noise((b, n_blocks), generator, valid.device)
     order = torch.argsort(noise, dim=-1)  # blocks in the order they get hidden
     sizes_sorted = sizes[order]  # (B, n_blocks)
@@ -106,6 +108,7 @@ def make_mask(
     ratio: float = 0.5,
     generator: torch.Generator | None = None,
     time_block: int = 2,
+    static: bool = False,
 ) -> torch.Tensor:
     """Draw a masking mask for a batch.
 
@@ -124,6 +127,13 @@ def make_mask(
         Source of randomness; the same generator state gives the same mask.
     time_block : int
         Length in patches of the contiguous blocks of ``"time"`` masking.
+    static : bool
+        Read nothing back from the device (for compiled or CUDA-graph steps): the windows
+        are not checked (the caller has checked them: every window has a valid sensor, and
+        enough sensors and patches for the modes), and with several modes every mode's
+        builder runs on every window and each window keeps its own mode's mask. Masks
+        differ from the default path's for the same generator (the draws are consumed in
+        another order) but follow the same rules.
 
     Returns
     -------
@@ -157,6 +167,8 @@ def make_mask(
     b = valid.shape[0]
     if b == 0:
         return valid.new_zeros(0, valid.shape[1], n_patches)
+    if static:
+        return _static_mask(modes, valid, n_patches, ratio, generator, time_block)
     n_valid = valid.sum(1)
     choice = None
     if len(modes) > 1:
@@ -208,3 +220,15 @@ def _build(mode, valid, n_patches, ratio, generator, time_block) -> torch.Tensor
         raise ValueError(f"Masking mode {mode!r} has no builder in megfm.masking._BUILDERS; "
                          "register one there.") from None
     return builder(valid, n_patches, ratio, generator, time_block)
+
+
+def _static_mask(modes, valid, n_patches, ratio, generator, time_block) -> torch.Tensor:
+    """Every mode's mask for every window, each window taking its drawn mode's (no sync)."""
+    if len(modes) == 1:
+        return _build(modes[0], valid, n_patches, ratio, generator, time_block)
+    gen_device = generator.device if generator is not None else valid.device
+    choice = torch.randint(len(modes), (valid.shape[0],), generator=generator,
+                           device=gen_device).to(valid.device)
+    masks = torch.stack([_build(m, valid, n_patches, ratio, generator, time_block)
+                         for m in modes])  # (n_modes, B, S, P)
+    return masks[choice, torch.arange(valid.shape[0], device=valid.device)]

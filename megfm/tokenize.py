@@ -164,7 +164,8 @@ def robust_normalize(
 
 
 def _log_scale_and_type_median(
-    scale: torch.Tensor, sensor_type: torch.Tensor, sensor_mask: torch.Tensor | None
+    scale: torch.Tensor, sensor_type: torch.Tensor, sensor_mask: torch.Tensor | None,
+    n_types: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``log(scale)`` (B, S), the median of it over the valid sensors of each sensor's type in
     its window (B, S; 0 where the window has no valid sensor of that type), and the validity."""
@@ -173,7 +174,10 @@ def _log_scale_and_type_median(
              else sensor_mask.to(torch.bool))
     types = sensor_type.long()
     ref = torch.zeros_like(log_s)
-    for t in torch.unique(types[valid]).tolist():
+    # a fixed range of codes reads nothing back from the device (a type that no valid
+    # sensor has gets the median of nothing, NaN -> 0, as if it were skipped)
+    codes = range(n_types) if n_types is not None else torch.unique(types[valid]).tolist()
+    for t in codes:
         sel = valid & (types == t)
         med = torch.where(sel, log_s, torch.full_like(log_s, float("nan"))).nanmedian(1).values
         ref = torch.where(types == t, torch.nan_to_num(med)[:, None], ref)
@@ -186,6 +190,7 @@ def relative_log_scale(
     sensor_mask: torch.Tensor | None = None,
     *,
     clip: float = 5.0,
+    n_types: int | None = None,
 ) -> torch.Tensor:
     """Log robust scale of each sensor relative to the median of its sensor type.
 
@@ -203,12 +208,16 @@ def relative_log_scale(
         True for valid sensors; invalid ones get 0 and are left out of the medians.
     clip : float
         ``r`` is clipped to ``[-clip, clip]`` (flat sensors have a tiny scale).
+    n_types : int | None
+        Number of sensor-type codes (valid sensors have codes below it): each code's median
+        is computed without reading the codes back from the device. None finds the codes
+        present.
 
     Returns
     -------
     r : Tensor, shape (B, S)
     """
-    log_s, ref, valid = _log_scale_and_type_median(scale, sensor_type, sensor_mask)
+    log_s, ref, valid = _log_scale_and_type_median(scale, sensor_type, sensor_mask, n_types)
     r = (log_s - ref).clamp(-clip, clip)
     return torch.where(valid, r, torch.zeros_like(r))
 
@@ -299,6 +308,8 @@ class GeometryEmbedding(nn.Module):
         ori: torch.Tensor,
         sensor_type: torch.Tensor,
         sensor_mask: torch.Tensor | None = None,
+        *,
+        check: bool = True,
     ) -> torch.Tensor:
         """Embed sensors.
 
@@ -310,6 +321,9 @@ class GeometryEmbedding(nn.Module):
             Codes into ``megfm.data.SENSOR_TYPES``.
         sensor_mask : Tensor of bool, shape (B, S) | None
             True for valid sensors; invalid ones get a zero embedding.
+        check : bool
+            Refuse type codes outside ``[0, n_sensor_types)`` (two reads back from the
+            device; off in the static-shape path, whose batches come from megfm's loaders).
 
         Returns
         -------
@@ -324,7 +338,7 @@ class GeometryEmbedding(nn.Module):
         if sensor_mask is not None:
             # codes of padding may be anything: map them to 0 before the lookup
             sensor_type = torch.where(sensor_mask, sensor_type, torch.zeros_like(sensor_type))
-        if sensor_type.numel() and (
+        if check and sensor_type.numel() and (
             int(sensor_type.min()) < 0 or int(sensor_type.max()) >= self.n_sensor_types
         ):
             raise ValueError(

@@ -35,7 +35,7 @@ from ..tokenize import (
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import ModelConfig
 from .layers import Attention, CrossBlock, Mlp, SelfBlock, sinusoidal_positions
-from .packing import Packing, pack
+from .packing import Packing, pack, pack_all
 from .patch_embed import embed_patches, patch_log_amplitude, sensor_terms
 
 __all__ = ["MaskedSignalModel", "load_pretrained", "save_pretrained"]
@@ -60,6 +60,17 @@ class MaskedSignalModel(nn.Module):
     ``x`` may be float16 (a float16 store): it is upcast to float32 at the input
     (:func:`megfm.tokenize.robust_normalize`), so keep it in half precision up to here. A
     :class:`megfm.data.Batch` feeds the model by name: ``model(**batch.inputs())``.
+
+    ``static_shapes`` (attribute, default False; :meth:`set_static_shapes`) selects the
+    static-shape path for ``torch.compile`` and CUDA graphs: every tensor's shape depends on
+    the batch shape alone and nothing is read back from the device. The encoder then embeds
+    every sensor-patch and its attention ignores the hidden ones, the decoder predicts every
+    sensor-patch and keeps the hidden ones, and masks are drawn without checks
+    (:func:`megfm.masking.make_mask` with ``static=True``). The input checks that read
+    values (empty windows, NaN/Inf, sensor-type codes) are skipped: the training step checks
+    each batch before the model (:func:`megfm.data.check_batch`). Same losses and gradients
+    as the packed path for the same mask, at the cost of the per-token work on the hidden
+    (encoder) or visible (decoder) sensor-patches.
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -72,6 +83,7 @@ class MaskedSignalModel(nn.Module):
                 "ModelConfig.preset('small') or ModelConfig.from_dict(d)."
             )
         self.config = config
+        self.static_shapes = False
         c = config
         dim, ddim, n_lat, tw = c.dim, c.decoder_dim, c.n_latents, c.token_width
         # --- encoder: per-sensor-patch tokens at width tw (the part that grows with sensors)
@@ -165,6 +177,14 @@ class MaskedSignalModel(nn.Module):
         for m in self.modules():
             if isinstance(m, Attention):
                 m.fused = bool(fused)
+
+    def set_static_shapes(self, static: bool = True) -> None:
+        """Use the static-shape path (True) or the packed one (False); see the class notes."""
+        self.static_shapes = bool(static)
+
+    def _pack(self, selected: torch.Tensor) -> Packing:
+        """The selected sensor-patches, packed (default) or all kept (static shapes)."""
+        return pack_all(selected) if self.static_shapes else pack(selected)
 
     def num_parameters(self, *, trainable_only: bool = False) -> int:
         """Number of parameters (trainable ones only when asked)."""
@@ -272,6 +292,8 @@ class MaskedSignalModel(nn.Module):
                 "megfm.prepare(window_seconds=...)."
             )
         valid = sensor_mask.to(torch.bool)
+        if self.static_shapes:  # value checks read from the device: the caller checked
+            return valid
         empty = ~valid.any(1)
         if bool(empty.any()):
             raise ValueError(
@@ -307,7 +329,8 @@ class MaskedSignalModel(nn.Module):
         c = self.config
         if not (c.scale_feature or c.scale_attention_bias is not None):
             return None
-        return relative_log_scale(stats.scale, sensor_type, sensor_mask)
+        return relative_log_scale(stats.scale, sensor_type, sensor_mask,
+                                  n_types=c.n_sensor_types)
 
     def random_masking(
         self,
@@ -323,7 +346,7 @@ class MaskedSignalModel(nn.Module):
         return make_mask(
             sensor_mask, n_patches, mode=c.mask_mode if mode is None else mode,
             ratio=c.mask_ratio if ratio is None else ratio, generator=generator,
-            time_block=c.time_block,
+            time_block=c.time_block, static=self.static_shapes,
         )
 
     def forward_encoder(
@@ -366,7 +389,7 @@ class MaskedSignalModel(nn.Module):
         b, s, p, _ = patches.shape
         k, dim = self.config.n_latents, self.config.dim
         # MAE: hidden sensor-patches are dropped, not replaced; the visible ones are packed
-        packed = pack(visible)
+        packed = self._pack(visible)
         x = patches[packed.window, packed.sensor, packed.patch]  # (Nv, L)
         if rel_scale is None and (self.config.scale_feature or self.scale_bias is not None):
             rel_scale = patches.new_zeros(b, s)
@@ -445,7 +468,7 @@ class MaskedSignalModel(nn.Module):
         b, s, p = packed.shape
         k, dim = self.config.n_latents, self.config.dim
         key_mask = packed.key_mask()  # (B * P, width)
-        empty = ~key_mask[:, 0]  # a time patch with no visible sensor (time-block masking)
+        empty = ~key_mask.any(1)  # a time patch with no visible sensor (time-block masking)
         time = sinusoidal_positions(p, dim, device=tokens.device, dtype=tokens.dtype)  # (P, D)
         queries = (self.latent_queries[None] + time[:, None]).to(tokens.dtype)  # (P, K, D)
         # rows without any visible key attend to zeros; their output is replaced below
@@ -488,7 +511,7 @@ class MaskedSignalModel(nn.Module):
         # pack the hidden sensor-patches: the per-query work (norms, MLP, read-outs) runs on
         # them alone, not on a grid padded to the most hidden sensors of any time patch
         # (a whole hidden time patch under "time" masking would pad every row to S)
-        packed = pack(hidden)
+        packed = self._pack(hidden)
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
         q = (packed.per_sensor(self.decoder_geometry(geometry)) + self.mask_token
              + time[packed.patch])  # (N, Dd)
@@ -503,6 +526,8 @@ class MaskedSignalModel(nn.Module):
             gains = packed.grid(packed.per_sensor(self.leadfield(geometry)))  # (B * P, n, K * r)
             sources = self.source_readout(latents).reshape(b * p, -1, length)  # (B * P, K * r, L)
             out = out + torch.bmm(gains, sources.to(gains.dtype))[packed.rows, packed.slots]
+        if packed.selected is not None:  # every sensor-patch predicted: keep the hidden ones
+            out = torch.where(packed.selected[:, None], out, torch.zeros_like(out))
         where = (packed.window, packed.sensor, packed.patch)
         pred = out.new_zeros(b, s, p, length)
         pred[where] = out
@@ -579,13 +604,14 @@ class MaskedSignalModel(nn.Module):
                     f"Expected 'mask' of shape (B, S, P) = {(b, s, p)}; got {tuple(mask.shape)}."
                 )
             mask = mask.to(torch.bool) & valid[..., None]
-            if not bool(mask.any()):
+            if not self.static_shapes and not bool(mask.any()):
                 raise ValueError(
                     "'mask' hides no valid sensor-patch, so there is nothing to reconstruct; "
                     "hide at least one valid sensor-patch (True = hidden)."
                 )
         visible = valid[..., None] & ~mask  # (B, S, P)
-        geometry = self.geometry(pos, ori, sensor_type, valid)  # (B, S, token_width)
+        geometry = self.geometry(pos, ori, sensor_type, valid,
+                                 check=not self.static_shapes)  # (B, S, token_width)
         latents, extras = self.forward_encoder(
             target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
             need_weights=return_attention,
@@ -631,7 +657,7 @@ class MaskedSignalModel(nn.Module):
         valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
         patches, stats = self.tokenize(x, valid)
         visible = valid[..., None].expand_as(patches[..., 0])
-        geometry = self.geometry(pos, ori, sensor_type, valid)
+        geometry = self.geometry(pos, ori, sensor_type, valid, check=not self.static_shapes)
         return self.forward_encoder(
             patches, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
             **encoder_kwargs,

@@ -5,6 +5,11 @@ ones (MAE). Their number varies from one time patch to the next, so they are kep
 one row per selected sensor-patch, in ``(window, time patch, sensor)`` order. The per-token
 work (embedding, MLPs, read-outs) runs on the packed rows; only attention needs them grouped
 by time patch, in a grid ``(B * P, width, ...)`` padded to the largest group.
+
+:func:`pack_all` is the static-shape variant: it keeps every sensor-patch, in the same
+order, with the selection as a mask, so its shapes depend on ``(B, S, P)`` alone and it
+reads nothing back from the device (what ``torch.compile`` and CUDA graphs need), at the
+cost of the per-token work on the unselected sensor-patches too.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Packing", "pack", "to_grid"]
+__all__ = ["Packing", "pack", "pack_all", "to_grid"]
 
 
 def to_grid(values: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, n_rows: int,
@@ -50,7 +55,11 @@ class Packing:
     shape : tuple of int
         ``(B, S, P)`` of the selection.
     width : int
-        The most selected sensors of one time patch (at least 1).
+        The most selected sensors of one time patch (at least 1); ``S`` for
+        :func:`pack_all`.
+    selected : Tensor of bool, shape (N,) | None
+        For :func:`pack_all`, which of the ``N = B * P * S`` sensor-patches are selected;
+        None when only the selected ones are packed.
     """
 
     window: torch.Tensor
@@ -60,6 +69,7 @@ class Packing:
     slots: torch.Tensor
     shape: tuple[int, int, int]
     width: int
+    selected: torch.Tensor | None = None
 
     @property
     def n_rows(self) -> int:
@@ -68,10 +78,14 @@ class Packing:
 
     def grid(self, values: torch.Tensor) -> torch.Tensor:
         """Packed ``values (N, ...)`` as a zero-padded grid ``(B * P, width, ...)``."""
+        if self.selected is not None:  # every sensor-patch, already in grid order
+            return values.reshape(self.n_rows, self.width, *values.shape[1:])
         return to_grid(values, self.rows, self.slots, self.n_rows, self.width)
 
     def key_mask(self) -> torch.Tensor:
-        """``(B * P, width)`` bool: True where a grid slot holds a sensor-patch."""
+        """``(B * P, width)`` bool: True where a grid slot holds a selected sensor-patch."""
+        if self.selected is not None:
+            return self.selected.reshape(self.n_rows, self.width)
         return self.grid(torch.ones_like(self.rows, dtype=torch.bool))
 
     def per_sensor(self, values: torch.Tensor) -> torch.Tensor:
@@ -95,3 +109,28 @@ def pack(selected: torch.Tensor) -> Packing:
     rows = window * p + patch
     slots, width = _pack_rows(rows, b * p)
     return Packing(window, patch, sensor, rows, slots, (b, s, p), width)
+
+
+def pack_all(selected: torch.Tensor) -> Packing:
+    """Every sensor-patch of ``selected (B, S, P)``, with the selection as a mask.
+
+    The static-shape counterpart of :func:`pack`: ``N = B * P * S`` rows in ``(window, time
+    patch, sensor)`` order and a grid of width ``S``, whatever the selection.
+
+    Parameters
+    ----------
+    selected : Tensor of bool, shape (B, S, P)
+
+    Returns
+    -------
+    packing : Packing
+        With ``selected`` set (the selection of each row).
+    """
+    b, s, p = selected.shape
+    device = selected.device
+    window = torch.arange(b, device=device).repeat_interleave(p * s)
+    patch = torch.arange(p, device=device).repeat_interleave(s).repeat(b)
+    sensor = torch.arange(s, device=device).repeat(b * p)
+    rows = window * p + patch
+    return Packing(window, patch, sensor, rows, sensor, (b, s, p), s,
+                   selected=selected.transpose(1, 2).reshape(-1))

@@ -1,5 +1,5 @@
 """Defaults that follow the hardware: precision, matmul precision, fused optimiser, pinning,
-and ``torch.compile`` of the model's transformer blocks.
+and ``torch.compile`` of the model on its static-shape path.
 
 Small functions of the accelerator name so that the CPU tests cover the GPU choices too.
 """
@@ -96,19 +96,20 @@ def adamw_kwargs(params: Iterable[torch.Tensor], *, precision: str = "32-true",
 
 
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Compile the transformer blocks of a :class:`megfm.MaskedSignalModel` in place.
+    """Compile a :class:`megfm.MaskedSignalModel` in place, on its static-shape path.
 
-    Regional compilation: each temporal block (shapes ``(B, P * K, D)``, the same at every
-    step) and the spatial cross-attention block (its key count, the most visible sensors of
-    a time patch, changes with the mask: compiled with dynamic shapes) get
-    :meth:`torch.nn.Module.compile`. The packing of the visible and hidden sensor-patches
-    around them stays eager: its shapes depend on the mask, so compiling the whole model
-    breaks it into some 27 graphs and recompiles as the shapes change (about 3x the
-    compile time of the blocks alone).
+    The model is switched to static shapes (:meth:`~megfm.MaskedSignalModel.set_static_shapes`:
+    every sensor-patch is embedded and predicted, attention ignores the hidden or visible
+    ones, nothing is read back from the device) and its forward is compiled whole with
+    :meth:`torch.nn.Module.compile` (``dynamic=False``). Shapes then depend on the batch
+    shape alone, so new masks at every step reuse the same graphs: one compilation per batch
+    shape, where the packed path recompiles as the packed shapes change. Draw the mask
+    outside the model (``model(..., mask=mask)``, as :class:`PretrainModule` does): a
+    generator call inside the compiled forward breaks the graph.
 
     The modules, parameters and ``state_dict`` keys are unchanged, so checkpoints and
-    exports are the same as without compilation. The first forward of each block compiles
-    it (Inductor; on a CPU it needs a C++ compiler).
+    exports are the same as without compilation. The first forward compiles (Inductor; on a
+    CPU it needs a C++ compiler).
 
     Parameters
     ----------
@@ -126,7 +127,6 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
         raise TypeError(
             f"compile_model expects a megfm.MaskedSignalModel; got {type(model).__name__}."
         )
-    for block in model.blocks:
-        block.compile()
-    model.spatial.compile(dynamic=True)
+    model.set_static_shapes(True)
+    model.compile(dynamic=False)
     return model
