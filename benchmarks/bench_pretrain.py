@@ -19,11 +19,11 @@ other jobs it is far steadier than wall time with one thread (no thread waits fo
 that was descheduled), and equal to it on an idle machine. On a GPU whose name is in ``PEAK_BF16`` the
 MFU against the data-sheet dense bf16 peak is reported too (``mfu_spec``).
 
-``--compile`` also times the megfm step with its transformer blocks compiled as
-``megfm pretrain --compile`` does (``megfm.training._hardware.compile_model``; first step =
-compile time, reported apart) and checks that its loss and gradients match the eager
-model's on the same batch and mask; a compile failure is reported in the row
-(``compile_error``), not raised.
+``--compile`` also times the megfm step on its static-shape path, eager (what the static
+shapes cost by themselves) and compiled whole as ``megfm pretrain --compile`` does
+(``megfm.training._hardware.compile_model``; first step = compile time, reported apart), and
+checks that the compiled loss and gradients match the packed eager model's on the same batch
+and mask; a compile failure is reported in the row (``compile_error``), not raised.
 
 Usage::
 
@@ -251,6 +251,19 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
         return float(loss), [p.grad.detach().clone() for p in m.parameters() if p.grad is not None]
 
     eager_loss, eager_grads = loss_and_grads(model, masks[-1])
+    static = copy.deepcopy(model)
+    static.set_static_shapes(True)
+    static_opt = torch.optim.AdamW(static.parameters(), lr=1e-4,
+                                   **adamw_kwargs(static.parameters()))
+
+    def static_step(mask):
+        with autocast:
+            loss = static(*args, mask=mask)["loss"]
+        static_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        static_opt.step()
+
+    static_times, static_cpu_times = _time_steps(static_step, masks, spec, sync, args[0].device)
     try:
         compiled = compile_model(copy.deepcopy(model))
         t0 = time.perf_counter()
@@ -279,6 +292,8 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
     grad_rel = (diff / max(sum(float(e.square().sum()) for e in eager_grads), 1e-24)) ** 0.5
     tol = 2e-2 if spec["precision"] == "bf16" else 1e-4
     return {
+        "static_eager_step_s": min(static_times),
+        "static_eager_cpu_step_s": min(static_cpu_times),
         "compile_first_call_s": first_s,
         "compile_step_s": min(times),
         "compile_speedup": eager_step_s / min(times),
@@ -456,7 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         if "compile_error" in row:
             print(f"{row['model']} @ {row['sensors']}: torch.compile failed: "
                   f"{row['compile_error']}")
-        elif "compile_step_s" in row:
+        if "static_eager_step_s" in row:
+            print(f"{row['model']} @ {row['sensors']}: static shapes, eager "
+                  f"{1e3 * row['static_eager_step_s']:.1f} ms vs packed "
+                  f"{1e3 * row['step_s']:.1f} ms per step")
+        if "compile_step_s" in row:
             print(f"{row['model']} @ {row['sensors']}: torch.compile step "
                   f"{1e3 * row['compile_step_s']:.1f} ms vs eager {1e3 * row['step_s']:.1f} ms "
                   f"(x{row['compile_speedup']:.2f}, x{row['compile_speedup_cpu_time']:.2f} in CPU "

@@ -93,8 +93,9 @@ class PretrainConfig:
         Numeric precision: auto (bf16-mixed on CUDA with bf16, 32-true elsewhere), 32-true,
         bf16-mixed, 16-mixed, ...
     compile : bool
-        torch.compile the model's transformer blocks (the first step then compiles for about
-        a minute); meant for GPUs: on this project's CPU it gives the same step time.
+        torch.compile the model whole on its static-shape path (the first step then
+        compiles for about a minute); meant for GPUs: on this project's CPU the step is
+        slower (x0.77, docs/pretraining.md).
     checkpoint_every : int | None
         Save last.ckpt every this many steps; None (auto): max(1, max_steps // 10).
     checkpoint_minutes : float | None

@@ -102,7 +102,7 @@ class PretrainModule(pl.LightningModule):
         step ``k`` depend only on ``(seed, k, rank)``, so a resumed run draws the same masks
         as an uninterrupted one.
     compile : bool
-        Compile the model's transformer blocks with ``torch.compile``
+        Compile the model whole on its static-shape path with ``torch.compile``
         (:func:`megfm.training._hardware.compile_model`); the weights and checkpoints are
         the same as without it. Not saved in the hyper-parameters: a run choice, not part
         of the model.
