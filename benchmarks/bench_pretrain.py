@@ -150,7 +150,6 @@ def _worker(spec: dict) -> dict:
 
     from megfm.masking import make_mask
     from megfm.models import MaskedSignalModel, ModelConfig
-    from megfm.training import adamw_kwargs
 
     torch.manual_seed(0)
     if spec["device"] == "cpu":
@@ -170,20 +169,11 @@ def _worker(spec: dict) -> dict:
     ]
     rss0 = _rss_mb() if device.type == "cpu" else 0.0
     model = (MaskedSignalModel if spec["model"] == "megfm" else ReferenceBERT)(config).to(device)
-    # the optimiser megfm pretrain builds on this device (fused AdamW), for both models
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **adamw_kwargs(model.parameters()))
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"
     )
     args = (batch["x"], batch["pos"], batch["ori"], batch["sensor_type"], batch["sensor_mask"])
-
-    def step(mask):
-        with autocast:
-            loss = model(*args, mask=mask)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+    step = _training_step(torch, model, args, autocast)
 
     def sync():
         if device.type == "cuda":
@@ -231,6 +221,24 @@ def _worker(spec: dict) -> dict:
     return out
 
 
+def _training_step(torch, model, args, autocast):
+    """``step(mask) -> loss``: one training step of ``model`` on the batch ``args``, with the
+    optimiser megfm pretrain builds on this device (fused AdamW)."""
+    from megfm.training import adamw_kwargs
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **adamw_kwargs(model.parameters()))
+
+    def step(mask):
+        with autocast:
+            loss = model(*args, mask=mask)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s,
                    eager_cpu_step_s) -> dict:
     """Time the model with ``compile_model`` (megfm's ``--compile``) like the eager steps.
@@ -241,7 +249,7 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
     """
     import copy
 
-    from megfm.training import adamw_kwargs, compile_model
+    from megfm.training import compile_model
 
     def loss_and_grads(m, mask):
         with autocast:
@@ -250,37 +258,21 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
         loss.backward()
         return float(loss), [p.grad.detach().clone() for p in m.parameters() if p.grad is not None]
 
+    def time_training(m):
+        return _time_steps(_training_step(torch, m, args, autocast), masks, spec, sync,
+                           args[0].device)
+
     eager_loss, eager_grads = loss_and_grads(model, masks[-1])
     static = copy.deepcopy(model)
     static.set_static_shapes(True)
-    static_opt = torch.optim.AdamW(static.parameters(), lr=1e-4,
-                                   **adamw_kwargs(static.parameters()))
-
-    def static_step(mask):
-        with autocast:
-            loss = static(*args, mask=mask)["loss"]
-        static_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        static_opt.step()
-
-    static_times, static_cpu_times = _time_steps(static_step, masks, spec, sync, args[0].device)
+    static_times, static_cpu_times = time_training(static)
     try:
         compiled = compile_model(copy.deepcopy(model))
         t0 = time.perf_counter()
         compiled_loss, compiled_grads = loss_and_grads(compiled, masks[-1])
         sync()
         first_s = time.perf_counter() - t0
-        opt = torch.optim.AdamW(compiled.parameters(), lr=1e-4,
-                                **adamw_kwargs(compiled.parameters()))
-
-        def compiled_step(mask):
-            with autocast:
-                loss = compiled(*args, mask=mask)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        times, cpu_times = _time_steps(compiled_step, masks, spec, sync, args[0].device)
+        times, cpu_times = time_training(compiled)
     except Exception as err:  # noqa: BLE001  (any compile failure is a result to report)
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         return {"compile_error": f"{type(err).__name__}: {' | '.join(lines[:3])[:500]}"}
