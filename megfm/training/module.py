@@ -169,10 +169,12 @@ class PretrainModule(pl.LightningModule):
     def forward(self, batch: Batch, *, generator: torch.Generator | None = None) -> dict:
         """Run the model on a :class:`~megfm.data.batch.Batch`."""
         n_patches, rest = divmod(batch.x.shape[-1], self.model.config.patch_samples)
-        if rest or not n_patches:
-            return self.model(**batch.inputs())  # refused with the model's own message
-        # the mask is drawn here, outside the model (as the model would draw it), so that a
-        # compiled model holds no generator calls (each one breaks the graph)
+        # static shapes (compiled): the mask is drawn here, outside the model, as the model
+        # would draw it, so that the compiled forward holds no generator call (a graph
+        # break); windows that do not split into patches go to the model, which refuses them
+        if not self.model.static_shapes or rest or not n_patches:
+            return self.model(**batch.inputs(), mask_mode=self.hparams.mask_mode,
+                              mask_ratio=self.hparams.mask_ratio, generator=generator)
         mask = self.model.random_masking(
             batch.sensor_mask.to(torch.bool), n_patches, mode=self.hparams.mask_mode,
             ratio=self.hparams.mask_ratio, generator=generator)
