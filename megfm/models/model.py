@@ -364,7 +364,8 @@ class MaskedSignalModel(nn.Module):
         Parameters
         ----------
         patches : Tensor, shape (B, S, P, L)
-            Normalised sensor-patches; hidden ones are never read.
+            Normalised sensor-patches; hidden ones never reach the output (static shapes:
+            they are embedded, then given attention weight 0).
         geometry : Tensor, shape (B, S, token_width)
             Sensor embeddings (:class:`megfm.tokenize.GeometryEmbedding`).
         visible : Tensor of bool, shape (B, S, P)
@@ -389,6 +390,7 @@ class MaskedSignalModel(nn.Module):
         b, s, p, _ = patches.shape
         k, dim = self.config.n_latents, self.config.dim
         # MAE: hidden sensor-patches are dropped, not replaced; the visible ones are packed
+        # (static shapes: all are embedded, and the attention gives the hidden ones weight 0)
         packed = self._pack(visible)
         x = patches[packed.window, packed.sensor, packed.patch]  # (Nv, L)
         if rel_scale is None and (self.config.scale_feature or self.scale_bias is not None):
@@ -510,7 +512,8 @@ class MaskedSignalModel(nn.Module):
         length, ddim = self.config.patch_samples, self.config.decoder_dim
         # pack the hidden sensor-patches: the per-query work (norms, MLP, read-outs) runs on
         # them alone, not on a grid padded to the most hidden sensors of any time patch
-        # (a whole hidden time patch under "time" masking would pad every row to S)
+        # (a whole hidden time patch under "time" masking would pad every row to S); static
+        # shapes predict every sensor-patch and keep the hidden ones
         packed = self._pack(hidden)
         time = sinusoidal_positions(p, ddim, device=latents.device, dtype=latents.dtype)
         q = (packed.per_sensor(self.decoder_geometry(geometry)) + self.mask_token
