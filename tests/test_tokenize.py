@@ -144,3 +144,19 @@ def test_relative_log_scale_known_values():
     torch.testing.assert_close(r2[0, :5], r[0, :5])
 
 
+
+
+def test_fast_cpu_sort_equals_torch_sort():
+    from megfm.tokenize import _sort_last
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 200, generator=g)
+    x[0, 0, :50] = 0.0  # ties
+    x[1, 2, 3] = float("inf")
+    x[2, 1, 5] = float("-inf")
+    view = x.transpose(0, 1)  # not contiguous
+    assert torch.equal(_sort_last(view), view.sort(dim=-1).values)
+    # with a gradient to carry (attribution on the input), torch.sort is kept
+    leaf = x.clone().requires_grad_()
+    _sort_last(leaf)[..., 100].sum().backward()
+    assert leaf.grad.abs().sum() == 3 * 7
