@@ -243,9 +243,10 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
                    eager_cpu_step_s) -> dict:
     """Time the model with ``compile_model`` (megfm's ``--compile``) like the eager steps.
 
-    A copy of the model (the weights after the eager steps) is compiled; its first training
-    step (the compilation) is timed apart, and its loss and gradients on the last mask are
-    compared with the eager model's. Errors are returned, not raised.
+    A copy of the model (the weights after the eager steps) is timed on the static-shape
+    path, eager; another is compiled, its first training step (the compilation) timed apart,
+    and its loss and gradients on the last mask compared with the eager model's. Errors of
+    either are returned (``compile_error``), not raised.
     """
     import copy
 
@@ -263,17 +264,17 @@ def _time_compiled(torch, model, args, masks, autocast, sync, spec, eager_step_s
                            args[0].device)
 
     eager_loss, eager_grads = loss_and_grads(model, masks[-1])
-    static = copy.deepcopy(model)
-    static.set_static_shapes(True)
-    static_times, static_cpu_times = time_training(static)
     try:
+        static = copy.deepcopy(model)
+        static.set_static_shapes(True)
+        static_times, static_cpu_times = time_training(static)
         compiled = compile_model(copy.deepcopy(model))
         t0 = time.perf_counter()
         compiled_loss, compiled_grads = loss_and_grads(compiled, masks[-1])
         sync()
         first_s = time.perf_counter() - t0
         times, cpu_times = time_training(compiled)
-    except Exception as err:  # noqa: BLE001  (any compile failure is a result to report)
+    except Exception as err:  # noqa: BLE001  (any failure is a result to report)
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         return {"compile_error": f"{type(err).__name__}: {' | '.join(lines[:3])[:500]}"}
     rel = abs(compiled_loss - eager_loss) / max(abs(eager_loss), 1e-12)

@@ -128,9 +128,10 @@ def make_mask(
     time_block : int
         Length in patches of the contiguous blocks of ``"time"`` masking.
     static : bool
-        Read nothing back from the device (for compiled or CUDA-graph steps): the windows
-        are not checked (the caller has checked them: every window has a valid sensor, and
-        enough sensors and patches for the modes), and with several modes every mode's
+        Read nothing back from the device (for compiled or CUDA-graph steps): only the
+        shapes are checked, not the windows (the caller checks that every window has a valid
+        sensor; a window with too few valid sensors for a mode, e.g. one valid sensor under
+        ``"sensor"``, hides nothing in that mode), and with several modes every mode's
         builder runs on every window and each window keeps its own mode's mask. Masks
         differ from the default path's for the same generator (the draws are consumed in
         another order) but follow the same rules.
@@ -168,6 +169,14 @@ def make_mask(
     if b == 0:
         return valid.new_zeros(0, valid.shape[1], n_patches)
     if static:
+        # only what the shapes tell (no read from the device): a window with fewer valid
+        # sensors than the modes need hides nothing under them (module docstring)
+        if "time" in modes and n_patches < 2:
+            raise ValueError("Time-block masking needs at least 2 time patches per window; "
+                             "got 1. Use longer windows or a shorter patch.")
+        if valid.shape[1] * n_patches < 2 or ("sensor" in modes and valid.shape[1] < 2):
+            raise ValueError(f"Windows of {valid.shape[1]} sensor(s) x {n_patches} patch(es) "
+                             f"cannot be split into hidden and visible parts by {modes}.")
         return _static_mask(modes, valid, n_patches, ratio, generator, time_block)
     n_valid = valid.sum(1)
     choice = None

@@ -151,6 +151,9 @@ def test_few_subjects_get_the_exact_permutation_test(tmp_path):
     assert len(res.null["megfm/logreg"]["auroc"]) == 69
     assert res.chance["megfm/logreg"] >= 1 / 70
     assert "exact test" in (tmp_path / "report.md").read_text()
+    tie = run_study(feats, meta, classifiers=("logreg",), n_splits=2,
+                    **{**FAST, "n_permutations": 69})  # exactly every other assignment
+    assert tie.config["n_permutations"] == 69 and tie.config["exact_permutation_test"]
     sampled = run_study(feats, meta, classifiers=("logreg",), n_splits=2,
                         **{**FAST, "n_permutations": 30})
     assert sampled.config["n_permutations"] == 30

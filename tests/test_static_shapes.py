@@ -39,11 +39,15 @@ def test_static_path_gives_the_packed_losses_and_gradients(preset, mode):
                                    msg=name)
 
 
-def test_static_path_attention_maps_and_features_match():
+@pytest.mark.parametrize("mode", ["mixed", "time"])  # "time": fully hidden time patches
+def test_static_path_attention_maps_and_features_match(mode):
     torch.manual_seed(0)
     model = MaskedSignalModel(ModelConfig.preset("tiny")).eval()
-    batch = make_batch(b=2, s=10)
-    mask = model.random_masking(batch["sensor_mask"], 5, generator=torch.Generator().manual_seed(2))
+    batch = make_batch(b=2, s=10, n_pad=(0, 2))
+    mask = model.random_masking(batch["sensor_mask"], 5, mode=mode,
+                                generator=torch.Generator().manual_seed(2))
+    if mode == "time":
+        assert mask.all(1).any()  # some time patch has no visible sensor
     packed = model(*_args(batch), mask=mask, return_attention=True)
     feats = model.forward_features(*_args(batch))
     model.set_static_shapes(True)
@@ -58,13 +62,16 @@ def test_pack_all_keeps_every_sensor_patch_in_grid_order():
     selected = torch.rand(2, 5, 3, generator=torch.Generator().manual_seed(0)) < 0.5
     dense, packed = pack_all(selected), pack(selected)
     assert dense.width == 5 and len(dense.rows) == 2 * 5 * 3
-    values = torch.arange(30.0)
-    # the dense grid holds the packed one's values at the selected slots
-    grid = dense.grid(values)
-    assert torch.equal(dense.key_mask(), selected.transpose(1, 2).reshape(6, 5))
-    picked = grid[dense.key_mask()]
-    assert torch.equal(picked, values[dense.selected])
-    assert packed.key_mask().sum() == dense.key_mask().sum()
+    # a per-sensor-patch value: 100 * window + 10 * patch + sensor
+    b, s, p = torch.meshgrid(torch.arange(2), torch.arange(5), torch.arange(3), indexing="ij")
+    code = (100 * b + 10 * p + s).float()  # (B, S, P)
+    dense_grid = dense.grid(code[dense.window, dense.sensor, dense.patch])
+    packed_grid = packed.grid(code[packed.window, packed.sensor, packed.patch])
+    # each time patch's selected sensor-patches, in sensor order, in both layouts
+    for row in range(6):
+        want = packed_grid[row][packed.key_mask()[row]]
+        assert torch.equal(dense_grid[row][dense.key_mask()[row]], want)
+    assert torch.equal(dense_grid, code.permute(0, 2, 1).reshape(6, 5))  # grid order
 
 
 @pytest.mark.parametrize("mode", ["random", "sensor", "time", "mixed"])
@@ -88,3 +95,11 @@ def test_static_mixed_masks_draw_each_mode():
     whole_sensor = (mask.all(2) | ~mask.any(2)).all(1)  # "sensor": a sensor hidden throughout
     whole_time = (mask.all(1) | ~mask.any(1)).all(1)  # "time": a patch hidden on every sensor
     assert whole_sensor.any() and whole_time.any() and (~whole_sensor & ~whole_time).any()
+
+
+def test_static_masks_refuse_shapes_they_cannot_split():
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="at least 2 time patches"):
+        make_mask(valid, 1, mode="time", static=True)
+    with pytest.raises(ValueError, match="cannot be split"):
+        make_mask(torch.ones(2, 1, dtype=torch.bool), 4, mode="sensor", static=True)

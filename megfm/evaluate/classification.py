@@ -671,10 +671,12 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         comparisons.append({"reference": ref, "other": other, "auroc_reference": a,
                             "auroc_other": b, "difference": a - b, "p_value": p, "test": test})
     n_refits = len(next(iter(null.values()))["auroc"]) if null else 0
+    # enumerated when every other assignment fits in n_permutations (see _refit_null)
+    exact = bool(null) and _n_assignments(y) - 1 <= int(n_permutations)
     config = {"n_splits": int(n_splits), "n_repeats": int(n_repeats),
               "balanced_test": bool(balanced_test), "seed": int(seed),
               "n_permutations": n_refits if null else int(n_permutations),
-              "exact_permutation_test": bool(null) and n_refits < int(n_permutations),
+              "exact_permutation_test": exact,
               "n_bootstrap": int(n_bootstrap),
               "ci": float(ci), "classifiers": {k: repr(v) for k, v in clfs.items()},
               "feature_sets": {k: int(v.shape[1]) for k, v in feats.items()},
@@ -758,6 +760,14 @@ def _refit_null(n_perm, seed, folds, subjects, designs, clfs, preprocessors, sel
     return null
 
 
+def _n_assignments(y: np.ndarray) -> int:
+    """Distinct assignments of the class counts of ``y`` to its subjects (multinomial)."""
+    total = math.factorial(len(y))
+    for c in np.unique(y, return_counts=True)[1]:
+        total //= math.factorial(int(c))
+    return total
+
+
 def distinct_relabelings(y: np.ndarray, *, limit: int) -> list[np.ndarray] | None:
     """Every other assignment of the class counts of ``y`` to its subjects, if few.
 
@@ -779,12 +789,9 @@ def distinct_relabelings(y: np.ndarray, *, limit: int) -> list[np.ndarray] | Non
         The relabelings in a fixed order, the observed one left out.
     """
     y = np.asarray(y)
-    classes, counts = np.unique(y, return_counts=True)
-    total = math.factorial(len(y))
-    for c in counts:
-        total //= math.factorial(int(c))
-    if total - 1 > limit:
+    if _n_assignments(y) - 1 > limit:
         return None
+    classes, counts = np.unique(y, return_counts=True)
     out = []
 
     def assign(free: tuple[int, ...], k: int, labels: np.ndarray) -> None:

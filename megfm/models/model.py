@@ -483,6 +483,8 @@ class MaskedSignalModel(nn.Module):
         if not need_weights:
             return lat, None
         w = weights.mean(1)[packed.rows, :, packed.slots]  # head-averaged, (Nv, K)
+        if packed.selected is not None:  # a fully hidden time patch attends to every slot
+            w = w * packed.selected[:, None].to(w.dtype)
         spatial = w.new_zeros(b, p, s, k)
         spatial[packed.window, packed.patch, packed.sensor] = w
         return lat, spatial.transpose(2, 3)  # (B, P, K, S)
