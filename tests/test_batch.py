@@ -8,7 +8,7 @@ import torch
 import training_helpers as helpers
 
 from megfm.data import Batch, Windows, collate_windows, iter_batches, windows_batch
-from megfm.data.dataset import WindowDataset, check_batch
+from megfm.data.dataset import WindowDataset, batch_indices, check_batch
 from megfm.data.geometry import SensorGeometry
 from megfm.data.store import read_store, write_store
 
@@ -91,6 +91,12 @@ def test_batch_access_move_and_checks():
     bad.x[1, 2, 5] = float("inf")
     with pytest.raises(ValueError, match=r"store index \[1\] have NaN or Inf"):
         check_batch(bad, "test")
+    codes = batch.replace(sensor_type=batch.sensor_type.clone())
+    sensor = int(torch.nonzero(codes.sensor_mask[0])[0])
+    codes.sensor_type[0, sensor] = 9  # on a valid sensor: refused (the model skips its check)
+    first = batch_indices(codes)[0]
+    with pytest.raises(ValueError, match=rf"store index \[{first}\] have sensor-type codes"):
+        check_batch(codes, "test")
 
 
 def test_float16_store_stays_float16_up_to_the_model_which_upcasts(tmp_path):

@@ -866,3 +866,15 @@ def test_spatial_attention_query_key_width_is_the_token_width(monkeypatch):
         token_width = cfg.token_dim or cfg.dim
         assert (token_width,) * 3 in widths  # the spatial cross-attention, in token space
         assert all(w % 8 == 0 for call in widths for w in call), widths
+
+
+def test_checked_batches_skip_only_the_value_checks(model):
+    batch = make_batch()
+    batch["x"][0, 0, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model(*_args(batch))
+    out = model(*_args(batch), checked=True)  # the caller vouched for the values: not read
+    assert not torch.isfinite(out["loss"])
+    short = make_batch(n_times=30)  # shapes and lengths are still checked
+    with pytest.raises(ValueError, match="do not split"):
+        model(*_args(short), checked=True)

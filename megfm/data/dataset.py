@@ -201,14 +201,19 @@ def check_batch(batch: Batch, where: str) -> None:
     where : str
         What was running, for the message (e.g. ``"train, global step 12"``).
     """
+    from .geometry import SENSOR_TYPES
+
     valid = batch.sensor_mask.to(torch.bool)
     finite = torch.isfinite(batch.x).all(-1) | ~valid
+    codes = batch.sensor_type
+    bad_code = (((codes < 0) | (codes >= len(SENSOR_TYPES))) & valid).any(1)
     empty, nonfinite = ~valid.any(1), ~finite.all(1)
-    if not bool((empty | nonfinite).any()):  # one read back from the device
+    if not bool((empty | nonfinite | bad_code).any()):  # one read back from the device
         return
     index = batch_indices(batch)
     what, rows = (("no valid sensor (every sensor bad)", empty) if bool(empty.any())
-                  else ("NaN or Inf samples", nonfinite))
+                  else ("NaN or Inf samples", nonfinite) if bool(nonfinite.any())
+                  else (f"sensor-type codes outside 0-{len(SENSOR_TYPES) - 1}", bad_code))
     bad = [index[i] for i in torch.nonzero(rows).flatten().tolist()]
     raise BadWindowsError(
         f"Window(s) with store index {bad} have {what} ({where}); the store is damaged or "

@@ -258,8 +258,14 @@ class MaskedSignalModel(nn.Module):
         sensor_mask: torch.Tensor,
         *,
         sfreq: float | None = None,
+        values: bool = True,
     ) -> torch.Tensor:
-        """Validate a batch; return ``sensor_mask`` as bool. Raises ValueError/TypeError."""
+        """Validate a batch; return ``sensor_mask`` as bool. Raises ValueError/TypeError.
+
+        Types, shapes and the window length are always checked; ``values=False`` (or the
+        static-shape path) leaves out the checks that read values back from the device
+        (windows without a valid sensor, NaN/Inf), for batches the caller has checked.
+        """
         for name, t in (("x", x), ("pos", pos), ("ori", ori), ("sensor_type", sensor_type),
                         ("sensor_mask", sensor_mask)):
             if not isinstance(t, torch.Tensor):
@@ -292,7 +298,7 @@ class MaskedSignalModel(nn.Module):
                 "megfm.prepare(window_seconds=...)."
             )
         valid = sensor_mask.to(torch.bool)
-        if self.static_shapes:  # value checks read from the device: the caller checked
+        if self.static_shapes or not values:  # these read from the device: the caller checked
             return valid
         empty = ~valid.any(1)
         if bool(empty.any()):
@@ -565,6 +571,7 @@ class MaskedSignalModel(nn.Module):
         generator: torch.Generator | None = None,
         return_attention: bool = False,
         sfreq: float | None = None,
+        checked: bool = False,
     ) -> dict:
         """Mask, encode the visible sensor-patches, reconstruct the hidden ones.
 
@@ -585,6 +592,11 @@ class MaskedSignalModel(nn.Module):
             Also return the attention weights.
         sfreq : float | None
             Sampling rate of ``x``; refused when it differs from ``config.sfreq``.
+        checked : bool
+            The caller has checked the batch's values (a valid sensor in every window, no
+            NaN/Inf, sensor-type codes of ``megfm.data.SENSOR_TYPES``), as the training step
+            does with :func:`megfm.data.check_batch`: the model then skips its own checks
+            of them, which read back from the device (synchronisations on a GPU).
 
         Returns
         -------
@@ -596,7 +608,8 @@ class MaskedSignalModel(nn.Module):
             :func:`megfm.tokenize.denormalize`) and, when asked, ``attention`` with
             ``"spatial"`` (B, P, K, S) and ``"temporal"`` (list of (B, H, P*K, P*K)).
         """
-        valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq)
+        valid = self.check_inputs(x, pos, ori, sensor_type, sensor_mask, sfreq=sfreq,
+                                  values=not checked)
         target, stats = self.tokenize(x, valid)  # (B, S, P, L)
         b, s, p, _ = target.shape
         if mask is None:
@@ -616,7 +629,7 @@ class MaskedSignalModel(nn.Module):
                 )
         visible = valid[..., None] & ~mask  # (B, S, P)
         geometry = self.geometry(pos, ori, sensor_type, valid,
-                                 check=not self.static_shapes)  # (B, S, token_width)
+                                 check=not (self.static_shapes or checked))  # (B, S, width)
         latents, extras = self.forward_encoder(
             target, geometry, visible, rel_scale=self.relative_scale(stats, sensor_type, valid),
             need_weights=return_attention,

@@ -166,19 +166,25 @@ class PretrainModule(pl.LightningModule):
         return (self.hparams.seed * 1_000_003 + step * 7919 + offset * 104_729
                 + self.global_rank * 15_485_863) % (2**63 - 1)
 
-    def forward(self, batch: Batch, *, generator: torch.Generator | None = None) -> dict:
-        """Run the model on a :class:`~megfm.data.batch.Batch`."""
+    def forward(self, batch: Batch, *, generator: torch.Generator | None = None,
+                checked: bool = False) -> dict:
+        """Run the model on a :class:`~megfm.data.batch.Batch`.
+
+        ``checked=True``: the batch passed :func:`megfm.data.check_batch` (the training and
+        validation steps check every batch first), so the model skips its own value checks.
+        """
         n_patches, rest = divmod(batch.x.shape[-1], self.model.config.patch_samples)
         # static shapes (compiled): the mask is drawn here, outside the model, as the model
         # would draw it, so that the compiled forward holds no generator call (a graph
         # break); windows that do not split into patches go to the model, which refuses them
         if not self.model.static_shapes or rest or not n_patches:
             return self.model(**batch.inputs(), mask_mode=self.hparams.mask_mode,
-                              mask_ratio=self.hparams.mask_ratio, generator=generator)
+                              mask_ratio=self.hparams.mask_ratio, generator=generator,
+                              checked=checked)
         mask = self.model.random_masking(
             batch.sensor_mask.to(torch.bool), n_patches, mode=self.hparams.mask_mode,
             ratio=self.hparams.mask_ratio, generator=generator)
-        return self.model(**batch.inputs(), mask=mask)
+        return self.model(**batch.inputs(), mask=mask, checked=checked)
 
     def _stop_if_non_finite(self, loss: torch.Tensor, batch: Batch, batch_idx: int,
                             stage: str) -> None:
@@ -243,7 +249,7 @@ class PretrainModule(pl.LightningModule):
         self._stop_if_bad_windows(batch, stage)
         generator = torch.Generator(device=batch.x.device)
         generator.manual_seed(seed)
-        out = self(batch, generator=generator)
+        out = self(batch, generator=generator, checked=True)  # checked just above
         loss = out["loss"]
         self._stop_if_non_finite(loss, batch, batch_idx, stage)
         batch_size = len(batch)
