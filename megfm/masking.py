@@ -168,32 +168,27 @@ def make_mask(
     b = valid.shape[0]
     if b == 0:
         return valid.new_zeros(0, valid.shape[1], n_patches)
-    if static:
-        # only what the shapes tell (no read from the device): a window with fewer valid
-        # sensors than the modes need hides nothing under them (module docstring)
-        if "time" in modes and n_patches < 2:
-            raise ValueError("Time-block masking needs at least 2 time patches per window; "
-                             "got 1. Use longer windows or a shorter patch.")
-        if valid.shape[1] * n_patches < 2 or ("sensor" in modes and valid.shape[1] < 2):
-            raise ValueError(f"Windows of {valid.shape[1]} sensor(s) x {n_patches} patch(es) "
-                             f"cannot be split into hidden and visible parts by {modes}.")
-        return _static_mask(modes, valid, n_patches, ratio, generator, time_block)
-    n_valid = valid.sum(1)
     choice = None
-    if len(modes) > 1:
-        gen_device = generator.device if generator is not None else valid.device
-        choice = torch.randint(len(modes), (b,), generator=generator, device=gen_device)
-    # one device-to-host read for every check and the windows of each mode (on a GPU each
-    # read is a synchronisation)
-    host = torch.cat([n_valid.min()[None], choice.to(n_valid.device) if choice is not None
-                      else n_valid.new_zeros(0)]).tolist()
-    fewest = host[0]
-    if fewest == 0:
-        idx = torch.nonzero(n_valid == 0).flatten().tolist()
-        raise ValueError(
-            f"Window(s) {idx} of the batch have no valid sensor (sensor_mask is all False); "
-            "drop them or fix their bad-channel marks."
-        )
+    if static:
+        # only what the shapes tell (no read from the device): the caller checked the
+        # windows; one with fewer valid sensors than a mode needs hides nothing in it
+        fewest = valid.shape[1]
+    else:
+        n_valid = valid.sum(1)
+        if len(modes) > 1:
+            gen_device = generator.device if generator is not None else valid.device
+            choice = torch.randint(len(modes), (b,), generator=generator, device=gen_device)
+        # one device-to-host read for every check and the windows of each mode (on a GPU
+        # each read is a synchronisation)
+        host = torch.cat([n_valid.min()[None], choice.to(n_valid.device) if choice is not None
+                          else n_valid.new_zeros(0)]).tolist()
+        fewest = host[0]
+        if fewest == 0:
+            idx = torch.nonzero(n_valid == 0).flatten().tolist()
+            raise ValueError(
+                f"Window(s) {idx} of the batch have no valid sensor (sensor_mask is all "
+                "False); drop them or fix their bad-channel marks."
+            )
     if "random" in modes and fewest * n_patches < 2:
         raise ValueError(
             "Random masking needs at least 2 valid sensor-patches per window (one hidden, one "
@@ -209,6 +204,8 @@ def make_mask(
             "Time-block masking needs at least 2 time patches per window; got 1. Use longer "
             "windows, a shorter patch, or mode='random' / 'sensor'."
         )
+    if static:
+        return _static_mask(modes, valid, n_patches, ratio, generator, time_block)
     if choice is None:
         return _build(modes[0], valid, n_patches, ratio, generator, time_block)
     # each window's mask from its own mode's builder only (not all of them for every window)

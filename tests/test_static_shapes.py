@@ -101,5 +101,7 @@ def test_static_masks_refuse_shapes_they_cannot_split():
     valid = torch.ones(2, 5, dtype=torch.bool)
     with pytest.raises(ValueError, match="at least 2 time patches"):
         make_mask(valid, 1, mode="time", static=True)
-    with pytest.raises(ValueError, match="cannot be split"):
+    with pytest.raises(ValueError, match="Sensor masking needs at least 2 valid sensors"):
         make_mask(torch.ones(2, 1, dtype=torch.bool), 4, mode="sensor", static=True)
+    with pytest.raises(ValueError, match="Random masking needs at least 2"):
+        make_mask(torch.ones(2, 1, dtype=torch.bool), 1, mode="random", static=True)
