@@ -641,9 +641,9 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
     scores = {m: _mean_over_repeats(a) for m, a in acc.items()}
     tested = _tested(scores[methods[0]])  # the same subjects for every method (same folds)
     yt = y[tested]
-    null = {}
+    null, exact = {}, False
     if int(n_permutations) > 0:
-        null = _refit_null(int(n_permutations), seed, folds, subjects, designs, clfs,
+        null, exact = _refit_null(int(n_permutations), seed, folds, subjects, designs, clfs,
                            preprocessors, sel, subj_w, y, pos_of, row_subject, level, n_sub,
                            n_classes, blas_threads, progress, balanced_test, n_jobs)
     metrics, chance = {}, {}
@@ -671,8 +671,6 @@ def run_study(features, metadata, *, task: str = "migraine-vs-HC",
         comparisons.append({"reference": ref, "other": other, "auroc_reference": a,
                             "auroc_other": b, "difference": a - b, "p_value": p, "test": test})
     n_refits = len(next(iter(null.values()))["auroc"]) if null else 0
-    # enumerated when every other assignment fits in n_permutations (see _refit_null)
-    exact = bool(null) and _n_assignments(y) - 1 <= int(n_permutations)
     config = {"n_splits": int(n_splits), "n_repeats": int(n_repeats),
               "balanced_test": bool(balanced_test), "seed": int(seed),
               "n_permutations": n_refits if null else int(n_permutations),
@@ -732,10 +730,12 @@ def _fit_folds(folds, designs, clfs, extra, preprocessors, acc, sel, subj_w, y, 
 
 def _refit_null(n_perm, seed, folds, subjects, designs, clfs, preprocessors, sel, subj_w, y,
                 pos_of, row_subject, level, n_sub, n_classes, blas_threads, progress,
-                balanced, n_jobs) -> dict[str, dict[str, np.ndarray]]:
-    """Every metric of each classifier method refitted on ``n_perm`` label permutations."""
+                balanced, n_jobs) -> tuple[dict[str, dict[str, np.ndarray]], bool]:
+    """Every metric of each classifier method refitted on ``n_perm`` label permutations,
+    and whether those were every other assignment of the labels (the exact test)."""
     permuted = distinct_relabelings(y, limit=n_perm)
-    if permuted is None:
+    exact = permuted is not None
+    if not exact:
         rng = np.random.default_rng([int(seed), 1])
         # drawn here, in order, so the result does not depend on n_jobs
         permuted = [rng.permutation(y) for _ in range(n_perm)]
@@ -757,15 +757,7 @@ def _refit_null(n_perm, seed, folds, subjects, designs, clfs, preprocessors, sel
                 null[m][k][i] = v
         bar.update()
     bar.close()
-    return null
-
-
-def _n_assignments(y: np.ndarray) -> int:
-    """Distinct assignments of the class counts of ``y`` to its subjects (multinomial)."""
-    total = math.factorial(len(y))
-    for c in np.unique(y, return_counts=True)[1]:
-        total //= math.factorial(int(c))
-    return total
+    return null, exact
 
 
 def distinct_relabelings(y: np.ndarray, *, limit: int) -> list[np.ndarray] | None:
@@ -789,9 +781,12 @@ def distinct_relabelings(y: np.ndarray, *, limit: int) -> list[np.ndarray] | Non
         The relabelings in a fixed order, the observed one left out.
     """
     y = np.asarray(y)
-    if _n_assignments(y) - 1 > limit:
-        return None
     classes, counts = np.unique(y, return_counts=True)
+    total = math.factorial(len(y))  # distinct assignments of the counts (multinomial)
+    for c in counts:
+        total //= math.factorial(int(c))
+    if total - 1 > limit:
+        return None
     out = []
 
     def assign(free: tuple[int, ...], k: int, labels: np.ndarray) -> None:
