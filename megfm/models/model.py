@@ -595,8 +595,10 @@ class MaskedSignalModel(nn.Module):
         checked : bool
             The caller has checked the batch's values (a valid sensor in every window, no
             NaN/Inf, sensor-type codes of ``megfm.data.SENSOR_TYPES``), as the training step
-            does with :func:`megfm.data.check_batch`: the model then skips its own checks
-            of them, which read back from the device (synchronisations on a GPU).
+            does with :func:`megfm.data.check_batch`, and drew any ``mask`` it passes with
+            :meth:`random_masking` (which hides at least one sensor-patch per window): the
+            model then skips its own checks of them, which read back from the device
+            (synchronisations on a GPU).
 
         Returns
         -------
@@ -622,7 +624,7 @@ class MaskedSignalModel(nn.Module):
                     f"Expected 'mask' of shape (B, S, P) = {(b, s, p)}; got {tuple(mask.shape)}."
                 )
             mask = mask.to(torch.bool) & valid[..., None]
-            if not self.static_shapes and not bool(mask.any()):
+            if not (self.static_shapes or checked) and not bool(mask.any()):
                 raise ValueError(
                     "'mask' hides no valid sensor-patch, so there is nothing to reconstruct; "
                     "hide at least one valid sensor-patch (True = hidden)."

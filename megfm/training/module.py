@@ -174,13 +174,10 @@ class PretrainModule(pl.LightningModule):
         validation steps check every batch first), so the model skips its own value checks.
         """
         n_patches, rest = divmod(batch.x.shape[-1], self.model.config.patch_samples)
-        # static shapes (compiled): the mask is drawn here, outside the model, as the model
-        # would draw it, so that the compiled forward holds no generator call (a graph
-        # break); windows that do not split into patches go to the model, which refuses them
-        if not self.model.static_shapes or rest or not n_patches:
-            return self.model(**batch.inputs(), mask_mode=self.hparams.mask_mode,
-                              mask_ratio=self.hparams.mask_ratio, generator=generator,
-                              checked=checked)
+        if rest or not n_patches:  # refused by the model with its own message
+            return self.model(**batch.inputs(), checked=checked)
+        # the mask is drawn here, as the model would draw it, so that a compiled forward
+        # holds no generator call (a graph break)
         mask = self.model.random_masking(
             batch.sensor_mask.to(torch.bool), n_patches, mode=self.hparams.mask_mode,
             ratio=self.hparams.mask_ratio, generator=generator)
